@@ -1,0 +1,318 @@
+//! The `ChannelHub` actor: one per channel. It owns the channel's subscriptions and
+//! filters, tracks the chain head for `confirmations`, and fans each event out: the frame
+//! is rendered once per dialect and handed to every matching connection with `try_send`,
+//! once per connection however many of its subscriptions match.
+//!
+//! A connection whose mailbox is full is marked slow (it then closes 4005) and gets no
+//! more events; the hub never waits for it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::Arc;
+
+use actix::dev::SendError;
+use actix::{Actor, Context, Handler, Recipient};
+use bytestring::ByteString;
+
+use crate::event::Event;
+use crate::filter::{ChannelKind, Filter, MAX_CONFIRMATIONS};
+use crate::messages::{
+    ConnId, ConnectionClosed, Deliver, HeadAdvanced, PublishBatch, Subscribe, Unsubscribe,
+};
+use crate::metrics::Metrics;
+use crate::protocol::Dialect;
+
+struct Sub {
+    id: Arc<str>,
+    filter: Filter,
+    /// The first hub sequence number this subscription may see: it gets only events
+    /// published after it was made.
+    from_seq: u64,
+}
+
+struct Subscriber {
+    deliver: Recipient<Deliver>,
+    dialect: Dialect,
+    slow: Arc<AtomicBool>,
+    subs: Vec<Sub>,
+}
+
+/// Sends one frame; false when the connection is gone for good.
+fn send(sub: &Subscriber, frame: ByteString, seq: u64, metrics: &Metrics) -> bool {
+    match sub.deliver.try_send(Deliver { frame, seq }) {
+        Ok(()) => true,
+        Err(SendError::Full(_)) => {
+            sub.slow.store(true, Ordering::Release);
+            metrics.drops.fetch_add(1, Ordering::Relaxed);
+            true
+        }
+        Err(SendError::Closed(_)) => false,
+    }
+}
+
+/// The hub actor for one channel.
+pub struct ChannelHub {
+    name: Arc<str>,
+    kind: ChannelKind,
+    metrics: Arc<Metrics>,
+    /// This channel's live subscription count, read by `/metrics`.
+    gauge: Arc<AtomicI64>,
+    mailbox: usize,
+    /// Subscribers by connection; each connection's subscriptions are bounded by the
+    /// per-connection cap, connections by admission.
+    conns: HashMap<ConnId, Subscriber>,
+    /// Which connection owns each subscription id.
+    owner: HashMap<Arc<str>, ConnId>,
+    /// Highest block seen on `blocks`, as told by the publisher.
+    head: Option<u64>,
+    /// Events processed by this hub, for publish order and `from_seq`.
+    seq: u64,
+    /// Subscriptions with `confirmations` above 1; when zero nothing is held back.
+    gated: usize,
+    /// Events held for `confirmations` subscriptions, by block number, in publish order.
+    pending: BTreeMap<u64, Vec<(u64, Arc<Event>)>>,
+    pending_len: usize,
+    max_pending: usize,
+}
+
+impl ChannelHub {
+    /// A hub for channel `name` of `kind`.
+    pub fn new(
+        name: Arc<str>,
+        kind: ChannelKind,
+        metrics: Arc<Metrics>,
+        gauge: Arc<AtomicI64>,
+        mailbox: usize,
+        max_pending: usize,
+    ) -> ChannelHub {
+        ChannelHub {
+            name,
+            kind,
+            metrics,
+            gauge,
+            mailbox,
+            conns: HashMap::new(),
+            owner: HashMap::new(),
+            head: None,
+            seq: 0,
+            gated: 0,
+            pending: BTreeMap::new(),
+            pending_len: 0,
+            max_pending,
+        }
+    }
+
+    fn fan_out(&mut self, event: Arc<Event>) {
+        self.seq += 1;
+        let block = if self.kind.has_blocks() {
+            event.block
+        } else {
+            None
+        };
+        let head = self.head;
+        let metrics = &self.metrics;
+        let mut dead = Vec::new();
+        for (conn, s) in &self.conns {
+            if s.slow.load(Ordering::Acquire) {
+                continue;
+            }
+            // The first matching subscription decides the frame; one as published wins
+            // over a rewritten one (PROTOCOL.md 10.26: one frame per moment).
+            let mut frame = None;
+            for sub in &s.subs {
+                if !sub.filter.matches(&event.data) {
+                    continue;
+                }
+                let k = sub.filter.confirmations;
+                match (block, head) {
+                    (Some(n), Some(h)) if k > 1 && n.saturating_add(k - 1) <= h => {
+                        if frame.is_none() {
+                            frame = Some(event.frame_at_confirmations(s.dialect, h - n + 1));
+                        }
+                    }
+                    (Some(_), _) if k > 1 => {}
+                    _ => {
+                        frame = Some(event.frame(s.dialect));
+                        break;
+                    }
+                }
+            }
+            if let Some(f) = frame {
+                if !send(s, f, event.seq, metrics) {
+                    dead.push(*conn);
+                }
+            }
+        }
+        self.drop_conns(dead);
+        if let (Some(n), true) = (block, self.gated > 0) {
+            self.pending
+                .entry(n)
+                .or_default()
+                .push((self.seq, event.clone()));
+            self.pending_len += 1;
+            while self.pending_len > self.max_pending {
+                let Some((_, dropped)) = self.pending.pop_first() else {
+                    break;
+                };
+                self.pending_len -= dropped.len();
+                self.metrics
+                    .pending_dropped
+                    .fetch_add(dropped.len() as u64, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Delivers what the head moving from `h0` to `h1` releases for `confirmations`
+    /// subscriptions: for each, the events of blocks N with h0 < N+k-1 <= h1.
+    fn release(&mut self, h0: Option<u64>, h1: u64) {
+        if self.gated > 0 {
+            let pending = &self.pending;
+            let metrics = &self.metrics;
+            let mut dead = Vec::new();
+            for (conn, s) in &self.conns {
+                if s.slow.load(Ordering::Acquire) {
+                    continue;
+                }
+                let mut out: Vec<(u64, u64, &Arc<Event>)> = Vec::new();
+                for sub in s.subs.iter().filter(|s| s.filter.confirmations > 1) {
+                    let k = i128::from(sub.filter.confirmations);
+                    let hi = i128::from(h1) + 1 - k;
+                    let lo = h0.map_or(0, |h0| (i128::from(h0) + 2 - k).max(0));
+                    if hi < lo {
+                        continue;
+                    }
+                    for (n, events) in pending.range(lo as u64..=hi as u64) {
+                        for (hseq, e) in events {
+                            if *hseq >= sub.from_seq && sub.filter.matches(&e.data) {
+                                out.push((*n, *hseq, e));
+                            }
+                        }
+                    }
+                }
+                out.sort_unstable_by_key(|(n, hseq, _)| (*n, *hseq));
+                out.dedup_by_key(|(_, hseq, _)| *hseq);
+                let alive = out.into_iter().all(|(n, _, e)| {
+                    let frame = e.frame_at_confirmations(s.dialect, h1 - n + 1);
+                    send(s, frame, e.seq, metrics)
+                });
+                if !alive {
+                    dead.push(*conn);
+                }
+            }
+            self.drop_conns(dead);
+        }
+        // Every subscription (k <= 64) has released the blocks N with N + 63 <= h1.
+        let Some(keep_from) = (h1 + 2).checked_sub(MAX_CONFIRMATIONS) else {
+            return;
+        };
+        let kept = self.pending.split_off(&keep_from);
+        let dropped = std::mem::replace(&mut self.pending, kept);
+        self.pending_len -= dropped.values().map(Vec::len).sum::<usize>();
+    }
+
+    fn drop_conns(&mut self, conns: Vec<ConnId>) {
+        for conn in conns {
+            if let Some(subscriber) = self.conns.remove(&conn) {
+                for sub in &subscriber.subs {
+                    self.remove_sub(sub);
+                }
+            }
+        }
+    }
+
+    fn remove_sub(&mut self, sub: &Sub) {
+        self.owner.remove(&sub.id);
+        if sub.filter.confirmations > 1 {
+            self.gated -= 1;
+        }
+        self.gauge.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Actor for ChannelHub {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(self.mailbox);
+        log::debug!("hub for channel {} started", self.name);
+    }
+}
+
+impl Handler<Subscribe> for ChannelHub {
+    type Result = ();
+
+    fn handle(&mut self, msg: Subscribe, _: &mut Context<Self>) {
+        if msg.filter.confirmations > 1 {
+            self.gated += 1;
+        }
+        self.gauge.fetch_add(1, Ordering::Relaxed);
+        self.owner.insert(msg.subscription_id.clone(), msg.conn);
+        let subscriber = self.conns.entry(msg.conn).or_insert_with(|| Subscriber {
+            deliver: msg.deliver,
+            dialect: msg.dialect,
+            slow: msg.slow,
+            subs: Vec::new(),
+        });
+        subscriber.subs.push(Sub {
+            id: msg.subscription_id,
+            filter: msg.filter,
+            from_seq: self.seq + 1,
+        });
+    }
+}
+
+impl Handler<Unsubscribe> for ChannelHub {
+    type Result = bool;
+
+    fn handle(&mut self, msg: Unsubscribe, _: &mut Context<Self>) -> bool {
+        if self.owner.get(&msg.subscription_id) != Some(&msg.conn) {
+            return false;
+        }
+        let Some(subscriber) = self.conns.get_mut(&msg.conn) else {
+            return false;
+        };
+        let Some(pos) = subscriber
+            .subs
+            .iter()
+            .position(|s| s.id == msg.subscription_id)
+        else {
+            return false;
+        };
+        let sub = subscriber.subs.swap_remove(pos);
+        if subscriber.subs.is_empty() {
+            self.conns.remove(&msg.conn);
+        }
+        self.remove_sub(&sub);
+        true
+    }
+}
+
+impl Handler<ConnectionClosed> for ChannelHub {
+    type Result = ();
+
+    fn handle(&mut self, msg: ConnectionClosed, _: &mut Context<Self>) {
+        self.drop_conns(vec![msg.conn]);
+    }
+}
+
+impl Handler<PublishBatch> for ChannelHub {
+    type Result = ();
+
+    fn handle(&mut self, msg: PublishBatch, _: &mut Context<Self>) {
+        for event in msg.0 {
+            self.fan_out(event);
+        }
+    }
+}
+
+impl Handler<HeadAdvanced> for ChannelHub {
+    type Result = ();
+
+    fn handle(&mut self, msg: HeadAdvanced, _: &mut Context<Self>) {
+        if self.head.is_some_and(|h| h >= msg.0) {
+            return;
+        }
+        let h0 = self.head.replace(msg.0);
+        self.release(h0, msg.0);
+    }
+}

@@ -1,0 +1,430 @@
+//! The channel catalogue (PROTOCOL.md section 5): channel kinds, their event types and
+//! required fields, filter parsing and filter matching.
+
+use serde_json::{Map, Value};
+
+/// Highest `confirmations` a filter may ask for.
+pub const MAX_CONFIRMATIONS: u64 = 64;
+
+/// Most symbols in one `market_data` filter.
+pub const MAX_SYMBOLS: usize = 100;
+
+/// Longest plain channel name.
+pub const MAX_CHANNEL_NAME: usize = 64;
+
+/// The six channels of the contract, and plain channels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ChannelKind {
+    /// `blocks`: `new_block` events.
+    Blocks,
+    /// `transactions`: `tx_confirmed` events.
+    Transactions,
+    /// `state`: `state_update` events.
+    State,
+    /// `token_updates`: `update` events per token.
+    TokenUpdates,
+    /// `transaction_updates`: `update` events per address.
+    TransactionUpdates,
+    /// `market_data`: `update` events per symbol.
+    MarketData,
+    /// Any other allowed name: no filters, events as published.
+    Plain,
+}
+
+impl ChannelKind {
+    /// The six documented channels.
+    pub const KNOWN: [ChannelKind; 6] = [
+        ChannelKind::Blocks,
+        ChannelKind::Transactions,
+        ChannelKind::State,
+        ChannelKind::TokenUpdates,
+        ChannelKind::TransactionUpdates,
+        ChannelKind::MarketData,
+    ];
+
+    /// The documented channel with this name, if any.
+    pub fn known(name: &str) -> Option<ChannelKind> {
+        ChannelKind::KNOWN.into_iter().find(|k| k.name() == name)
+    }
+
+    /// The channel's name (`"plain"` for plain channels, whose name is their own).
+    pub fn name(self) -> &'static str {
+        match self {
+            ChannelKind::Blocks => "blocks",
+            ChannelKind::Transactions => "transactions",
+            ChannelKind::State => "state",
+            ChannelKind::TokenUpdates => "token_updates",
+            ChannelKind::TransactionUpdates => "transaction_updates",
+            ChannelKind::MarketData => "market_data",
+            ChannelKind::Plain => "plain",
+        }
+    }
+
+    /// The event `type` on this channel.
+    pub fn event_type(self) -> &'static str {
+        match self {
+            ChannelKind::Blocks => "new_block",
+            ChannelKind::Transactions => "tx_confirmed",
+            ChannelKind::State => "state_update",
+            _ => "update",
+        }
+    }
+
+    /// Filter fields this channel accepts.
+    pub fn filter_fields(self) -> &'static [&'static str] {
+        match self {
+            ChannelKind::Blocks => &["confirmations"],
+            ChannelKind::Transactions => &["confirmations", "tx_hash"],
+            ChannelKind::State => &["confirmations", "key", "key_prefix"],
+            ChannelKind::TokenUpdates => &["token_id"],
+            ChannelKind::TransactionUpdates => &["address"],
+            ChannelKind::MarketData => &["symbols"],
+            ChannelKind::Plain => &[],
+        }
+    }
+
+    /// Whether events on this channel name a block (and so can wait for confirmations).
+    pub fn has_blocks(self) -> bool {
+        matches!(
+            self,
+            ChannelKind::Blocks | ChannelKind::Transactions | ChannelKind::State
+        )
+    }
+}
+
+/// Whether `name` is acceptable as a plain channel: `[a-z0-9_.:-]{1,64}`.
+pub fn is_plain_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_CHANNEL_NAME
+        && name
+            .bytes()
+            .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'_' | b'.' | b':' | b'-'))
+}
+
+/// A filter string; `0x…` values compare case-insensitively (PROTOCOL.md 10.13).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Text {
+    value: String,
+    hex: bool,
+}
+
+impl Text {
+    fn new(value: &str) -> Text {
+        let hex = value.starts_with("0x") || value.starts_with("0X");
+        Text {
+            value: if hex {
+                value.to_ascii_lowercase()
+            } else {
+                value.to_owned()
+            },
+            hex,
+        }
+    }
+
+    fn equals(&self, other: &str) -> bool {
+        if self.hex {
+            self.value.eq_ignore_ascii_case(other)
+        } else {
+            self.value == other
+        }
+    }
+
+    fn is_prefix_of(&self, other: &str) -> bool {
+        if self.hex {
+            let n = self.value.len();
+            other.len() >= n && other.as_bytes()[..n].eq_ignore_ascii_case(self.value.as_bytes())
+        } else {
+            other.starts_with(&self.value)
+        }
+    }
+}
+
+/// A parsed subscription filter. Absent fields match everything.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Filter {
+    /// Blocks of confirmation required before delivery, 1 to 64; 1 is immediate.
+    pub confirmations: u64,
+    tx_hash: Option<Text>,
+    key: Option<Text>,
+    key_prefix: Option<Text>,
+    token_id: Option<Text>,
+    address: Option<Text>,
+    symbols: Option<Vec<String>>,
+}
+
+impl Default for Filter {
+    fn default() -> Self {
+        Filter {
+            confirmations: 1,
+            tx_hash: None,
+            key: None,
+            key_prefix: None,
+            token_id: None,
+            address: None,
+            symbols: None,
+        }
+    }
+}
+
+fn str_field<'a>(data: &'a Value, field: &str) -> Option<&'a str> {
+    data.get(field).and_then(Value::as_str)
+}
+
+impl Filter {
+    /// Parses the filter of a `subscribe` request: `data.filter` and flat fields beside
+    /// `channel` (PROTOCOL.md 10.4 and 10.18). The error names the field.
+    pub fn parse(
+        kind: ChannelKind,
+        channel: &str,
+        data: &Map<String, Value>,
+        max_value_bytes: usize,
+    ) -> Result<Filter, String> {
+        let nested = match data.get("filter") {
+            None | Some(Value::Null) => None,
+            Some(Value::Object(m)) => Some(m),
+            Some(_) => return Err("filter must be an object".into()),
+        };
+        let mut filter = Filter::default();
+        if kind == ChannelKind::Plain {
+            if nested.is_some_and(|m| !m.is_empty()) {
+                return Err(format!(
+                    "channel \"{channel}\" is a plain channel and takes no filter"
+                ));
+            }
+            return Ok(filter);
+        }
+        let allowed = kind.filter_fields();
+        if let Some(nested) = nested {
+            for (field, value) in nested {
+                if !allowed.contains(&field.as_str()) {
+                    let shown: String = field.chars().take(64).collect();
+                    return Err(format!(
+                        "unknown filter field \"{shown}\" for channel {}; expected {}",
+                        kind.name(),
+                        allowed.join(", ")
+                    ));
+                }
+                filter.set(field, &format!("filter.{field}"), value, max_value_bytes)?;
+            }
+        }
+        for field in allowed {
+            let Some(value) = data.get(*field) else {
+                continue;
+            };
+            if let Some(other) = nested.and_then(|m| m.get(*field)) {
+                if other != value {
+                    return Err(format!(
+                        "{field} is given both flat and in filter, with different values"
+                    ));
+                }
+            }
+            filter.set(field, field, value, max_value_bytes)?;
+        }
+        Ok(filter)
+    }
+
+    fn set(
+        &mut self,
+        field: &str,
+        shown: &str,
+        value: &Value,
+        max_bytes: usize,
+    ) -> Result<(), String> {
+        let text = |value: &Value| -> Result<Text, String> {
+            match value.as_str() {
+                Some(s) if !s.is_empty() && s.len() <= max_bytes => Ok(Text::new(s)),
+                _ => Err(format!(
+                    "{shown} must be a non-empty string of at most {max_bytes} bytes"
+                )),
+            }
+        };
+        match field {
+            "confirmations" => match value.as_u64() {
+                Some(k) if (1..=MAX_CONFIRMATIONS).contains(&k) => self.confirmations = k,
+                _ => {
+                    return Err(format!(
+                        "{shown} must be an integer from 1 to {MAX_CONFIRMATIONS}"
+                    ))
+                }
+            },
+            "tx_hash" => self.tx_hash = Some(text(value)?),
+            "key" => self.key = Some(text(value)?),
+            "key_prefix" => self.key_prefix = Some(text(value)?),
+            "token_id" => self.token_id = Some(text(value)?),
+            "address" => self.address = Some(text(value)?),
+            "symbols" => {
+                let bad = || {
+                    format!(
+                        "{shown} must be an array of 1 to {MAX_SYMBOLS} non-empty strings of at most {max_bytes} bytes"
+                    )
+                };
+                let items = value.as_array().ok_or_else(bad)?;
+                if items.is_empty() || items.len() > MAX_SYMBOLS {
+                    return Err(bad());
+                }
+                let mut symbols = Vec::with_capacity(items.len());
+                for item in items {
+                    match item.as_str() {
+                        Some(s) if !s.is_empty() && s.len() <= max_bytes => {
+                            symbols.push(s.to_owned())
+                        }
+                        _ => return Err(bad()),
+                    }
+                }
+                self.symbols = Some(symbols);
+            }
+            _ => return Err(format!("unknown filter field \"{field}\"")),
+        }
+        Ok(())
+    }
+
+    /// Whether an event's `data` passes every field of this filter (not `confirmations`,
+    /// which the hub applies against the chain head).
+    pub fn matches(&self, data: &Value) -> bool {
+        let eq = |f: &Option<Text>, field: &str| match f {
+            None => true,
+            Some(t) => str_field(data, field).is_some_and(|v| t.equals(v)),
+        };
+        if !eq(&self.tx_hash, "tx_hash")
+            || !eq(&self.key, "key")
+            || !eq(&self.token_id, "token_id")
+        {
+            return false;
+        }
+        if let Some(p) = &self.key_prefix {
+            if !str_field(data, "key").is_some_and(|k| p.is_prefix_of(k)) {
+                return false;
+            }
+        }
+        if let Some(a) = &self.address {
+            let hit = ["from", "to", "address"]
+                .iter()
+                .any(|f| str_field(data, f).is_some_and(|v| a.equals(v)));
+            if !hit {
+                return false;
+            }
+        }
+        if let Some(symbols) = &self.symbols {
+            match str_field(data, "symbol") {
+                Some(s) if symbols.iter().any(|x| x == s) => {}
+                _ => return false,
+            }
+        }
+        true
+    }
+}
+
+/// Checks a published event's `data` for the fields its channel needs (PROTOCOL.md
+/// section 5) and returns the block it names, if any. The error names the field.
+pub fn validate_event(kind: ChannelKind, data: &Value) -> Result<Option<u64>, String> {
+    let Value::Object(map) = data else {
+        return Err("data must be an object".into());
+    };
+    let need_str = |field: &str| match map.get(field) {
+        Some(Value::String(_)) => Ok(()),
+        None => Err(format!("data.{field} is required (a string)")),
+        Some(_) => Err(format!("data.{field} must be a string")),
+    };
+    let need_u64 = |field: &str| match map.get(field) {
+        Some(v) => v
+            .as_u64()
+            .ok_or_else(|| format!("data.{field} must be a non-negative integer")),
+        None => Err(format!("data.{field} is required (a non-negative integer)")),
+    };
+    let opt_str = |field: &str| match map.get(field) {
+        None | Some(Value::String(_)) => Ok(()),
+        Some(_) => Err(format!("data.{field} must be a string")),
+    };
+    match kind {
+        ChannelKind::Blocks => {
+            let n = need_u64("number")?;
+            opt_str("hash")?;
+            opt_str("parent_hash")?;
+            if map.get("transactions").is_some_and(|t| !t.is_array()) {
+                return Err("data.transactions must be an array".into());
+            }
+            Ok(Some(n))
+        }
+        ChannelKind::Transactions => {
+            need_str("tx_hash")?;
+            if map.contains_key("confirmations") {
+                need_u64("confirmations")?;
+            }
+            need_u64("block_number").map(Some)
+        }
+        ChannelKind::State => {
+            need_str("key")?;
+            need_str("value")?;
+            need_u64("block_number").map(Some)
+        }
+        ChannelKind::TokenUpdates => need_str("token_id").map(|_| None),
+        ChannelKind::TransactionUpdates => {
+            need_str("transaction_id")?;
+            need_str("status")?;
+            for f in ["from", "to", "address"] {
+                opt_str(f)?;
+            }
+            if !["from", "to", "address"].iter().any(|f| map.contains_key(*f)) {
+                return Err("data needs at least one of from, to, address (strings)".into());
+            }
+            Ok(None)
+        }
+        ChannelKind::MarketData => need_str("symbol").map(|_| None),
+        ChannelKind::Plain => Ok(None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn parse(kind: ChannelKind, data: Value) -> Result<Filter, String> {
+        let Value::Object(m) = data else {
+            return Err("not an object".into());
+        };
+        Filter::parse(kind, kind.name(), &m, 256)
+    }
+
+    #[test]
+    fn hex_address_matches_any_case_on_from_to_address() {
+        let f = parse(
+            ChannelKind::TransactionUpdates,
+            json!({"channel": "transaction_updates", "address": "0xAbC"}),
+        );
+        let Ok(f) = f else { panic!("filter refused") };
+        assert!(f.matches(&json!({"from": "0xabc"})));
+        assert!(f.matches(&json!({"to": "0XABC"})));
+        assert!(f.matches(&json!({"address": "0xaBc"})));
+        assert!(!f.matches(&json!({"from": "0xabd"})));
+    }
+
+    #[test]
+    fn key_prefix_is_case_insensitive_for_hex() {
+        let Ok(f) = parse(
+            ChannelKind::State,
+            json!({"channel": "state", "filter": {"key_prefix": "0xAB"}}),
+        ) else {
+            panic!("filter refused")
+        };
+        assert!(f.matches(&json!({"key": "0xab12"})));
+        assert!(!f.matches(&json!({"key": "0xac12"})));
+        assert!(!f.matches(&json!({"key": "0x"})));
+    }
+
+    #[test]
+    fn bad_filters_name_the_field() {
+        let e = parse(
+            ChannelKind::Blocks,
+            json!({"filter": {"confirmations": "3"}}),
+        );
+        assert_eq!(
+            e.err().as_deref(),
+            Some("filter.confirmations must be an integer from 1 to 64")
+        );
+        let e = parse(ChannelKind::Blocks, json!({"filter": {"confirmation": 3}}));
+        assert!(e.err().is_some_and(|m| m.contains("\"confirmation\"")));
+        let e = parse(ChannelKind::MarketData, json!({"symbols": []}));
+        assert!(e.err().is_some_and(|m| m.starts_with("symbols must be")));
+    }
+}

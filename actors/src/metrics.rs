@@ -1,0 +1,167 @@
+//! Broker-wide counters and gauges, updated with atomics on the hot path and rendered as
+//! Prometheus text by the `/metrics` route.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+
+/// Why the broker refused something; one counter each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejection {
+    /// Missing or unknown key at connect.
+    InvalidToken,
+    /// The key already had its maximum connections.
+    ConnectionLimit,
+    /// A client message over the message cap.
+    RateLimited,
+    /// A client flooding past the cap, closed 4001.
+    Flooding,
+    /// A frame that is not a valid request.
+    InvalidRequest,
+    /// A subscribe or unsubscribe refused.
+    SubscriptionError,
+    /// A request the key has no role for.
+    Forbidden,
+    /// A frame over the size limit, closed 1009.
+    FrameTooLarge,
+    /// A connection closed 4004 for silence.
+    HeartbeatTimeout,
+    /// A connection closed 4005 for not reading.
+    SlowConsumer,
+    /// A refused HTTP publish.
+    PublishRejected,
+}
+
+impl Rejection {
+    const ALL: [Rejection; 11] = [
+        Rejection::InvalidToken,
+        Rejection::ConnectionLimit,
+        Rejection::RateLimited,
+        Rejection::Flooding,
+        Rejection::InvalidRequest,
+        Rejection::SubscriptionError,
+        Rejection::Forbidden,
+        Rejection::FrameTooLarge,
+        Rejection::HeartbeatTimeout,
+        Rejection::SlowConsumer,
+        Rejection::PublishRejected,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            Rejection::InvalidToken => "invalid_token",
+            Rejection::ConnectionLimit => "connection_limit",
+            Rejection::RateLimited => "rate_limited",
+            Rejection::Flooding => "flooding",
+            Rejection::InvalidRequest => "invalid_request",
+            Rejection::SubscriptionError => "subscription_error",
+            Rejection::Forbidden => "forbidden",
+            Rejection::FrameTooLarge => "frame_too_large",
+            Rejection::HeartbeatTimeout => "heartbeat_timeout",
+            Rejection::SlowConsumer => "slow_consumer",
+            Rejection::PublishRejected => "publish_rejected",
+        }
+    }
+}
+
+/// The broker's metrics; shared by every actor through an `Arc`.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Open WebSocket connections.
+    pub connections: AtomicI64,
+    /// Connections admitted since start.
+    pub connections_total: AtomicU64,
+    /// Client frames received.
+    pub messages_in: AtomicU64,
+    /// Frames sent to clients (events, replies, errors, heartbeats).
+    pub messages_out: AtomicU64,
+    /// Events accepted from publishers.
+    pub events_published: AtomicU64,
+    /// Event frames not delivered because a connection's queue was full.
+    pub drops: AtomicU64,
+    /// Events dropped from a hub's confirmations backlog because it was full.
+    pub pending_dropped: AtomicU64,
+    rejections: [AtomicU64; Rejection::ALL.len()],
+}
+
+impl Metrics {
+    /// Counts one rejection.
+    pub fn reject(&self, why: Rejection) {
+        self.rejections[why as usize].fetch_add(1, Relaxed);
+    }
+
+    /// The count of one rejection reason.
+    pub fn rejections(&self, why: Rejection) -> u64 {
+        self.rejections[why as usize].load(Relaxed)
+    }
+
+    /// Prometheus text exposition; `subscriptions` gives each channel's live count.
+    pub fn render(&self, subscriptions: &[(Arc<str>, i64)]) -> String {
+        let mut out = String::with_capacity(2048);
+        let mut metric = |name: &str, kind: &str, help: &str, value: String| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+        };
+        metric(
+            "rustorium_connections",
+            "gauge",
+            "Open WebSocket connections.",
+            self.connections.load(Relaxed).to_string(),
+        );
+        metric(
+            "rustorium_connections_total",
+            "counter",
+            "Connections admitted since start.",
+            self.connections_total.load(Relaxed).to_string(),
+        );
+        metric(
+            "rustorium_messages_in_total",
+            "counter",
+            "Client frames received.",
+            self.messages_in.load(Relaxed).to_string(),
+        );
+        metric(
+            "rustorium_messages_out_total",
+            "counter",
+            "Frames sent to clients.",
+            self.messages_out.load(Relaxed).to_string(),
+        );
+        metric(
+            "rustorium_events_published_total",
+            "counter",
+            "Events accepted from publishers.",
+            self.events_published.load(Relaxed).to_string(),
+        );
+        metric(
+            "rustorium_drops_total",
+            "counter",
+            "Event frames not delivered because a connection's queue was full.",
+            self.drops.load(Relaxed).to_string(),
+        );
+        metric(
+            "rustorium_pending_dropped_total",
+            "counter",
+            "Events dropped from a full confirmations backlog.",
+            self.pending_dropped.load(Relaxed).to_string(),
+        );
+        let _ = writeln!(
+            out,
+            "# HELP rustorium_subscriptions Live subscriptions per channel.\n# TYPE rustorium_subscriptions gauge"
+        );
+        for (channel, n) in subscriptions {
+            let _ = writeln!(out, "rustorium_subscriptions{{channel=\"{channel}\"}} {n}");
+        }
+        let _ = writeln!(
+            out,
+            "# HELP rustorium_rejections_total Refusals by reason.\n# TYPE rustorium_rejections_total counter"
+        );
+        for why in Rejection::ALL {
+            let _ = writeln!(
+                out,
+                "rustorium_rejections_total{{reason=\"{}\"}} {}",
+                why.label(),
+                self.rejections(why)
+            );
+        }
+        out
+    }
+}

@@ -1,0 +1,234 @@
+//! Every limit and interval the actors obey, as named settings with documented defaults.
+//!
+//! The root crate reads these sections from the TOML file (`[limits]`, `[heartbeat]`,
+//! `[publish]`, `[channels]`); unknown fields are refused so a typo fails at start.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// A setting that failed validation: which field, and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SettingError {
+    /// Dotted path of the field, as written in the TOML file (`limits.max_frame_bytes`).
+    pub field: String,
+    /// What a valid value looks like.
+    pub message: String,
+}
+
+impl std::fmt::Display for SettingError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+impl std::error::Error for SettingError {}
+
+fn at_least(field: &str, value: u64, min: u64) -> Result<(), SettingError> {
+    if value < min {
+        return Err(SettingError {
+            field: field.to_owned(),
+            message: format!("must be at least {min} (got {value})"),
+        });
+    }
+    Ok(())
+}
+
+/// Per-connection and per-key limits (`[limits]`).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Concurrent connections per API key, both endpoints together. Default 10.
+    /// A key's own `max_connections` overrides it.
+    pub max_connections_per_key: u32,
+    /// Subscriptions per connection. Default 100.
+    pub max_subscriptions_per_connection: usize,
+    /// Client messages per minute per connection on `/ws`. Default 1000.
+    pub ws_messages_per_minute: u32,
+    /// Client messages per second per connection on `/v1`. Default 10.
+    pub v1_messages_per_second: u32,
+    /// Largest WebSocket frame a subscriber may send, in bytes; larger closes 1009. Default 65536.
+    pub max_frame_bytes: usize,
+    /// Frames queued for one connection before it counts as a slow consumer
+    /// (its actor mailbox capacity). Default 1024.
+    pub connection_queue_frames: usize,
+    /// Publish batches queued for one channel hub before publishers wait. Default 1024.
+    pub hub_queue_batches: usize,
+    /// Longest string accepted as a filter value (`address`, `key_prefix`...), in bytes. Default 256.
+    pub max_filter_value_bytes: usize,
+    /// Events a channel hub holds back for `confirmations` subscriptions. Default 100000;
+    /// past it the oldest block's events are dropped (and counted).
+    pub max_pending_confirmations: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections_per_key: 10,
+            max_subscriptions_per_connection: 100,
+            ws_messages_per_minute: 1000,
+            v1_messages_per_second: 10,
+            max_frame_bytes: 64 * 1024,
+            connection_queue_frames: 1024,
+            hub_queue_batches: 1024,
+            max_filter_value_bytes: 256,
+            max_pending_confirmations: 100_000,
+        }
+    }
+}
+
+impl Limits {
+    /// Checks every field; the error names the first bad one.
+    pub fn validate(&self) -> Result<(), SettingError> {
+        at_least(
+            "limits.max_connections_per_key",
+            self.max_connections_per_key.into(),
+            1,
+        )?;
+        at_least(
+            "limits.max_subscriptions_per_connection",
+            self.max_subscriptions_per_connection as u64,
+            1,
+        )?;
+        at_least(
+            "limits.ws_messages_per_minute",
+            self.ws_messages_per_minute.into(),
+            1,
+        )?;
+        at_least(
+            "limits.v1_messages_per_second",
+            self.v1_messages_per_second.into(),
+            1,
+        )?;
+        at_least("limits.max_frame_bytes", self.max_frame_bytes as u64, 256)?;
+        at_least(
+            "limits.connection_queue_frames",
+            self.connection_queue_frames as u64,
+            16,
+        )?;
+        at_least("limits.hub_queue_batches", self.hub_queue_batches as u64, 1)?;
+        at_least(
+            "limits.max_filter_value_bytes",
+            self.max_filter_value_bytes as u64,
+            1,
+        )?;
+        at_least(
+            "limits.max_pending_confirmations",
+            self.max_pending_confirmations as u64,
+            1,
+        )
+    }
+}
+
+/// Heartbeat and liveness (`[heartbeat]`).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct HeartbeatSettings {
+    /// Milliseconds between heartbeat frames (and WebSocket pings). Default 30000.
+    pub interval_ms: u64,
+    /// Milliseconds of client silence before the connection is closed 4004.
+    /// Default: two intervals plus 10 s.
+    pub timeout_ms: Option<u64>,
+}
+
+impl Default for HeartbeatSettings {
+    fn default() -> Self {
+        HeartbeatSettings {
+            interval_ms: 30_000,
+            timeout_ms: None,
+        }
+    }
+}
+
+impl HeartbeatSettings {
+    /// Time between heartbeats.
+    pub fn interval(&self) -> Duration {
+        Duration::from_millis(self.interval_ms)
+    }
+
+    /// Silence after which a connection is closed 4004.
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(
+            self.timeout_ms
+                .unwrap_or_else(|| self.interval_ms.saturating_mul(2).saturating_add(10_000)),
+        )
+    }
+
+    /// Checks every field; the error names the first bad one.
+    pub fn validate(&self) -> Result<(), SettingError> {
+        at_least("heartbeat.interval_ms", self.interval_ms, 10)?;
+        if let Some(t) = self.timeout_ms {
+            at_least("heartbeat.timeout_ms", t, 10)?;
+        }
+        Ok(())
+    }
+}
+
+/// Publishing (`[publish]`).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct PublishSettings {
+    /// Largest `POST /api/publish` body, in bytes; larger answers 413. Default 1048576.
+    pub max_body_bytes: usize,
+    /// Most events in one batch. Default 1000.
+    pub max_batch_events: usize,
+}
+
+impl Default for PublishSettings {
+    fn default() -> Self {
+        PublishSettings {
+            max_body_bytes: 1024 * 1024,
+            max_batch_events: 1000,
+        }
+    }
+}
+
+impl PublishSettings {
+    /// Checks every field; the error names the first bad one.
+    pub fn validate(&self) -> Result<(), SettingError> {
+        at_least("publish.max_body_bytes", self.max_body_bytes as u64, 1024)?;
+        at_least("publish.max_batch_events", self.max_batch_events as u64, 1)
+    }
+}
+
+/// Channels beyond the six of the contract (`[channels]`).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ChannelSettings {
+    /// Whether names outside the six channels (matching `[a-z0-9_.:-]{1,64}`) are plain
+    /// channels. Default false, so a typo such as `blokcs` is an unknown channel.
+    pub allow_plain: bool,
+    /// Most plain channels that may exist at once. Default 10000.
+    pub max_plain: usize,
+}
+
+impl Default for ChannelSettings {
+    fn default() -> Self {
+        ChannelSettings {
+            allow_plain: false,
+            max_plain: 10_000,
+        }
+    }
+}
+
+/// All the settings the actor system needs, gathered.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Settings {
+    /// Per-connection and per-key limits.
+    pub limits: Limits,
+    /// Heartbeat interval and liveness timeout.
+    pub heartbeat: HeartbeatSettings,
+    /// Publishing limits.
+    pub publish: PublishSettings,
+    /// Plain channels.
+    pub channels: ChannelSettings,
+}
+
+impl Settings {
+    /// Checks every section; the error names the first bad field.
+    pub fn validate(&self) -> Result<(), SettingError> {
+        self.limits.validate()?;
+        self.heartbeat.validate()?;
+        self.publish.validate()
+    }
+}
