@@ -1,1 +1,116 @@
+//! rustorium-broker: a real-time WebSocket message broker for the Rustorium WebSocket API.
+//!
+//! Crate map:
+//! - [`config`]: the TOML file, flags and environment, validation, the development key.
+//! - [`cli`]: the command-line flags of the binary.
+//! - [`auth`]: where a request presents its key, constant-time lookup.
+//! - `http`: the routes (`/ws`, `/api/publish`, `/health`, `/ready`, `/metrics`).
+//! - [`server`]: the standalone broker process: bind, banner, signals, graceful stop.
+//! - [`Broker`] (here): the embedding handle: start the actor system, mount its routes
+//!   into an actix-web `App`, publish from Rust, shut down.
+//! - The actors themselves live in the `rustorium-actors` crate (`actors/`).
+//!
+//! Embedding, in short (see `examples/embed.rs`):
+//!
+//! ```no_run
+//! use actix_web::{App, HttpServer};
+//! use rustorium_broker::{Broker, Config};
+//!
+//! #[actix_web::main]
+//! async fn main() -> std::io::Result<()> {
+//!     let broker = Broker::start(Config::default()).expect("valid config");
+//!     let routes = broker.clone();
+//!     HttpServer::new(move || App::new().configure(routes.configure()))
+//!         .bind("127.0.0.1:8080")?
+//!         .run()
+//!         .await
+//! }
+//! ```
 
+pub mod auth;
+pub mod cli;
+pub mod config;
+mod http;
+pub mod server;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix_web::web::ServiceConfig;
+use rustorium_actors::Core;
+use serde_json::Value;
+
+pub use config::{Config, ConfigError, KeyConfig};
+pub use rustorium_actors::{NewEvent, PublishError, Publisher, Role};
+
+/// A running broker's actor system, ready to be mounted into actix-web apps.
+/// Cheap to clone; every clone is the same broker.
+#[derive(Clone)]
+pub struct Broker {
+    state: http::AppState,
+    config: Arc<Config>,
+}
+
+impl Broker {
+    /// Validates `config` (see [`Config::finish`]) and starts the actor system.
+    /// Must be called inside a running actix `System` (e.g. under `#[actix_web::main]`).
+    pub fn start(config: Config) -> Result<Broker, ConfigError> {
+        let config = config.finish()?;
+        let core = Core::start(config.settings());
+        let state = http::AppState {
+            core,
+            keys: Arc::new(auth::KeyStore::new(&config.keys)),
+            ready: Arc::new(AtomicBool::new(true)),
+        };
+        Ok(Broker {
+            state,
+            config: Arc::new(config),
+        })
+    }
+
+    /// The validated configuration (including a generated development key, if any).
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// A function that mounts the broker's routes (`/ws`, `/api/publish`, `/health`,
+    /// `/ready`, `/metrics`) for `App::configure`. Call it once per worker.
+    pub fn configure(&self) -> impl FnOnce(&mut ServiceConfig) {
+        let state = self.state.clone();
+        move |cfg| http::mount(state, cfg)
+    }
+
+    /// The publish handle, for publishing from Rust with no HTTP in between.
+    pub fn publisher(&self) -> Publisher {
+        self.state.core.publisher.clone()
+    }
+
+    /// Publishes one event of the channel's default type; returns its message id.
+    pub async fn publish(&self, channel: &str, data: Value) -> Result<String, PublishError> {
+        let ids = self.publisher().publish(vec![NewEvent::new(channel, data)]).await?;
+        ids.into_iter().next().ok_or(PublishError::Unavailable)
+    }
+
+    /// Sets what `/ready` answers.
+    pub fn set_ready(&self, ready: bool) {
+        self.state.ready.store(ready, Ordering::Release);
+    }
+
+    /// Open WebSocket connections.
+    pub fn connections(&self) -> i64 {
+        self.state.core.metrics.connections.load(Ordering::Relaxed)
+    }
+
+    /// Marks the broker not ready, closes every connection with 1001, and waits up to
+    /// `timeout` for them to be gone.
+    pub async fn shutdown(&self, timeout: Duration) {
+        self.set_ready(false);
+        let told = self.state.core.close_all().await;
+        log::info!("closing {told} connections with 1001");
+        let deadline = Instant::now() + timeout;
+        while self.connections() > 0 && Instant::now() < deadline {
+            actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}

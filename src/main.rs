@@ -1,1 +1,52 @@
-fn main() {}
+//! The `rustorium-broker` binary: logging, configuration, bind, run.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use rustorium_broker::cli::Cli;
+use rustorium_broker::server::Standalone;
+
+/// Raises the soft open-file limit to the hard limit: each connection is a descriptor.
+fn raise_file_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed in.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let config = match Cli::parse().load() {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("rustorium-broker: invalid configuration: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    raise_file_limit();
+    let result = actix_web::rt::System::new().block_on(async move {
+        let standalone = Standalone::bind(config)?;
+        println!("{}", standalone.banner());
+        standalone
+            .run()
+            .await
+            .map_err(|e| rustorium_broker::server::StartError::Bind {
+                addr: "listener".into(),
+                error: e,
+            })
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("rustorium-broker: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,71 @@
+//! Command-line flags for the common settings; each also reads an environment variable.
+//! Flags and variables override the configuration file.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+
+use crate::config::{parse_key_flag, Config, ConfigError};
+
+/// rustorium-broker: a real-time WebSocket message broker for the Rustorium API.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+pub struct Cli {
+    /// TOML configuration file.
+    #[arg(long, env = "RUSTORIUM_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on (default 127.0.0.1:9072).
+    #[arg(long, env = "RUSTORIUM_BIND")]
+    pub bind: Option<String>,
+    /// HTTP worker threads (0: one per core).
+    #[arg(long, env = "RUSTORIUM_WORKERS")]
+    pub workers: Option<usize>,
+    /// An API key, NAME:SECRET[:ROLE+ROLE] (roles: subscribe, publish, command). Repeatable;
+    /// the variable takes a comma-separated list. Added to the file's keys.
+    #[arg(long = "key", env = "RUSTORIUM_KEYS", value_delimiter = ',')]
+    pub keys: Vec<String>,
+    /// Milliseconds between heartbeats (default 30000).
+    #[arg(long, env = "RUSTORIUM_HEARTBEAT_INTERVAL_MS")]
+    pub heartbeat_interval_ms: Option<u64>,
+    /// Milliseconds of client silence before closing 4004 (default 2 intervals + 10 s).
+    #[arg(long, env = "RUSTORIUM_HEARTBEAT_TIMEOUT_MS")]
+    pub heartbeat_timeout_ms: Option<u64>,
+    /// Concurrent connections per key (default 10).
+    #[arg(long, env = "RUSTORIUM_MAX_CONNECTIONS_PER_KEY")]
+    pub max_connections_per_key: Option<u32>,
+    /// Accept channel names beyond the six of the contract as plain channels.
+    #[arg(long, env = "RUSTORIUM_ALLOW_PLAIN_CHANNELS")]
+    pub allow_plain_channels: Option<bool>,
+}
+
+impl Cli {
+    /// The configuration: the file (or defaults), these overrides, then validation.
+    pub fn load(&self) -> Result<Config, ConfigError> {
+        let mut config = match &self.config {
+            Some(path) => Config::from_file(path)?,
+            None => Config::default(),
+        };
+        if let Some(bind) = &self.bind {
+            config.server.bind = bind.clone();
+        }
+        if let Some(workers) = self.workers {
+            config.server.workers = workers;
+        }
+        for key in &self.keys {
+            config.keys.push(parse_key_flag(key)?);
+        }
+        if let Some(ms) = self.heartbeat_interval_ms {
+            config.heartbeat.interval_ms = ms;
+        }
+        if let Some(ms) = self.heartbeat_timeout_ms {
+            config.heartbeat.timeout_ms = Some(ms);
+        }
+        if let Some(n) = self.max_connections_per_key {
+            config.limits.max_connections_per_key = n;
+        }
+        if let Some(allow) = self.allow_plain_channels {
+            config.channels.allow_plain = allow;
+        }
+        config.finish()
+    }
+}

@@ -1,0 +1,279 @@
+//! Configuration: a TOML file, then environment variables and command-line flags on top,
+//! then validation that names the bad field. With no keys configured on a loopback
+//! address, a random development key with every role is generated.
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use rustorium_actors::settings::{
+    ChannelSettings, HeartbeatSettings, Limits, PublishSettings, SettingError,
+};
+use rustorium_actors::{Role, Settings};
+use serde::Deserialize;
+
+/// Where the broker listens and how it stops (`[server]`).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address to listen on. Default `127.0.0.1:9072`. Port 0 picks a free port.
+    pub bind: String,
+    /// HTTP worker threads; 0 means one per CPU core. Default 0.
+    pub workers: usize,
+    /// Milliseconds a shutdown waits for connections to close after sending them 1001,
+    /// before dropping them. Default 5000.
+    pub shutdown_timeout_ms: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            bind: "127.0.0.1:9072".into(),
+            workers: 0,
+            shutdown_timeout_ms: 5000,
+        }
+    }
+}
+
+/// One API key (`[[keys]]`).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct KeyConfig {
+    /// Name used in logs and metrics; the secret never is.
+    pub name: String,
+    /// The secret clients present (`?token=`, `?api_key=`, `Authorization: Bearer`).
+    pub secret: String,
+    /// Roles: `subscribe`, `publish`, `command`. Default `["subscribe"]`.
+    #[serde(default = "default_roles")]
+    pub roles: Vec<Role>,
+    /// This key's cap on concurrent connections; default `limits.max_connections_per_key`.
+    #[serde(default)]
+    pub max_connections: Option<u32>,
+}
+
+fn default_roles() -> Vec<Role> {
+    vec![Role::Subscribe]
+}
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Listener and shutdown.
+    pub server: ServerConfig,
+    /// API keys. Empty: a development key is generated (loopback addresses only).
+    pub keys: Vec<KeyConfig>,
+    /// Per-connection and per-key limits.
+    pub limits: Limits,
+    /// Heartbeat interval and liveness timeout.
+    pub heartbeat: HeartbeatSettings,
+    /// Publishing limits.
+    pub publish: PublishSettings,
+    /// Plain channels.
+    pub channels: ChannelSettings,
+    /// The generated development key, if one was made (never read from the file).
+    #[serde(skip)]
+    pub dev_key: Option<String>,
+}
+
+/// Why the configuration cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigError {
+    /// The file could not be read.
+    Read {
+        /// The path given.
+        path: String,
+        /// The OS error.
+        message: String,
+    },
+    /// The file is not valid TOML for this schema; the message names the field.
+    Parse {
+        /// The path given.
+        path: String,
+        /// The parser's message, with the field and line.
+        message: String,
+    },
+    /// A value is out of range or inconsistent.
+    Invalid(SettingError),
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConfigError::Read { path, message } => write!(f, "cannot read {path}: {message}"),
+            ConfigError::Parse { path, message } => write!(f, "{path}: {message}"),
+            ConfigError::Invalid(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn invalid(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid(SettingError {
+        field: field.into(),
+        message: message.into(),
+    })
+}
+
+impl Config {
+    /// Reads a TOML file.
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+            path: shown.clone(),
+            message: e.to_string(),
+        })?;
+        Config::from_toml(&text).map_err(|e| match e {
+            ConfigError::Parse { message, .. } => ConfigError::Parse {
+                path: shown,
+                message,
+            },
+            other => other,
+        })
+    }
+
+    /// Parses TOML text.
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: "config".into(),
+            message: e.to_string().trim_end().to_owned(),
+        })
+    }
+
+    /// The settings the actor system needs.
+    pub fn settings(&self) -> Settings {
+        Settings {
+            limits: self.limits.clone(),
+            heartbeat: self.heartbeat.clone(),
+            publish: self.publish.clone(),
+            channels: self.channels.clone(),
+        }
+    }
+
+    /// The bind address, parsed.
+    pub fn bind_addr(&self) -> Result<SocketAddr, ConfigError> {
+        self.server.bind.parse().map_err(|_| {
+            invalid(
+                "server.bind",
+                format!(
+                    "\"{}\" is not an address such as 127.0.0.1:9072",
+                    self.server.bind
+                ),
+            )
+        })
+    }
+
+    /// Checks every field, and generates the development key when no key is configured
+    /// and the address is loopback. The error names the field.
+    pub fn finish(mut self) -> Result<Config, ConfigError> {
+        let addr = self.bind_addr()?;
+        self.settings().validate().map_err(ConfigError::Invalid)?;
+        for (i, key) in self.keys.iter().enumerate() {
+            let field = |f: &str| format!("keys[{i}].{f}");
+            if key.name.trim().is_empty() {
+                return Err(invalid(field("name"), "must not be empty"));
+            }
+            if key.secret.is_empty() {
+                return Err(invalid(field("secret"), "must not be empty"));
+            }
+            if key.roles.is_empty() {
+                return Err(invalid(
+                    field("roles"),
+                    "must name at least one of subscribe, publish, command",
+                ));
+            }
+            if key.max_connections == Some(0) {
+                return Err(invalid(field("max_connections"), "must be at least 1"));
+            }
+            if self.keys[..i].iter().any(|k| k.name == key.name) {
+                return Err(invalid(field("name"), "is used by another key"));
+            }
+            if self.keys[..i].iter().any(|k| k.secret == key.secret) {
+                return Err(invalid(field("secret"), "is used by another key"));
+            }
+        }
+        if self.keys.is_empty() {
+            if !addr.ip().is_loopback() {
+                return Err(invalid(
+                    "keys",
+                    format!(
+                        "refusing to listen on {addr} with no keys configured: add [[keys]] to the config file or pass --key NAME:SECRET:ROLES"
+                    ),
+                ));
+            }
+            let secret = format!("dev_{:032x}", rand::random::<u128>());
+            self.keys.push(KeyConfig {
+                name: "dev".into(),
+                secret: secret.clone(),
+                roles: vec![Role::Subscribe, Role::Publish, Role::Command],
+                max_connections: None,
+            });
+            self.dev_key = Some(secret);
+        }
+        Ok(self)
+    }
+}
+
+/// Parses `NAME:SECRET[:ROLE+ROLE...]` as given to `--key`.
+pub fn parse_key_flag(text: &str) -> Result<KeyConfig, ConfigError> {
+    let mut parts = text.splitn(3, ':');
+    let (Some(name), Some(secret)) = (parts.next(), parts.next()) else {
+        return Err(invalid(
+            "--key",
+            "expected NAME:SECRET or NAME:SECRET:ROLE+ROLE",
+        ));
+    };
+    let roles = match parts.next() {
+        None => default_roles(),
+        Some(list) => list
+            .split('+')
+            .map(|r| match r {
+                "subscribe" => Ok(Role::Subscribe),
+                "publish" => Ok(Role::Publish),
+                "command" => Ok(Role::Command),
+                other => Err(invalid(
+                    "--key",
+                    format!("unknown role \"{other}\"; expected subscribe, publish or command"),
+                )),
+            })
+            .collect::<Result<_, _>>()?,
+    };
+    Ok(KeyConfig {
+        name: name.into(),
+        secret: secret.into(),
+        roles,
+        max_connections: None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_config_gets_a_dev_key_on_loopback() {
+        let c = Config::default().finish();
+        assert!(c.is_ok_and(|c| c.dev_key.is_some() && c.keys.len() == 1));
+    }
+
+    #[test]
+    fn non_loopback_without_keys_is_refused() {
+        let mut c = Config::default();
+        c.server.bind = "0.0.0.0:9072".into();
+        let e = c.finish().err().map(|e| e.to_string());
+        assert!(e.is_some_and(|m| m.starts_with("keys: refusing")));
+    }
+
+    #[test]
+    fn unknown_field_is_named() {
+        let e = Config::from_toml("[limits]\nmax_frame_byte = 5\n").err();
+        assert!(e.is_some_and(|e| e.to_string().contains("max_frame_byte")));
+    }
+
+    #[test]
+    fn out_of_range_is_named() {
+        let c = Config::from_toml("[limits]\nmax_subscriptions_per_connection = 0\n");
+        let e = c.and_then(Config::finish).err().map(|e| e.to_string());
+        assert!(e.is_some_and(|m| m.starts_with("limits.max_subscriptions_per_connection")));
+    }
+}

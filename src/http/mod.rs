@@ -1,0 +1,35 @@
+//! The HTTP routes of the broker, all on one listener: `/ws` (and later `/v1`),
+//! `POST /api/publish`, `/health`, `/ready`, `/metrics`.
+
+mod ops;
+mod publish;
+mod ws;
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use actix_web::web;
+use rustorium_actors::Core;
+
+use crate::auth::KeyStore;
+
+/// What every route needs.
+#[derive(Clone)]
+pub struct AppState {
+    /// The actor system.
+    pub core: Arc<Core>,
+    /// The configured keys.
+    pub keys: Arc<KeyStore>,
+    /// Whether `/ready` answers 200.
+    pub ready: Arc<AtomicBool>,
+}
+
+/// Registers every route of the broker on `cfg`.
+pub fn mount(state: AppState, cfg: &mut web::ServiceConfig) {
+    cfg.app_data(web::Data::new(state))
+        .route("/ws", web::get().to(ws::ws_dialect))
+        .route("/api/publish", web::post().to(publish::publish))
+        .route("/health", web::get().to(ops::health))
+        .route("/ready", web::get().to(ops::ready))
+        .route("/metrics", web::get().to(ops::metrics));
+}

@@ -1,0 +1,31 @@
+//! Operation routes: `/health` (alive), `/ready` (accepting and not shutting down),
+//! `/metrics` (Prometheus text).
+
+use std::sync::atomic::Ordering;
+
+use actix_web::{web, HttpResponse};
+
+use super::AppState;
+
+/// `GET /health`: 200 while the process serves HTTP.
+pub async fn health() -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
+}
+
+/// `GET /ready`: 200 once connections are accepted, 503 before and while shutting down.
+pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
+    if state.ready.load(Ordering::Acquire) {
+        HttpResponse::Ok().json(serde_json::json!({"status": "ready"}))
+    } else {
+        HttpResponse::ServiceUnavailable().json(serde_json::json!({"status": "not_ready"}))
+    }
+}
+
+/// `GET /metrics`: Prometheus text exposition.
+pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    let core = &state.core;
+    let body = core.metrics.render(&core.hubs.subscription_counts());
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(body)
+}

@@ -1,0 +1,67 @@
+//! The WebSocket upgrade: resolve the key, ask the rate limiter to admit the connection,
+//! and start a connection actor. Refused connections still complete the upgrade, get one
+//! error frame and a close code, because browsers cannot read a refused upgrade's status.
+
+use actix_web::{web, Error, HttpRequest, HttpResponse};
+use actix_web_actors::ws::WsResponseBuilder;
+use rustorium_actors::connection::{Admitted, Connection, Refusal};
+use rustorium_actors::messages::Admit;
+use rustorium_actors::metrics::Rejection;
+use rustorium_actors::protocol::Dialect;
+use rustorium_actors::rate_limiter::AdmitError;
+use rustorium_actors::Role;
+
+use super::AppState;
+
+/// `GET /ws`: the node API dialect.
+pub async fn ws_dialect(
+    req: HttpRequest,
+    stream: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, Error> {
+    upgrade(req, stream, state, Dialect::Ws).await
+}
+
+async fn upgrade(
+    req: HttpRequest,
+    stream: web::Payload,
+    state: web::Data<AppState>,
+    dialect: Dialect,
+) -> Result<HttpResponse, Error> {
+    let core = state.core.clone();
+    let key = crate::auth::presented_key(&req, dialect).and_then(|k| state.keys.lookup(&k));
+    let limits = &core.settings.limits;
+    let mut max_frame = limits.max_frame_bytes;
+    let admitted = match key {
+        None => {
+            core.metrics.reject(Rejection::InvalidToken);
+            Err(Refusal::InvalidToken)
+        }
+        Some(key) => {
+            if key.has(Role::Publish) {
+                max_frame = max_frame.max(core.settings.publish.max_body_bytes);
+            }
+            let asked = Admit {
+                key: key.clone(),
+                dialect,
+            };
+            match core.limiter.send(asked).await {
+                Ok(Ok(admission)) => Ok(Admitted { key, admission }),
+                Ok(Err(AdmitError::TooManyConnections { max })) => {
+                    Err(Refusal::TooManyConnections { max })
+                }
+                Err(_) => return Ok(HttpResponse::ServiceUnavailable().finish()),
+            }
+        }
+    };
+    if let Ok(a) = &admitted {
+        log::debug!("admitting connection for key {}", a.key.name);
+    }
+    WsResponseBuilder::new(
+        Connection::new(core, dialect, admitted, max_frame),
+        &req,
+        stream,
+    )
+    .frame_size(max_frame)
+    .start()
+}

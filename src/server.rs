@@ -1,0 +1,133 @@
+//! The standalone broker process: bind the listener, print the ready-to-paste banner, run
+//! until SIGINT/SIGTERM, then stop accepting, close connections with 1001, and exit
+//! within the configured time.
+
+use std::net::{SocketAddr, TcpListener};
+use std::time::Duration;
+
+use actix_web::dev::Server;
+use actix_web::{App, HttpServer};
+
+use crate::{Broker, Config, ConfigError};
+
+/// Why the standalone broker could not start.
+#[derive(Debug)]
+pub enum StartError {
+    /// The configuration is invalid; the message names the field.
+    Config(ConfigError),
+    /// The address could not be bound.
+    Bind {
+        /// The address.
+        addr: String,
+        /// The OS error.
+        error: std::io::Error,
+    },
+}
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StartError::Config(e) => write!(f, "invalid configuration: {e}"),
+            StartError::Bind { addr, error } => write!(f, "cannot listen on {addr}: {error}"),
+        }
+    }
+}
+
+impl std::error::Error for StartError {}
+
+/// A bound, not yet running, standalone broker.
+pub struct Standalone {
+    broker: Broker,
+    server: Server,
+    addr: SocketAddr,
+}
+
+impl Standalone {
+    /// Validates `config`, starts the actors and binds the listener. Must be called
+    /// inside a running actix `System`.
+    pub fn bind(config: Config) -> Result<Standalone, StartError> {
+        let broker = Broker::start(config).map_err(StartError::Config)?;
+        let server_cfg = &broker.config().server;
+        let bind_err = |error| StartError::Bind {
+            addr: server_cfg.bind.clone(),
+            error,
+        };
+        let listener = TcpListener::bind(&server_cfg.bind).map_err(bind_err)?;
+        let addr = listener.local_addr().map_err(bind_err)?;
+        let routes = broker.clone();
+        let mut http = HttpServer::new(move || App::new().configure(routes.configure()))
+            .disable_signals()
+            .shutdown_timeout(1)
+            .max_connections(1 << 20)
+            .backlog(4096);
+        if server_cfg.workers > 0 {
+            http = http.workers(server_cfg.workers);
+        }
+        let server = http.listen(listener).map_err(bind_err)?.run();
+        Ok(Standalone {
+            broker,
+            server,
+            addr,
+        })
+    }
+
+    /// The address actually bound (port 0 resolved).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The broker, for publishing from the same process.
+    pub fn broker(&self) -> &Broker {
+        &self.broker
+    }
+
+    /// The lines printed at start: where to connect and how to publish.
+    pub fn banner(&self) -> String {
+        let addr = self.addr;
+        let mut out = format!("rustorium-broker listening on {addr}\n");
+        let (key, note) = match &self.broker.config().dev_key {
+            Some(secret) => (
+                secret.as_str(),
+                "development key \"dev\" (every role), generated because no keys are configured; it changes at each start",
+            ),
+            None => ("YOUR_KEY", "using the configured keys"),
+        };
+        out.push_str(&format!("{note}\n\n"));
+        out.push_str(&format!("  subscribe:  ws://{addr}/ws?token={key}\n"));
+        out.push_str(&format!(
+            "  publish:    curl -s -X POST http://{addr}/api/publish -H 'Authorization: Bearer {key}' -H 'Content-Type: application/json' -d '{{\"channel\":\"blocks\",\"data\":{{\"number\":1,\"hash\":\"0x01\",\"parent_hash\":\"0x00\",\"timestamp\":\"2024-01-23T12:34:56Z\",\"transactions\":[]}}}}'\n"
+        ));
+        out
+    }
+
+    /// Runs until SIGINT or SIGTERM, then shuts down gracefully.
+    pub async fn run(self) -> std::io::Result<()> {
+        let handle = self.server.handle();
+        let broker = self.broker.clone();
+        let timeout = Duration::from_millis(broker.config().server.shutdown_timeout_ms);
+        actix_web::rt::spawn(async move {
+            wait_for_signal().await;
+            log::info!("signal received: stopping");
+            broker.shutdown(timeout).await;
+            handle.stop(true).await;
+        });
+        self.broker.set_ready(true);
+        self.server.await
+    }
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(e) => {
+            log::warn!("cannot watch SIGTERM ({e}); stopping on SIGINT only");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
