@@ -317,6 +317,9 @@ impl Filter {
 /// Checks a published event's `data` for the fields its channel needs (PROTOCOL.md
 /// section 5) and returns the block it names, if any. The error names the field.
 pub fn validate_event(kind: ChannelKind, data: &Value) -> Result<Option<u64>, String> {
+    if kind == ChannelKind::Plain {
+        return Ok(None);
+    }
     let Value::Object(map) = data else {
         return Err("data must be an object".into());
     };
