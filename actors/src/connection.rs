@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use actix::{
     Actor, ActorContext, ActorFutureExt, AsyncContext, ContextFutureSpawner, Handler,
@@ -103,6 +103,9 @@ impl Connection {
     }
 
     fn write(&self, ctx: &mut ws::WebsocketContext<Self>, frame: ByteString) {
+        if self.closing {
+            return;
+        }
         self.core.metrics.messages_out.fetch_add(1, Ordering::Relaxed);
         ctx.text(frame);
     }
@@ -136,7 +139,10 @@ impl Connection {
             code: CloseCode::from(code),
             description: Some(reason.to_owned()),
         }));
-        ctx.stop();
+        // Closing handshake: wait for the client's close frame (see the stream handler),
+        // but not longer than the grace period.
+        let grace = Duration::from_millis(self.core.settings.limits.close_grace_ms);
+        ctx.run_later(grace, |_, ctx| ctx.stop());
     }
 
     /// Takes one message from the quota. Over the cap the message gets a rate-limited
@@ -416,7 +422,11 @@ impl Actor for Connection {
 
 impl StreamHandler<Result<ws::Message, ProtocolError>> for Connection {
     fn handle(&mut self, msg: Result<ws::Message, ProtocolError>, ctx: &mut Self::Context) {
-        if self.closing || self.admitted.is_err() {
+        if self.closing {
+            // Waiting for the client's half of the closing handshake.
+            if matches!(msg, Ok(ws::Message::Close(_)) | Err(_)) {
+                ctx.stop();
+            }
             return;
         }
         let msg = match msg {

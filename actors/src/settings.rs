@@ -59,6 +59,9 @@ pub struct Limits {
     /// Events a channel hub holds back for `confirmations` subscriptions. Default 100000;
     /// past it the oldest block's events are dropped (and counted).
     pub max_pending_confirmations: usize,
+    /// Milliseconds the broker waits, after sending a close frame, for the client's close
+    /// before dropping the TCP connection (the RFC 6455 closing handshake). Default 1000.
+    pub close_grace_ms: u64,
 }
 
 impl Default for Limits {
@@ -73,6 +76,7 @@ impl Default for Limits {
             hub_queue_batches: 1024,
             max_filter_value_bytes: 256,
             max_pending_confirmations: 100_000,
+            close_grace_ms: 1000,
         }
     }
 }
