@@ -1,0 +1,151 @@
+//! The `rustorium-broker` binary as a newcomer meets it: the banner's lines work as
+//! pasted, bad configuration fails at start naming the field, and SIGTERM closes every
+//! connection with 1001 and exits in bounded time.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::json;
+
+const BIN: &str = env!("CARGO_BIN_EXE_rustorium-broker");
+
+struct Broker {
+    child: Child,
+    addr: SocketAddr,
+    ws_url: String,
+    curl: String,
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn spawn(args: &[&str]) -> Broker {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .env_remove("RUSTORIUM_CONFIG")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn broker");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let (mut addr, mut ws_url, mut curl) = (None, None, None);
+    let deadline = Instant::now() + WAIT;
+    while curl.is_none() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = rx.recv_timeout(left).expect("banner printed in time");
+        if let Some(a) = line.strip_prefix("rustorium-broker listening on ") {
+            addr = a.trim().parse().ok();
+        } else if let Some(u) = line.trim().strip_prefix("subscribe:") {
+            ws_url = Some(u.trim().to_owned());
+        } else if let Some(c) = line.trim().strip_prefix("publish:") {
+            curl = Some(c.trim().to_owned());
+        }
+    }
+    Broker {
+        child,
+        addr: addr.expect("address in banner"),
+        ws_url: ws_url.expect("ws URL in banner"),
+        curl: curl.unwrap_or_default(),
+    }
+}
+
+fn fails_with(args: &[&str], env: &[(&str, &str)]) -> String {
+    let out = Command::new(BIN)
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .expect("run broker");
+    assert_eq!(out.status.code(), Some(2), "expected exit code 2");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[tokio::test]
+async fn the_banner_lines_work_as_pasted() {
+    let b = spawn(&["--bind", "127.0.0.1:0"]);
+    let path = b.ws_url.split_once(&b.addr.to_string()).map(|(_, p)| p.to_owned());
+    let mut c = Client::connect(b.addr, &path.expect("URL names the address")).await;
+    c.subscribe("blocks", json!({"confirmations": 1})).await;
+    // The curl line: its key and body, sent as curl would send them.
+    let key = b.curl.split("Bearer ").nth(1).and_then(|s| s.split('\'').next());
+    let body = b.curl.rsplit("-d '").next().and_then(|s| s.strip_suffix('\''));
+    let (key, body) = (key.expect("key in curl line"), body.expect("body in curl line"));
+    let auth = format!("Bearer {key}");
+    let r = http(b.addr, "POST", "/api/publish", &[("Authorization", &auth)], body.as_bytes()).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let e = c.recv().await;
+    assert_eq!(e["type"], "new_block");
+    assert_eq!(e["id"], r.body["data"]["ids"][0]);
+}
+
+#[test]
+fn invalid_configuration_fails_at_start_naming_the_field() {
+    let dir = std::env::temp_dir().join(format!("rustorium-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let write = |name: &str, text: &str| {
+        let path = dir.join(name);
+        let mut f = std::fs::File::create(&path).expect("create");
+        f.write_all(text.as_bytes()).expect("write");
+        path.to_string_lossy().into_owned()
+    };
+    let typo = write("typo.toml", "[limits]\nmax_frame_byte = 10\n");
+    assert!(fails_with(&["--config", &typo], &[]).contains("max_frame_byte"));
+    let range = write("range.toml", "[heartbeat]\ninterval_ms = 0\n");
+    assert!(fails_with(&["--config", &range], &[]).contains("heartbeat.interval_ms"));
+    let key = write("key.toml", "[[keys]]\nname = \"a\"\nsecret = \"\"\n");
+    assert!(fails_with(&["--config", &key], &[]).contains("keys[0].secret"));
+    let missing = dir.join("missing.toml").to_string_lossy().into_owned();
+    assert!(fails_with(&["--config", &missing], &[]).contains("missing.toml"));
+    let open = fails_with(&["--bind", "0.0.0.0:0"], &[]);
+    assert!(open.contains("refusing to listen on 0.0.0.0:0 with no keys"), "{open}");
+    let env = fails_with(&[], &[("RUSTORIUM_BIND", "not-an-address")]);
+    assert!(env.contains("server.bind"), "{env}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn sigterm_closes_every_connection_1001_and_exits() {
+    let mut b = spawn(&["--bind", "127.0.0.1:0", "--key", "k:secret-k:subscribe+publish"]);
+    let mut clients = Vec::new();
+    for _ in 0..5 {
+        let mut c = Client::ws(b.addr, "secret-k").await;
+        c.subscribe("blocks", json!({})).await;
+        clients.push(c);
+    }
+    let ready = http(b.addr, "GET", "/ready", &[], b"").await;
+    assert_eq!(ready.status, 200);
+    // SAFETY: kill() sends a signal to our own child process.
+    unsafe {
+        libc::kill(b.child.id() as libc::pid_t, libc::SIGTERM);
+    }
+    for c in clients.iter_mut() {
+        assert_eq!(c.expect_close().await.0, 1001);
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(status) = b.child.try_wait().expect("wait") {
+            assert!(status.success(), "exit status {status}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "broker did not exit within 10 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
