@@ -11,7 +11,10 @@ use rustorium_broker::{Broker, Config, KeyConfig, Role};
 use serde_json::json;
 
 /// The application's own route: takes a new price and publishes it to `market_data`.
-pub async fn set_price(broker: web::Data<Broker>, path: web::Path<(String, String)>) -> HttpResponse {
+pub async fn set_price(
+    broker: web::Data<Broker>,
+    path: web::Path<(String, String)>,
+) -> HttpResponse {
     let (symbol, price) = path.into_inner();
     let data = json!({
         "symbol": symbol,
@@ -51,7 +54,8 @@ pub fn routes(broker: Broker) -> impl FnOnce(&mut web::ServiceConfig) {
 #[actix_web::main]
 async fn main() -> std::io::Result<()> {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    let broker = Broker::start(broker_config("demo-subscriber-key")).map_err(std::io::Error::other)?;
+    let broker =
+        Broker::start(broker_config("demo-subscriber-key")).map_err(std::io::Error::other)?;
     HttpServer::new(move || App::new().configure(routes(broker.clone())))
         .bind("127.0.0.1:8080")?
         .run()

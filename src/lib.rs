@@ -27,6 +27,9 @@
 //! }
 //! ```
 
+// Nothing a client or a config file controls may panic the broker.
+#![warn(clippy::unwrap_used, clippy::expect_used)]
+
 pub mod auth;
 pub mod cli;
 pub mod config;
@@ -88,7 +91,10 @@ impl Broker {
 
     /// Publishes one event of the channel's default type; returns its message id.
     pub async fn publish(&self, channel: &str, data: Value) -> Result<String, PublishError> {
-        let ids = self.publisher().publish(vec![NewEvent::new(channel, data)]).await?;
+        let ids = self
+            .publisher()
+            .publish(vec![NewEvent::new(channel, data)])
+            .await?;
         ids.into_iter().next().ok_or(PublishError::Unavailable)
     }
 

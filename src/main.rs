@@ -1,5 +1,9 @@
 //! The `rustorium-broker` binary: logging, configuration, bind, run.
 
+// Nothing a client or a config file controls may panic the broker.
+#![warn(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -33,7 +37,8 @@ fn main() -> ExitCode {
     raise_file_limit();
     let result = actix_web::rt::System::new().block_on(async move {
         let standalone = Standalone::bind(config)?;
-        println!("{}", standalone.banner());
+        // Not println!: a closed stdout must not take the broker down.
+        let _ = writeln!(std::io::stdout(), "{}", standalone.banner());
         standalone
             .run()
             .await

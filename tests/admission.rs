@@ -12,7 +12,9 @@ async fn assert_refused(mut c: Client, code: u16, v1_code: u64) {
     assert_eq!(err["id"], serde_json::Value::Null);
     assert_eq!(err["data"], serde_json::Value::Null);
     assert_eq!(err["error"]["code"], v1_code);
-    assert!(err["error"]["message"].as_str().is_some_and(|m| !m.is_empty()));
+    assert!(err["error"]["message"]
+        .as_str()
+        .is_some_and(|m| !m.is_empty()));
     assert_eq!(c.expect_close().await.0, code);
 }
 

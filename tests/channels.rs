@@ -64,7 +64,8 @@ async fn blocks_events_have_the_documented_shape_and_shared_ids() {
 async fn transactions_filter_by_tx_hash_case_insensitively() {
     let b = start(config());
     let mut c = Client::ws(b.addr, SUB_KEY).await;
-    c.subscribe("transactions", json!({"tx_hash": "0xABcd"})).await;
+    c.subscribe("transactions", json!({"tx_hash": "0xABcd"}))
+        .await;
     publish_ok(b.addr, &json!([tx("0xffff", 1), tx("0xabCD", 1)])).await;
     let e = c.recv().await;
     assert_eq!(e["type"], "tx_confirmed");
@@ -78,7 +79,11 @@ async fn state_filters_by_key_and_key_prefix() {
     let mut by_key = Client::ws(b.addr, SUB_KEY).await;
     let mut by_prefix = Client::ws(b.addr, SUB_KEY).await;
     by_key.subscribe("state", json!({"key": "0x12AB"})).await;
-    let r = sub_flat(&mut by_prefix, json!({"channel": "state", "key_prefix": "0x12"})).await;
+    let r = sub_flat(
+        &mut by_prefix,
+        json!({"channel": "state", "key_prefix": "0x12"}),
+    )
+    .await;
     assert_eq!(r["type"], "subscribe_success");
     publish_ok(
         b.addr,
@@ -100,9 +105,15 @@ async fn token_updates_filter_by_token_id_flat_or_nested_and_none_means_all() {
     let mut flat = Client::ws(b.addr, SUB_KEY).await;
     let mut nested = Client::ws(b.addr, SUB_KEY).await;
     let mut all = Client::ws(b.addr, SUB_KEY).await;
-    let r = sub_flat(&mut flat, json!({"channel": "token_updates", "token_id": "0xAA"})).await;
+    let r = sub_flat(
+        &mut flat,
+        json!({"channel": "token_updates", "token_id": "0xAA"}),
+    )
+    .await;
     assert_eq!(r["type"], "subscribe_success");
-    nested.subscribe("token_updates", json!({"token_id": "0xaa"})).await;
+    nested
+        .subscribe("token_updates", json!({"token_id": "0xaa"}))
+        .await;
     all.subscribe("token_updates", json!({})).await;
     publish_ok(b.addr, &json!([token("0xbb", "2"), token("0xaa", "1")])).await;
     for c in [&mut flat, &mut nested] {
@@ -120,14 +131,22 @@ async fn token_updates_filter_by_token_id_flat_or_nested_and_none_means_all() {
 async fn transaction_updates_match_address_on_from_to_or_address() {
     let b = start(config());
     let mut c = Client::ws(b.addr, SUB_KEY).await;
-    let r = sub_flat(&mut c, json!({"channel": "transaction_updates", "address": "0xABC"})).await;
+    let r = sub_flat(
+        &mut c,
+        json!({"channel": "transaction_updates", "address": "0xABC"}),
+    )
+    .await;
     assert_eq!(r["type"], "subscribe_success");
     let by_address = json!({"channel": "transaction_updates", "data": {"transaction_id": "0x3",
         "status": "failed", "address": "0xaBc", "timestamp": "2024-01-01T12:00:00Z"}});
     publish_ok(
         b.addr,
-        &json!([transfer("0x1", "0xabc", "0xdef"), transfer("0x9", "0x111", "0x222"),
-                transfer("0x2", "0xdef", "0xABC"), by_address]),
+        &json!([
+            transfer("0x1", "0xabc", "0xdef"),
+            transfer("0x9", "0x111", "0x222"),
+            transfer("0x2", "0xdef", "0xABC"),
+            by_address
+        ]),
     )
     .await;
     for id in ["0x1", "0x2", "0x3"] {
@@ -148,7 +167,12 @@ async fn market_data_filters_by_symbols() {
     assert_eq!(r["type"], "subscribe_success");
     publish_ok(
         b.addr,
-        &json!([market("XYZ/USD"), market("STK/USD"), market("mtk/usd"), market("MTK/USD")]),
+        &json!([
+            market("XYZ/USD"),
+            market("STK/USD"),
+            market("mtk/usd"),
+            market("MTK/USD")
+        ]),
     )
     .await;
     assert_eq!(c.recv().await["data"]["symbol"], "STK/USD");
@@ -161,15 +185,39 @@ async fn bad_filters_are_4003_naming_the_field_and_change_nothing() {
     let b = start(config());
     let mut c = Client::ws(b.addr, SUB_KEY).await;
     let cases = [
-        (json!({"channel": "blocks", "filter": {"confirmations": "3"}}), "filter.confirmations"),
-        (json!({"channel": "blocks", "filter": {"confirmations": 0}}), "filter.confirmations"),
-        (json!({"channel": "blocks", "filter": {"confirmations": 65}}), "filter.confirmations"),
-        (json!({"channel": "blocks", "confirmations": 1.5}), "confirmations"),
+        (
+            json!({"channel": "blocks", "filter": {"confirmations": "3"}}),
+            "filter.confirmations",
+        ),
+        (
+            json!({"channel": "blocks", "filter": {"confirmations": 0}}),
+            "filter.confirmations",
+        ),
+        (
+            json!({"channel": "blocks", "filter": {"confirmations": 65}}),
+            "filter.confirmations",
+        ),
+        (
+            json!({"channel": "blocks", "confirmations": 1.5}),
+            "confirmations",
+        ),
         (json!({"channel": "market_data", "symbols": []}), "symbols"),
-        (json!({"channel": "market_data", "symbols": "MTK/USD"}), "symbols"),
-        (json!({"channel": "token_updates", "filter": {"tokenid": "0x1"}}), "\"tokenid\""),
-        (json!({"channel": "blocks", "filter": {"address": "0x1"}}), "\"address\""),
-        (json!({"channel": "token_updates", "token_id": 5}), "token_id"),
+        (
+            json!({"channel": "market_data", "symbols": "MTK/USD"}),
+            "symbols",
+        ),
+        (
+            json!({"channel": "token_updates", "filter": {"tokenid": "0x1"}}),
+            "\"tokenid\"",
+        ),
+        (
+            json!({"channel": "blocks", "filter": {"address": "0x1"}}),
+            "\"address\"",
+        ),
+        (
+            json!({"channel": "token_updates", "token_id": 5}),
+            "token_id",
+        ),
         (json!({"channel": "blocks", "filter": 3}), "filter"),
     ];
     for (data, field) in cases {
@@ -177,7 +225,10 @@ async fn bad_filters_are_4003_naming_the_field_and_change_nothing() {
         assert_eq!(r["error"]["code"], 4003, "{data} -> {r}");
         assert_eq!(r["id"], "f");
         let msg = r["error"]["message"].as_str().unwrap_or("");
-        assert!(msg.contains(field), "{data}: message {msg:?} does not name {field}");
+        assert!(
+            msg.contains(field),
+            "{data}: message {msg:?} does not name {field}"
+        );
     }
     // Unknown flat fields are ignored.
     let r = sub_flat(&mut c, json!({"channel": "blocks", "colour": "red"})).await;

@@ -37,7 +37,8 @@ async fn blocks_1_to_5_with_k3_deliver_1_to_3_in_order_each_once() {
 async fn tx_confirmed_waits_for_its_block_and_carries_its_confirmations() {
     let b = start(config());
     let mut c = Client::ws(b.addr, SUB_KEY).await;
-    c.subscribe("transactions", json!({"confirmations": 2})).await;
+    c.subscribe("transactions", json!({"confirmations": 2}))
+        .await;
     let tx = json!({"channel": "transactions", "data": {"tx_hash": "0xaa", "block_number": 10,
         "timestamp": "2024-01-23T12:34:56Z", "confirmations": 1}});
     publish_ok(b.addr, &block(10)).await;
@@ -62,12 +63,17 @@ async fn tx_confirmed_waits_for_its_block_and_carries_its_confirmations() {
 async fn state_updates_are_released_in_block_then_publish_order_without_new_fields() {
     let b = start(config());
     let mut c = Client::ws(b.addr, SUB_KEY).await;
-    c.subscribe("state", json!({"confirmations": 3, "key_prefix": "0x"})).await;
+    c.subscribe("state", json!({"confirmations": 3, "key_prefix": "0x"}))
+        .await;
     let st = |key: &str, n: u64| {
         json!({"channel": "state", "data": {"key": key, "value": "AA==", "block_number": n,
             "timestamp": "2024-01-23T12:34:56Z"}})
     };
-    publish_ok(b.addr, &json!([st("0x02", 2), st("0x01", 1), st("0x03", 2)])).await;
+    publish_ok(
+        b.addr,
+        &json!([st("0x02", 2), st("0x01", 1), st("0x03", 2)]),
+    )
+    .await;
     publish_ok(b.addr, &json!([block(1), block(2)])).await;
     c.expect_silence(QUIET).await;
     publish_ok(b.addr, &block(4)).await;
@@ -91,7 +97,7 @@ async fn different_k_on_one_connection_release_separately_with_the_same_id() {
     c.expect_silence(QUIET).await;
     publish_ok(b.addr, &block(2)).await;
     // Block 2 immediately (k=1) and block 1 released (k=2): two frames, any order.
-    let mut got = vec![c.recv().await, c.recv().await];
+    let mut got = [c.recv().await, c.recv().await];
     got.sort_by_key(|e| e["data"]["number"].as_u64());
     assert_eq!(got[0]["id"], ids[0].as_str());
     assert_eq!(got[1]["data"]["number"], 2);

@@ -22,10 +22,11 @@ fn start_app() -> std::net::SocketAddr {
                 Ok(b) => b,
                 Err(e) => panic!("broker config refused: {e}"),
             };
-            let server = HttpServer::new(move || App::new().configure(embed::routes(broker.clone())))
-                .workers(1)
-                .bind("127.0.0.1:0")
-                .expect("bind");
+            let server =
+                HttpServer::new(move || App::new().configure(embed::routes(broker.clone())))
+                    .workers(1)
+                    .bind("127.0.0.1:0")
+                    .expect("bind");
             let addr = server.addrs()[0];
             let _ = tx.send(addr);
             let _ = server.run().await;
@@ -43,7 +44,8 @@ async fn the_app_keeps_its_routes_and_publishes_to_broker_subscribers() {
     assert_eq!(http(addr, "GET", "/health", &[], b"").await.status, 200);
 
     let mut c = Client::ws(addr, SECRET).await;
-    c.subscribe("market_data", json!({"symbols": ["MTK/USD"]})).await;
+    c.subscribe("market_data", json!({"symbols": ["MTK/USD"]}))
+        .await;
     let r = http(addr, "POST", "/prices/MTK%2FUSD/1.23", &[], b"").await;
     assert_eq!(r.status, 200, "{}", r.text);
     let e = c.recv().await;

@@ -43,7 +43,9 @@ async fn every_invalid_message_gets_4002_and_the_connection_stays() {
     c.send_text("\"subscribe\"").await;
     expect_error(&mut c, Value::Null, 4002).await;
     c.send_json(&json!({"id": "m1", "data": {}})).await;
-    assert!(expect_error(&mut c, json!("m1"), 4002).await.contains("type"));
+    assert!(expect_error(&mut c, json!("m1"), 4002)
+        .await
+        .contains("type"));
     c.send_json(&json!({"type": "subscrbe", "id": "m2"})).await;
     assert!(expect_error(&mut c, json!("m2"), 4002)
         .await

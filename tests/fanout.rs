@@ -29,7 +29,10 @@ async fn a_thousand_subscribers_receive_every_event_of_a_burst_in_order() {
             let mut got = Vec::with_capacity(EVENTS as usize);
             for _ in 0..EVENTS {
                 let e = c.recv().await;
-                got.push((e["id"].as_str().map(str::to_owned), e["data"]["number"].as_u64()));
+                got.push((
+                    e["id"].as_str().map(str::to_owned),
+                    e["data"]["number"].as_u64(),
+                ));
             }
             got
         }));
@@ -42,7 +45,11 @@ async fn a_thousand_subscribers_receive_every_event_of_a_burst_in_order() {
     let mut published = Vec::new();
     for start in (0..EVENTS).step_by(BATCH as usize) {
         let batch: Vec<Value> = (start..start + BATCH).map(block).collect();
-        for (i, id) in publish_ok(addr, &json!(batch)).await.into_iter().enumerate() {
+        for (i, id) in publish_ok(addr, &json!(batch))
+            .await
+            .into_iter()
+            .enumerate()
+        {
             published.push((Some(id), Some(start + i as u64)));
         }
     }

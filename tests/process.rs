@@ -81,15 +81,36 @@ fn fails_with(args: &[&str], env: &[(&str, &str)]) -> String {
 #[tokio::test]
 async fn the_banner_lines_work_as_pasted() {
     let b = spawn(&["--bind", "127.0.0.1:0"]);
-    let path = b.ws_url.split_once(&b.addr.to_string()).map(|(_, p)| p.to_owned());
+    let path = b
+        .ws_url
+        .split_once(&b.addr.to_string())
+        .map(|(_, p)| p.to_owned());
     let mut c = Client::connect(b.addr, &path.expect("URL names the address")).await;
     c.subscribe("blocks", json!({"confirmations": 1})).await;
     // The curl line: its key and body, sent as curl would send them.
-    let key = b.curl.split("Bearer ").nth(1).and_then(|s| s.split('\'').next());
-    let body = b.curl.rsplit("-d '").next().and_then(|s| s.strip_suffix('\''));
-    let (key, body) = (key.expect("key in curl line"), body.expect("body in curl line"));
+    let key = b
+        .curl
+        .split("Bearer ")
+        .nth(1)
+        .and_then(|s| s.split('\'').next());
+    let body = b
+        .curl
+        .rsplit("-d '")
+        .next()
+        .and_then(|s| s.strip_suffix('\''));
+    let (key, body) = (
+        key.expect("key in curl line"),
+        body.expect("body in curl line"),
+    );
     let auth = format!("Bearer {key}");
-    let r = http(b.addr, "POST", "/api/publish", &[("Authorization", &auth)], body.as_bytes()).await;
+    let r = http(
+        b.addr,
+        "POST",
+        "/api/publish",
+        &[("Authorization", &auth)],
+        body.as_bytes(),
+    )
+    .await;
     assert_eq!(r.status, 200, "{}", r.text);
     let e = c.recv().await;
     assert_eq!(e["type"], "new_block");
@@ -115,7 +136,10 @@ fn invalid_configuration_fails_at_start_naming_the_field() {
     let missing = dir.join("missing.toml").to_string_lossy().into_owned();
     assert!(fails_with(&["--config", &missing], &[]).contains("missing.toml"));
     let open = fails_with(&["--bind", "0.0.0.0:0"], &[]);
-    assert!(open.contains("refusing to listen on 0.0.0.0:0 with no keys"), "{open}");
+    assert!(
+        open.contains("refusing to listen on 0.0.0.0:0 with no keys"),
+        "{open}"
+    );
     let env = fails_with(&[], &[("RUSTORIUM_BIND", "not-an-address")]);
     assert!(env.contains("server.bind"), "{env}");
     let _ = std::fs::remove_dir_all(&dir);
@@ -123,7 +147,12 @@ fn invalid_configuration_fails_at_start_naming_the_field() {
 
 #[tokio::test]
 async fn sigterm_closes_every_connection_1001_and_exits() {
-    let mut b = spawn(&["--bind", "127.0.0.1:0", "--key", "k:secret-k:subscribe+publish"]);
+    let mut b = spawn(&[
+        "--bind",
+        "127.0.0.1:0",
+        "--key",
+        "k:secret-k:subscribe+publish",
+    ]);
     let mut clients = Vec::new();
     for _ in 0..5 {
         let mut c = Client::ws(b.addr, "secret-k").await;

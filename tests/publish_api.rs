@@ -40,9 +40,20 @@ async fn single_and_batch_publish_return_ids_in_order() {
 #[tokio::test]
 async fn keys_are_checked_401_then_roles_403() {
     let b = start(config());
-    let r = http(b.addr, "POST", "/api/publish", &[], block(1).to_string().as_bytes()).await;
+    let r = http(
+        b.addr,
+        "POST",
+        "/api/publish",
+        &[],
+        block(1).to_string().as_bytes(),
+    )
+    .await;
     assert_failure(&r, 401, "invalid_token");
-    assert_failure(&publish(b.addr, "wrong", &block(1)).await, 401, "invalid_token");
+    assert_failure(
+        &publish(b.addr, "wrong", &block(1)).await,
+        401,
+        "invalid_token",
+    );
     assert_failure(&publish(b.addr, SUB_KEY, &block(1)).await, 403, "forbidden");
     assert_eq!(publish(b.addr, ALL_KEY, &block(1)).await.status, 200);
 }
@@ -53,40 +64,88 @@ async fn a_bad_event_names_index_and_field_and_publishes_nothing() {
     let mut c = Client::ws(b.addr, SUB_KEY).await;
     c.subscribe("blocks", json!({})).await;
     let bad = json!([block(1), block(2), {"channel": "blocks", "data": {"number": "three"}}]);
-    let msg = assert_failure(&publish(b.addr, PUB_KEY, &bad).await, 400, "invalid_request");
-    assert!(msg.contains("event 2") && msg.contains("data.number"), "{msg}");
+    let msg = assert_failure(
+        &publish(b.addr, PUB_KEY, &bad).await,
+        400,
+        "invalid_request",
+    );
+    assert!(
+        msg.contains("event 2") && msg.contains("data.number"),
+        "{msg}"
+    );
     c.expect_silence(Duration::from_millis(300)).await;
     let cases = [
         (json!({"channel": "blokcs", "data": {}}), "channel"),
         (json!({"data": {}}), "channel"),
         (json!({"channel": "blocks"}), "data"),
-        (json!({"channel": "blocks", "type": "tx_confirmed", "data": {"number": 1}}), "type"),
-        (json!({"channel": "transactions", "data": {"tx_hash": "0x1"}}), "data.block_number"),
-        (json!({"channel": "transaction_updates", "data": {"transaction_id": "0x1", "status": "confirmed"}}), "from"),
-        (json!({"channel": "market_data", "data": {"price": "1"}}), "data.symbol"),
+        (
+            json!({"channel": "blocks", "type": "tx_confirmed", "data": {"number": 1}}),
+            "type",
+        ),
+        (
+            json!({"channel": "transactions", "data": {"tx_hash": "0x1"}}),
+            "data.block_number",
+        ),
+        (
+            json!({"channel": "transaction_updates", "data": {"transaction_id": "0x1", "status": "confirmed"}}),
+            "from",
+        ),
+        (
+            json!({"channel": "market_data", "data": {"price": "1"}}),
+            "data.symbol",
+        ),
         (json!({"channel": "token_updates", "data": []}), "data"),
         (json!(7), "object"),
     ];
     for (event, field) in cases {
-        let msg = assert_failure(&publish(b.addr, PUB_KEY, &event).await, 400, "invalid_request");
-        assert!(msg.contains("event 0") && msg.contains(field), "{event}: {msg}");
+        let msg = assert_failure(
+            &publish(b.addr, PUB_KEY, &event).await,
+            400,
+            "invalid_request",
+        );
+        assert!(
+            msg.contains("event 0") && msg.contains(field),
+            "{event}: {msg}"
+        );
     }
 }
 
 #[tokio::test]
 async fn empty_oversized_and_non_json_bodies_are_refused() {
     let b = start(config());
-    assert_failure(&publish(b.addr, PUB_KEY, &json!([])).await, 400, "invalid_request");
+    assert_failure(
+        &publish(b.addr, PUB_KEY, &json!([])).await,
+        400,
+        "invalid_request",
+    );
     let many: Vec<Value> = (0..1001).map(block).collect();
-    let msg = assert_failure(&publish(b.addr, PUB_KEY, &json!(many)).await, 400, "invalid_request");
+    let msg = assert_failure(
+        &publish(b.addr, PUB_KEY, &json!(many)).await,
+        400,
+        "invalid_request",
+    );
     assert!(msg.contains("1000"), "{msg}");
     let thousand: Vec<Value> = (0..1000).map(block).collect();
     assert_eq!(publish(b.addr, PUB_KEY, &json!(thousand)).await.status, 200);
     let auth = format!("Bearer {PUB_KEY}");
-    let r = http(b.addr, "POST", "/api/publish", &[("Authorization", &auth)], b"{nope").await;
+    let r = http(
+        b.addr,
+        "POST",
+        "/api/publish",
+        &[("Authorization", &auth)],
+        b"{nope",
+    )
+    .await;
     assert_failure(&r, 400, "invalid_request");
     let huge = vec![b' '; 1024 * 1024 + 1];
-    let r = http(b.addr, "POST", "/api/publish", &[("Authorization", &auth)], &huge).await;
+    let r = http(
+        b.addr,
+        "POST",
+        "/api/publish",
+        &[("Authorization", &auth)],
+        &huge,
+    )
+    .await;
     assert_failure(&r, 413, "payload_too_large");
     // Still serving.
     assert_eq!(publish(b.addr, PUB_KEY, &block(5)).await.status, 200);
@@ -96,13 +155,21 @@ async fn empty_oversized_and_non_json_bodies_are_refused() {
 async fn the_rust_handle_publishes_without_http() {
     let b = start(config());
     let mut c = Client::ws(b.addr, SUB_KEY).await;
-    c.subscribe("market_data", json!({"symbols": ["MTK/USD"]})).await;
+    c.subscribe("market_data", json!({"symbols": ["MTK/USD"]}))
+        .await;
     let data = json!({"symbol": "MTK/USD", "price": "1.23", "change_24h": "5.2",
         "volume_24h": "1000000", "timestamp": "2024-01-01T12:00:00Z"});
-    let id = b.broker.publish("market_data", data.clone()).await.expect("published");
+    let id = b
+        .broker
+        .publish("market_data", data.clone())
+        .await
+        .expect("published");
     let e = c.recv().await;
     assert_eq!(e["id"], id.as_str());
     assert_eq!(e["data"], data);
     let err = b.broker.publish("market_data", json!({"price": "1"})).await;
-    assert!(matches!(err, Err(rustorium_broker::PublishError::Invalid { index: 0, .. })));
+    assert!(matches!(
+        err,
+        Err(rustorium_broker::PublishError::Invalid { index: 0, .. })
+    ));
 }

@@ -20,7 +20,10 @@ async fn the_1001st_message_in_a_minute_is_refused_and_the_first_1000_are_answer
     for i in 0..1000 {
         let r = c.recv().await;
         assert_eq!(r["id"], i);
-        assert_eq!(r["error"]["code"], 4003, "message {i} was not processed: {r}");
+        assert_eq!(
+            r["error"]["code"], 4003,
+            "message {i} was not processed: {r}"
+        );
     }
     let r = c.request(unsubscribe(1000)).await;
     assert_eq!(r["id"], 1000);

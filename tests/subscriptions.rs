@@ -63,14 +63,19 @@ async fn the_101st_subscription_is_refused_and_a_freed_slot_is_reusable() {
     let mut c = Client::ws(b.addr, SUB_KEY).await;
     let mut sids = Vec::new();
     for _ in 0..100 {
-        sids.push(c.subscribe("market_data", json!({"symbols": ["A/B", "C/D", "E/F"]})).await);
+        sids.push(
+            c.subscribe("market_data", json!({"symbols": ["A/B", "C/D", "E/F"]}))
+                .await,
+        );
     }
     let r = c
         .request(json!({"type": "subscribe", "id": "over", "data": {"channel": "blocks"}}))
         .await;
     assert_eq!(r["error"]["code"], 4003);
     assert_eq!(r["id"], "over");
-    assert!(r["error"]["message"].as_str().is_some_and(|m| m.contains("100")));
+    assert!(r["error"]["message"]
+        .as_str()
+        .is_some_and(|m| m.contains("100")));
     let r = c
         .request(json!({"type": "unsubscribe", "id": "u", "data": {"subscription_id": sids[0]}}))
         .await;
@@ -110,13 +115,21 @@ async fn plain_channels_work_only_when_allowed() {
         .request(json!({"type": "subscribe", "id": "bad", "data": {"channel": "Bad Name"}}))
         .await;
     assert_eq!(r["error"]["code"], 4003);
-    let ids = publish_ok(b.addr, &json!({"channel": "news.eu", "data": {"headline": "hi"}})).await;
+    let ids = publish_ok(
+        b.addr,
+        &json!({"channel": "news.eu", "data": {"headline": "hi"}}),
+    )
+    .await;
     let e = c.recv().await;
     assert_eq!(
         e,
         json!({"type": "update", "id": ids[0], "data": {"headline": "hi"}, "error": null, "channel": "news.eu"})
     );
-    let ids = publish_ok(b.addr, &json!({"channel": "news.eu", "type": "flash", "data": [1, 2]})).await;
+    let ids = publish_ok(
+        b.addr,
+        &json!({"channel": "news.eu", "type": "flash", "data": [1, 2]}),
+    )
+    .await;
     let e = c.recv().await;
     assert_eq!(e["type"], "flash");
     assert_eq!(e["id"], ids[0].as_str());
@@ -139,7 +152,8 @@ async fn several_matching_subscriptions_of_one_connection_get_one_frame() {
     let b = start(config());
     let mut c = Client::ws(b.addr, SUB_KEY).await;
     c.subscribe("market_data", json!({})).await;
-    c.subscribe("market_data", json!({"symbols": ["MTK/USD"]})).await;
+    c.subscribe("market_data", json!({"symbols": ["MTK/USD"]}))
+        .await;
     let ev = json!({"channel": "market_data", "data": {"symbol": "MTK/USD", "price": "1.23",
         "change_24h": "5.2", "volume_24h": "1000000", "timestamp": "2024-01-01T12:00:00Z"}});
     publish_ok(b.addr, &ev).await;
@@ -160,7 +174,10 @@ async fn a_closed_connection_releases_its_subscriptions() {
             .and_then(|v| v.parse().ok())
     };
     let m = http(b.addr, "GET", "/metrics", &[], b"").await;
-    assert_eq!(metric(&m.text, "rustorium_subscriptions{channel=\"blocks\"}"), Some(1));
+    assert_eq!(
+        metric(&m.text, "rustorium_subscriptions{channel=\"blocks\"}"),
+        Some(1)
+    );
     c.close().await;
     let mut last = None;
     for _ in 0..100 {

@@ -13,8 +13,8 @@ use actix::{
     Actor, ActorContext, ActorFutureExt, AsyncContext, ContextFutureSpawner, Handler,
     StreamHandler, WrapFuture,
 };
-use actix_web_actors::ws::{self, CloseCode, CloseReason, ProtocolError};
 use actix_http::ws::Item;
+use actix_web_actors::ws::{self, CloseCode, CloseReason, ProtocolError};
 use bytestring::ByteString;
 use serde_json::{Map, Value};
 
@@ -26,8 +26,8 @@ use crate::messages::{
     ConnectionClosed, Deliver, Register, Shutdown, Subscribe, Tick, Unregister, Unsubscribe,
 };
 use crate::metrics::Rejection;
-use crate::protocol::request::{self, RequestBody};
 use crate::protocol::render::{self, Reply};
+use crate::protocol::request::{self, RequestBody};
 use crate::protocol::{close_code, Dialect, ErrorKind};
 use crate::rate_limiter::Admission;
 
@@ -106,7 +106,10 @@ impl Connection {
         if self.closing {
             return;
         }
-        self.core.metrics.messages_out.fetch_add(1, Ordering::Relaxed);
+        self.core
+            .metrics
+            .messages_out
+            .fetch_add(1, Ordering::Relaxed);
         ctx.text(frame);
     }
 
@@ -310,7 +313,8 @@ impl Connection {
 
     fn handle_binary(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
         if self.take_quota(ctx, None) {
-            let msg = "Invalid message format: binary frames are not accepted; send JSON text frames";
+            let msg =
+                "Invalid message format: binary frames are not accepted; send JSON text frames";
             self.send_error(ctx, None, ErrorKind::InvalidRequest, msg);
         }
     }
@@ -376,7 +380,9 @@ impl Actor for Connection {
                     Refusal::TooManyConnections { max } => (
                         ErrorKind::RateLimited,
                         close_code::RATE_LIMITED,
-                        format!("Rate limited: this key already has its maximum of {max} connections"),
+                        format!(
+                            "Rate limited: this key already has its maximum of {max} connections"
+                        ),
                     ),
                 };
                 self.write(ctx, render::error(self.dialect, None, kind, &msg));
@@ -442,7 +448,10 @@ impl StreamHandler<Result<ws::Message, ProtocolError>> for Connection {
             }
         };
         self.last_seen = Instant::now();
-        self.core.metrics.messages_in.fetch_add(1, Ordering::Relaxed);
+        self.core
+            .metrics
+            .messages_in
+            .fetch_add(1, Ordering::Relaxed);
         match msg {
             ws::Message::Text(text) => self.handle_message(ctx, &text),
             ws::Message::Binary(_) => self.handle_binary(ctx),

@@ -49,9 +49,7 @@ impl Event {
     /// The event frame for `dialect`, rendered on first use and shared afterwards.
     pub fn frame(&self, dialect: Dialect) -> ByteString {
         self.frames[dialect.index()]
-            .get_or_init(|| {
-                render::event(dialect, &self.id, &self.channel, &self.kind, &self.data)
-            })
+            .get_or_init(|| render::event(dialect, &self.id, &self.channel, &self.kind, &self.data))
             .clone()
     }
 

@@ -285,9 +285,7 @@ impl Filter {
             None => true,
             Some(t) => str_field(data, field).is_some_and(|v| t.equals(v)),
         };
-        if !eq(&self.tx_hash, "tx_hash")
-            || !eq(&self.key, "key")
-            || !eq(&self.token_id, "token_id")
+        if !eq(&self.tx_hash, "tx_hash") || !eq(&self.key, "key") || !eq(&self.token_id, "token_id")
         {
             return false;
         }
@@ -367,7 +365,10 @@ pub fn validate_event(kind: ChannelKind, data: &Value) -> Result<Option<u64>, St
             for f in ["from", "to", "address"] {
                 opt_str(f)?;
             }
-            if !["from", "to", "address"].iter().any(|f| map.contains_key(*f)) {
+            if !["from", "to", "address"]
+                .iter()
+                .any(|f| map.contains_key(*f))
+            {
                 return Err("data needs at least one of from, to, address (strings)".into());
             }
             Ok(None)

@@ -45,7 +45,10 @@ impl std::fmt::Display for ChannelError {
                 )
             }
             ChannelError::TooMany(max) => {
-                write!(f, "the broker already has its maximum of {max} plain channels")
+                write!(
+                    f,
+                    "the broker already has its maximum of {max} plain channels"
+                )
             }
         }
     }

@@ -21,6 +21,9 @@
 //! Per-message path: client frame → `Connection` → (subscribe) hub; publish →
 //! `Publisher` → hub → `Deliver` → `Connection` → socket.
 
+// Nothing a client or a config file controls may panic the broker.
+#![warn(clippy::unwrap_used, clippy::expect_used)]
+
 pub mod channel_hub;
 pub mod connection;
 pub mod core;

@@ -11,7 +11,7 @@ use crate::event::Event;
 use crate::filter::Filter;
 use crate::keys::ApiKey;
 use crate::protocol::Dialect;
-use crate::rate_limiter::{AdmitError, Admission};
+use crate::rate_limiter::{Admission, AdmitError};
 
 /// Identifies one WebSocket connection for the lifetime of the broker.
 pub type ConnId = u64;

@@ -207,7 +207,10 @@ impl Publisher {
             .collect();
         let ids = stamped.iter().map(|(_, e)| e.id.clone()).collect();
         self.dispatch(stamped).await?;
-        inner.metrics.events_published.fetch_add(n, Ordering::Relaxed);
+        inner
+            .metrics
+            .events_published
+            .fetch_add(n, Ordering::Relaxed);
         Ok(ids)
     }
 

@@ -61,12 +61,22 @@ pub async fn publish(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|n| n > limit) {
-        return failure(&state, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", &too_large);
+        return failure(
+            &state,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            &too_large,
+        );
     }
     let body = match read_body(payload, limit).await {
         Ok(body) => body,
         Err(true) => {
-            return failure(&state, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", &too_large)
+            return failure(
+                &state,
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                &too_large,
+            )
         }
         Err(false) => {
             let msg = "the request body could not be read";
@@ -84,7 +94,9 @@ pub async fn publish(
         Err(e) => Err(e),
     };
     match result {
-        Ok(ids) => HttpResponse::Ok().json(json!({"success": true, "data": {"ids": ids}, "error": null})),
+        Ok(ids) => {
+            HttpResponse::Ok().json(json!({"success": true, "data": {"ids": ids}, "error": null}))
+        }
         Err(PublishError::Unavailable) => failure(
             &state,
             StatusCode::SERVICE_UNAVAILABLE,

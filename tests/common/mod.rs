@@ -223,7 +223,10 @@ impl Client {
         let reply = self
             .request(json!({"type": "subscribe", "id": "s", "data": {"channel": channel, "filter": filter}}))
             .await;
-        assert_eq!(reply["type"], "subscribe_success", "subscribe refused: {reply}");
+        assert_eq!(
+            reply["type"], "subscribe_success",
+            "subscribe refused: {reply}"
+        );
         reply["data"]["subscription_id"]
             .as_str()
             .expect("subscription_id is a string")
@@ -281,7 +284,10 @@ pub async fn http(
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
     let body_text = text.split("\r\n\r\n").nth(1).unwrap_or("").to_owned();
-    let body_text = if text.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+    let body_text = if text
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
         dechunk(&body_text)
     } else {
         body_text
@@ -314,7 +320,10 @@ pub async fn publish(addr: SocketAddr, key: &str, body: &Value) -> Response {
         addr,
         "POST",
         "/api/publish",
-        &[("Authorization", &auth), ("Content-Type", "application/json")],
+        &[
+            ("Authorization", &auth),
+            ("Content-Type", "application/json"),
+        ],
         body.to_string().as_bytes(),
     )
     .await

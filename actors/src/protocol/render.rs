@@ -50,13 +50,24 @@ pub fn envelope(dialect: Dialect, kind: &str, id: Option<&Value>, data: Value) -
 /// The reply frame for a successful request.
 pub fn reply(dialect: Dialect, id: Option<&Value>, reply: &Reply) -> ByteString {
     match (dialect, reply) {
-        (Dialect::Ws, Reply::Subscribed { subscription_id, .. }) => envelope(
+        (
+            Dialect::Ws,
+            Reply::Subscribed {
+                subscription_id, ..
+            },
+        ) => envelope(
             dialect,
             "subscribe_success",
             id,
             json!({"subscription_id": subscription_id}),
         ),
-        (Dialect::V1, Reply::Subscribed { subscription_id, channel }) => envelope(
+        (
+            Dialect::V1,
+            Reply::Subscribed {
+                subscription_id,
+                channel,
+            },
+        ) => envelope(
             dialect,
             "subscription_confirmation",
             id,
@@ -95,7 +106,12 @@ pub fn error(dialect: Dialect, id: Option<&Value>, kind: ErrorKind, message: &st
 /// The heartbeat frame: ws carries UNIX seconds, v1 an RFC 3339 timestamp.
 pub fn heartbeat(dialect: Dialect, unix_seconds: u64, rfc3339: &str) -> ByteString {
     match dialect {
-        Dialect::Ws => envelope(dialect, "heartbeat", None, json!({"timestamp": unix_seconds})),
+        Dialect::Ws => envelope(
+            dialect,
+            "heartbeat",
+            None,
+            json!({"timestamp": unix_seconds}),
+        ),
         Dialect::V1 => envelope(dialect, "heartbeat", None, json!({"timestamp": rfc3339})),
     }
 }
