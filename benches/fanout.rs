@@ -111,20 +111,6 @@ fn publish(addr: SocketAddr, body: &str) -> Result<(), String> {
     }
 }
 
-fn raise_file_limit() {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit only read and write the struct passed in.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
-            lim.rlim_cur = lim.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-        }
-    }
-}
-
 async fn run(a: Args) -> Result<(), String> {
     let (mut child, addr) = spawn_broker(a.subscribers + 10)?;
     let pid = child.id();
@@ -244,7 +230,7 @@ async fn run(a: Args) -> Result<(), String> {
 }
 
 fn main() {
-    raise_file_limit();
+    rustorium_broker::server::raise_file_limit();
     let a = args();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)

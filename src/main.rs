@@ -10,21 +10,6 @@ use clap::Parser;
 use rustorium_broker::cli::Cli;
 use rustorium_broker::server::Standalone;
 
-/// Raises the soft open-file limit to the hard limit: each connection is a descriptor.
-fn raise_file_limit() {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit only read and write the struct passed in.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
-            lim.rlim_cur = lim.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-        }
-    }
-}
-
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let config = match Cli::parse().load() {
@@ -34,7 +19,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    raise_file_limit();
+    rustorium_broker::server::raise_file_limit();
     let result = actix_web::rt::System::new().block_on(async move {
         let standalone = Standalone::bind(config)?;
         // Not println!: a closed stdout must not take the broker down.

@@ -12,7 +12,7 @@ const BATCH: u64 = 50;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_subscribers_receive_every_event_of_a_burst_in_order() {
-    raise_file_limit(8192);
+    rustorium_broker::server::raise_file_limit();
     let mut cfg = config();
     cfg.keys[0].max_connections = Some(SUBSCRIBERS as u32);
     let b = start(cfg);

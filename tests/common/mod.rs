@@ -75,21 +75,6 @@ pub fn start(config: Config) -> TestBroker {
     }
 }
 
-/// Raises this process's open-file limit (tests with many sockets).
-pub fn raise_file_limit(want: u64) {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit only read and write the struct passed in.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
-            lim.rlim_cur = lim.rlim_max.min(want.max(lim.rlim_cur));
-            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-        }
-    }
-}
-
 /// A WebSocket client.
 pub struct Client {
     ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
