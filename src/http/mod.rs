@@ -1,4 +1,4 @@
-//! The HTTP routes of the broker, all on one listener: `/ws` (and later `/v1`),
+//! The HTTP routes of the broker, all on one listener: `/ws`, `/v1`,
 //! `POST /api/publish`, `/health`, `/ready`, `/metrics`.
 
 mod ops;
@@ -28,6 +28,7 @@ pub struct AppState {
 pub fn mount(state: AppState, cfg: &mut web::ServiceConfig) {
     cfg.app_data(web::Data::new(state))
         .route("/ws", web::get().to(ws::ws_dialect))
+        .route("/v1", web::get().to(ws::v1_dialect))
         .route("/api/publish", web::post().to(publish::publish))
         .route("/health", web::get().to(ops::health))
         .route("/ready", web::get().to(ops::ready))

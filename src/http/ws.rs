@@ -22,6 +22,15 @@ pub async fn ws_dialect(
     upgrade(req, stream, state, Dialect::Ws).await
 }
 
+/// `GET /v1`: the v1 API dialect.
+pub async fn v1_dialect(
+    req: HttpRequest,
+    stream: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, Error> {
+    upgrade(req, stream, state, Dialect::V1).await
+}
+
 async fn upgrade(
     req: HttpRequest,
     stream: web::Payload,

@@ -116,8 +116,27 @@ impl Client {
         Client::connect(addr, &format!("/ws?token={key}")).await
     }
 
+    /// Connects to `/v1?api_key=KEY`.
+    pub async fn v1(addr: SocketAddr, key: &str) -> Client {
+        Client::connect(addr, &format!("/v1?api_key={key}")).await
+    }
+
     pub async fn send_text(&mut self, text: &str) {
         self.send(Message::text(text)).await;
+    }
+
+    /// Queues every frame and flushes once, so they leave in as few TCP writes as possible.
+    pub async fn send_all(&mut self, frames: &[Value]) {
+        for f in frames {
+            tokio::time::timeout(WAIT, self.ws.feed(Message::text(f.to_string())))
+                .await
+                .expect("send timed out")
+                .expect("send failed");
+        }
+        tokio::time::timeout(WAIT, self.ws.flush())
+            .await
+            .expect("flush timed out")
+            .expect("flush failed");
     }
 
     pub async fn send_json(&mut self, v: &Value) {
