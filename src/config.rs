@@ -11,6 +11,8 @@ use rustorium_actors::settings::{
 use rustorium_actors::{Role, Settings};
 use serde::Deserialize;
 
+use crate::ledger::config::{DemoConfig, LedgerConfig};
+
 /// Where the broker listens and how it stops (`[server]`).
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(default, deny_unknown_fields)]
@@ -70,6 +72,10 @@ pub struct Config {
     pub publish: PublishSettings,
     /// Plain channels.
     pub channels: ChannelSettings,
+    /// The built-in ledger (the standalone broker's command backend) and its genesis.
+    pub ledger: LedgerConfig,
+    /// The synthetic demo feed.
+    pub demo: DemoConfig,
     /// The generated development key, if one was made (never read from the file).
     #[serde(skip)]
     pub dev_key: Option<String>,
@@ -168,6 +174,8 @@ impl Config {
     pub fn finish(mut self) -> Result<Config, ConfigError> {
         let addr = self.bind_addr()?;
         self.settings().validate().map_err(ConfigError::Invalid)?;
+        crate::ledger::config::validate(&self.ledger, &self.demo)
+            .map_err(|(f, m)| invalid(f, m))?;
         for (i, key) in self.keys.iter().enumerate() {
             let field = |f: &str| format!("keys[{i}].{f}");
             if key.name.trim().is_empty() {

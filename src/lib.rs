@@ -33,7 +33,9 @@
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod demo;
 mod http;
+pub mod ledger;
 pub mod server;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -45,6 +47,10 @@ use rustorium_actors::Core;
 use serde_json::Value;
 
 pub use config::{Config, ConfigError, KeyConfig};
+pub use ledger::Ledger;
+pub use rustorium_actors::backend::{
+    Backend, BackendFuture, Balance, CommandError, NoBackend, TokenInfo, Transfer, TransferAccepted,
+};
 pub use rustorium_actors::{NewEvent, PublishError, Publisher, Role};
 
 /// A running broker's actor system, ready to be mounted into actix-web apps.
@@ -56,20 +62,53 @@ pub struct Broker {
 }
 
 impl Broker {
-    /// Validates `config` (see [`Config::finish`]) and starts the actor system.
-    /// Must be called inside a running actix `System` (e.g. under `#[actix_web::main]`).
+    /// Validates `config` (see [`Config::finish`]) and starts the actor system, with the
+    /// built-in ledger answering commands when `ledger.enabled` (and the demo feed when
+    /// `demo.enabled`). Must be called inside a running actix `System` (e.g. under
+    /// `#[actix_web::main]`).
     pub fn start(config: Config) -> Result<Broker, ConfigError> {
         let config = config.finish()?;
-        let core = Core::start(config.settings());
+        if !config.ledger.enabled {
+            return Broker::start_with_backend(config, Arc::new(NoBackend));
+        }
+        let mut ledger = None;
+        let core = Core::start(config.settings(), |publisher| {
+            let l = Ledger::new(&config.ledger, publisher.clone(), publisher.max_batch());
+            ledger = Some(l.clone());
+            l as Arc<dyn Backend>
+        });
+        if let Some(ledger) = ledger {
+            ledger.spawn_blocks();
+            if config.demo.enabled {
+                demo::spawn(&config.demo, &config.ledger, ledger, core.publisher.clone());
+            }
+        }
+        Ok(Broker::assemble(config, core))
+    }
+
+    /// Like [`Broker::start`], with `backend` answering commands instead of the built-in
+    /// ledger, and no demo feed.
+    pub fn start_with_backend(
+        config: Config,
+        backend: Arc<dyn Backend>,
+    ) -> Result<Broker, ConfigError> {
+        let mut config = config.finish()?;
+        config.ledger.enabled = false;
+        config.demo.enabled = false;
+        let core = Core::start(config.settings(), |_| backend);
+        Ok(Broker::assemble(config, core))
+    }
+
+    fn assemble(config: Config, core: Arc<Core>) -> Broker {
         let state = http::AppState {
             core,
             keys: Arc::new(auth::KeyStore::new(&config.keys)),
             ready: Arc::new(AtomicBool::new(true)),
         };
-        Ok(Broker {
+        Broker {
             state,
             config: Arc::new(config),
-        })
+        }
     }
 
     /// The validated configuration (including a generated development key, if any).

@@ -35,6 +35,12 @@ impl std::fmt::Display for StartError {
 
 impl std::error::Error for StartError {}
 
+/// The address the walk-through event comes from, for a subscription that sees only it.
+pub const WALKTHROUGH_ADDRESS: &str = "0x000000000000000000000000000000000000c0de";
+
+/// The event the banner's `curl` line publishes.
+const WALKTHROUGH_EVENT: &str = r#"{"channel":"transaction_updates","data":{"transaction_id":"0xfeed","status":"confirmed","from":"0x000000000000000000000000000000000000c0de","to":"0xa11ce00000000000000000000000000000000001","timestamp":"2024-01-01T12:00:00Z"}}"#;
+
 /// A bound, not yet running, standalone broker.
 pub struct Standalone {
     broker: Broker,
@@ -94,9 +100,26 @@ impl Standalone {
         };
         out.push_str(&format!("{note}\n\n"));
         out.push_str(&format!("  subscribe:  ws://{addr}/ws?token={key}\n"));
+        out.push_str(&format!("  v1 API:     ws://{addr}/v1?api_key={key}\n"));
         out.push_str(&format!(
-            "  publish:    curl -s -X POST http://{addr}/api/publish -H 'Authorization: Bearer {key}' -H 'Content-Type: application/json' -d '{{\"channel\":\"blocks\",\"data\":{{\"number\":1,\"hash\":\"0x01\",\"parent_hash\":\"0x00\",\"timestamp\":\"2024-01-23T12:34:56Z\",\"transactions\":[]}}}}'\n"
+            "  publish:    curl -s -X POST http://{addr}/api/publish -H 'Authorization: Bearer {key}' -H 'Content-Type: application/json' -d '{WALKTHROUGH_EVENT}'\n"
         ));
+        let config = self.broker.config();
+        if config.ledger.enabled {
+            out.push_str(&format!(
+                "\nbuilt-in ledger: a block every {} ms; commands execute_transaction, get_token_info, get_balance\n",
+                config.ledger.block_interval_ms
+            ));
+            for t in &config.ledger.tokens {
+                out.push_str(&format!(
+                    "  token {} ({}): {}\n",
+                    t.symbol, t.name, t.token_id
+                ));
+            }
+        }
+        if config.demo.enabled {
+            out.push_str("\nDEMO FEED ON: the transfers between the genesis accounts and the prices on token_updates and\nmarket_data are SYNTHETIC (random), for trying the broker out. Turn off with [demo] enabled = false.\n");
+        }
         out
     }
 

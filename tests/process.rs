@@ -86,7 +86,9 @@ async fn the_banner_lines_work_as_pasted() {
         .split_once(&b.addr.to_string())
         .map(|(_, p)| p.to_owned());
     let mut c = Client::connect(b.addr, &path.expect("URL names the address")).await;
-    c.subscribe("blocks", json!({"confirmations": 1})).await;
+    let address = rustorium_broker::server::WALKTHROUGH_ADDRESS;
+    c.subscribe("transaction_updates", json!({"address": address}))
+        .await;
     // The curl line: its key and body, sent as curl would send them.
     let key = b
         .curl
@@ -113,7 +115,9 @@ async fn the_banner_lines_work_as_pasted() {
     .await;
     assert_eq!(r.status, 200, "{}", r.text);
     let e = c.recv().await;
-    assert_eq!(e["type"], "new_block");
+    assert_eq!(e["type"], "update");
+    assert_eq!(e["channel"], "transaction_updates");
+    assert_eq!(e["data"]["from"], address);
     assert_eq!(e["id"], r.body["data"]["ids"][0]);
 }
 

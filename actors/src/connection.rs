@@ -27,7 +27,7 @@ use crate::messages::{
 };
 use crate::metrics::Rejection;
 use crate::protocol::render::{self, Reply};
-use crate::protocol::request::{self, RequestBody};
+use crate::protocol::request::{self, Command, RequestBody};
 use crate::protocol::{close_code, Dialect, ErrorKind};
 use crate::rate_limiter::Admission;
 
@@ -125,6 +125,7 @@ impl Connection {
             ErrorKind::SubscriptionError => Some(Rejection::SubscriptionError),
             ErrorKind::Forbidden => Some(Rejection::Forbidden),
             ErrorKind::RateLimited => Some(Rejection::RateLimited),
+            ErrorKind::CommandFailed => Some(Rejection::CommandFailed),
             _ => None,
         };
         if let Some(why) = why {
@@ -205,7 +206,50 @@ impl Connection {
                 self.unsubscribe(ctx, id, subscription_id)
             }
             Ok(RequestBody::HeartbeatResponse) => {}
+            Ok(RequestBody::Command(command)) => self.command(ctx, id, command),
         }
+    }
+
+    /// Hands a command to the backend; the reply is written when it answers, without
+    /// holding up event delivery meanwhile.
+    fn command(
+        &mut self,
+        ctx: &mut ws::WebsocketContext<Self>,
+        id: Option<Value>,
+        command: Command,
+    ) {
+        let Ok(admitted) = &self.admitted else {
+            return;
+        };
+        if !admitted.key.has(Role::Command) {
+            let msg = "forbidden: this key lacks the command role";
+            return self.send_error(ctx, id.as_ref(), ErrorKind::Forbidden, msg);
+        }
+        let backend = self.core.backend.clone();
+        let answer = async move {
+            match command {
+                Command::ExecuteTransaction(t) => {
+                    backend.execute_transaction(t).await.map(Reply::Transaction)
+                }
+                Command::GetTokenInfo { token_id } => {
+                    backend.get_token_info(token_id).await.map(Reply::Token)
+                }
+                Command::GetBalance { address, token_id } => backend
+                    .get_balance(address, token_id)
+                    .await
+                    .map(Reply::Balance),
+            }
+        };
+        answer
+            .into_actor(self)
+            .map(move |res, this, ctx| match res {
+                Ok(reply) => this.write(ctx, render::reply(this.dialect, id.as_ref(), &reply)),
+                Err(e) => {
+                    let msg = e.to_string();
+                    this.send_error(ctx, id.as_ref(), ErrorKind::CommandFailed, &msg);
+                }
+            })
+            .spawn(ctx);
     }
 
     fn subscribe(

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use actix::{Actor, Addr, Arbiter};
 
+use crate::backend::Backend;
 use crate::heartbeat::Heartbeat;
 use crate::hubs::Hubs;
 use crate::messages::CloseAll;
@@ -27,12 +28,19 @@ pub struct Core {
     pub publisher: Publisher,
     /// Counters and gauges.
     pub metrics: Arc<Metrics>,
+    /// Answers commands.
+    pub backend: Arc<dyn Backend>,
     arbiter: Arbiter,
 }
 
 impl Core {
-    /// Starts the actor system. Must be called inside a running actix `System`.
-    pub fn start(settings: Settings) -> Arc<Core> {
+    /// Starts the actor system; `backend` makes the command backend, given the publisher
+    /// (the built-in ledger publishes its blocks through it). Must be called inside a
+    /// running actix `System`.
+    pub fn start(
+        settings: Settings,
+        backend: impl FnOnce(&Publisher) -> Arc<dyn Backend>,
+    ) -> Arc<Core> {
         let arbiter = Arbiter::new();
         let handle = arbiter.handle();
         let metrics = Arc::new(Metrics::default());
@@ -50,6 +58,7 @@ impl Core {
             settings.publish.max_batch_events,
             metrics.clone(),
         );
+        let backend = backend(&publisher);
         Arc::new(Core {
             settings,
             hubs,
@@ -57,6 +66,7 @@ impl Core {
             heartbeat,
             publisher,
             metrics,
+            backend,
             arbiter,
         })
     }

@@ -24,6 +24,7 @@
 // Nothing a client or a config file controls may panic the broker.
 #![warn(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod backend;
 pub mod channel_hub;
 pub mod connection;
 pub mod core;

@@ -30,10 +30,12 @@ pub enum Rejection {
     SlowConsumer,
     /// A refused HTTP publish.
     PublishRejected,
+    /// A command the backend refused.
+    CommandFailed,
 }
 
 impl Rejection {
-    const ALL: [Rejection; 11] = [
+    const ALL: [Rejection; 12] = [
         Rejection::InvalidToken,
         Rejection::ConnectionLimit,
         Rejection::RateLimited,
@@ -45,6 +47,7 @@ impl Rejection {
         Rejection::HeartbeatTimeout,
         Rejection::SlowConsumer,
         Rejection::PublishRejected,
+        Rejection::CommandFailed,
     ];
 
     fn label(self) -> &'static str {
@@ -60,6 +63,7 @@ impl Rejection {
             Rejection::HeartbeatTimeout => "heartbeat_timeout",
             Rejection::SlowConsumer => "slow_consumer",
             Rejection::PublishRejected => "publish_rejected",
+            Rejection::CommandFailed => "command_failed",
         }
     }
 }

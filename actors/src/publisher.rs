@@ -114,6 +114,11 @@ impl Publisher {
         }
     }
 
+    /// The most events one [`Publisher::publish`] call takes.
+    pub fn max_batch(&self) -> usize {
+        self.inner.max_batch
+    }
+
     /// Reads events from a JSON body: one event object, or an array of them.
     pub fn parse_json(&self, body: Value) -> Result<Vec<NewEvent>, PublishError> {
         let items = match body {

@@ -27,6 +27,11 @@ pub fn config() -> Config {
     let mut c = Config::default();
     c.server.bind = "127.0.0.1:0".into();
     c.server.workers = 2;
+    // The ledger answers commands but makes blocks only for transfers; no demo feed, so
+    // every event a test sees is one it published.
+    c.ledger.empty_blocks = false;
+    c.ledger.block_interval_ms = 100;
+    c.demo.enabled = false;
     let key = |name: &str, secret: &str, roles: Vec<Role>| KeyConfig {
         name: name.into(),
         secret: secret.into(),

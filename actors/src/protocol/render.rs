@@ -8,6 +8,7 @@ use serde::Serialize;
 use serde_json::{json, Map, Value};
 
 use super::{Dialect, ErrorKind};
+use crate::backend::{Balance, TokenInfo, TransferAccepted};
 
 /// A successful answer to a request, before rendering.
 #[derive(Debug, Clone, PartialEq)]
@@ -24,6 +25,12 @@ pub enum Reply {
         /// The removed subscription's id.
         subscription_id: String,
     },
+    /// `execute_transaction` accepted.
+    Transaction(TransferAccepted),
+    /// `get_token_info` answered.
+    Token(TokenInfo),
+    /// `get_balance` answered.
+    Balance(Balance),
 }
 
 fn to_frame(value: &impl Serialize) -> ByteString {
@@ -81,6 +88,25 @@ pub fn reply(dialect: Dialect, id: Option<&Value>, reply: &Reply) -> ByteString 
             "unsubscription_confirmation",
             id,
             json!({"status": "unsubscribed", "subscription_id": subscription_id}),
+        ),
+        (_, Reply::Transaction(t)) => envelope(
+            dialect,
+            "transaction_response",
+            id,
+            json!({"transaction_id": t.transaction_id, "status": t.status}),
+        ),
+        (_, Reply::Token(t)) => envelope(
+            dialect,
+            "token_info",
+            id,
+            json!({"token_id": t.token_id, "name": t.name, "symbol": t.symbol,
+                   "total_supply": t.total_supply.to_string()}),
+        ),
+        (_, Reply::Balance(b)) => envelope(
+            dialect,
+            "balance",
+            id,
+            json!({"address": b.address, "token_id": b.token_id, "balance": b.balance.to_string()}),
         ),
     }
 }

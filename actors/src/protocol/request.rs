@@ -6,6 +6,13 @@
 use serde_json::{Map, Value};
 
 use super::ErrorKind;
+use crate::backend::Transfer;
+
+/// Longest `token_id` accepted in a command.
+pub const MAX_TOKEN_ID: usize = 256;
+
+/// Longest address: `0x` and 64 hex digits.
+pub const MAX_ADDRESS_HEX: usize = 64;
 
 /// A request that parsed.
 #[derive(Debug, Clone, PartialEq)]
@@ -33,6 +40,27 @@ pub enum RequestBody {
     },
     /// `heartbeat_response`: liveness only, no reply, never rate-limited.
     HeartbeatResponse,
+    /// A command for the backend.
+    Command(Command),
+}
+
+/// The commands of PROTOCOL.md section 4 (and `get_balance`, 10.14), validated in shape.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// `execute_transaction`.
+    ExecuteTransaction(Transfer),
+    /// `get_token_info`.
+    GetTokenInfo {
+        /// The token.
+        token_id: String,
+    },
+    /// `get_balance`.
+    GetBalance {
+        /// The address, lowercase.
+        address: String,
+        /// The token.
+        token_id: String,
+    },
 }
 
 impl RequestBody {
@@ -54,7 +82,8 @@ pub struct RequestError {
 }
 
 /// The request types, for the "unknown type" message.
-pub const KNOWN_TYPES: &str = "subscribe, unsubscribe, heartbeat_response";
+pub const KNOWN_TYPES: &str =
+    "subscribe, unsubscribe, heartbeat_response, execute_transaction, get_token_info, get_balance";
 
 fn invalid(id: Option<Value>, message: impl Into<String>) -> RequestError {
     RequestError {
@@ -113,6 +142,20 @@ pub fn parse(text: &str) -> Result<Request, RequestError> {
             Some(_) => return Err(invalid(id, "\"data.subscription_id\" must be a string")),
         },
         "heartbeat_response" => RequestBody::HeartbeatResponse,
+        "execute_transaction" => match transfer(&data) {
+            Ok(t) => RequestBody::Command(Command::ExecuteTransaction(t)),
+            Err(msg) => return Err(invalid(id, msg)),
+        },
+        "get_token_info" => match token_id(&data) {
+            Ok(token_id) => RequestBody::Command(Command::GetTokenInfo { token_id }),
+            Err(msg) => return Err(invalid(id, msg)),
+        },
+        "get_balance" => match (address(&data, "address"), token_id(&data)) {
+            (Ok(address), Ok(token_id)) => {
+                RequestBody::Command(Command::GetBalance { address, token_id })
+            }
+            (Err(msg), _) | (_, Err(msg)) => return Err(invalid(id, msg)),
+        },
         other => {
             let shown: String = other.chars().take(64).collect();
             return Err(invalid(
@@ -122,6 +165,51 @@ pub fn parse(text: &str) -> Result<Request, RequestError> {
         }
     };
     Ok(Request { id, body })
+}
+
+fn address(data: &Map<String, Value>, field: &str) -> Result<String, String> {
+    let bad =
+        || format!("data.{field} must be an address: \"0x\" and 1 to {MAX_ADDRESS_HEX} hex digits");
+    let text = data.get(field).and_then(Value::as_str).ok_or_else(bad)?;
+    let hex = text
+        .strip_prefix("0x")
+        .or_else(|| text.strip_prefix("0X"))
+        .ok_or_else(bad)?;
+    if hex.is_empty() || hex.len() > MAX_ADDRESS_HEX || !hex.bytes().all(|b| b.is_ascii_hexdigit())
+    {
+        return Err(bad());
+    }
+    Ok(text.to_ascii_lowercase())
+}
+
+fn token_id(data: &Map<String, Value>) -> Result<String, String> {
+    match data.get("token_id").and_then(Value::as_str) {
+        Some(t) if !t.is_empty() && t.len() <= MAX_TOKEN_ID => Ok(t.to_owned()),
+        _ => Err(format!(
+            "data.token_id must be a non-empty string of at most {MAX_TOKEN_ID} bytes"
+        )),
+    }
+}
+
+fn amount(data: &Map<String, Value>) -> Result<u128, String> {
+    let bad = || {
+        "data.amount must be a non-negative integer as a decimal string (\"1000\"), at most 2^128-1"
+            .to_owned()
+    };
+    let text = data.get("amount").and_then(Value::as_str).ok_or_else(bad)?;
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad());
+    }
+    text.parse().map_err(|_| bad())
+}
+
+fn transfer(data: &Map<String, Value>) -> Result<Transfer, String> {
+    Ok(Transfer {
+        from: address(data, "from")?,
+        to: address(data, "to")?,
+        amount: amount(data)?,
+        token_id: token_id(data)?,
+    })
 }
 
 #[cfg(test)]
@@ -138,6 +226,34 @@ mod tests {
     fn unknown_type_keeps_the_id() {
         let e = parse(r#"{"type":"subscrbe","id":"a"}"#).err();
         assert_eq!(e.map(|e| e.id), Some(Some(Value::from("a"))));
+    }
+
+    #[test]
+    fn command_fields_are_checked_in_shape() {
+        let t = r#"{"type":"execute_transaction","id":"2","data":{"from":"0xAB","to":"0xcd","amount":"1000","token_id":"0x1"}}"#;
+        let body = parse(t).map(|r| r.body);
+        assert_eq!(
+            body,
+            Ok(RequestBody::Command(Command::ExecuteTransaction(
+                Transfer {
+                    from: "0xab".into(),
+                    to: "0xcd".into(),
+                    amount: 1000,
+                    token_id: "0x1".into(),
+                }
+            )))
+        );
+        for bad in [
+            r#"{"from":"ab","to":"0xcd","amount":"1","token_id":"t"}"#,
+            r#"{"from":"0xab","to":"0xzz","amount":"1","token_id":"t"}"#,
+            r#"{"from":"0xab","to":"0xcd","amount":"1.5","token_id":"t"}"#,
+            r#"{"from":"0xab","to":"0xcd","amount":"-1","token_id":"t"}"#,
+            r#"{"from":"0xab","to":"0xcd","amount":1,"token_id":"t"}"#,
+            r#"{"from":"0xab","to":"0xcd","amount":"1"}"#,
+        ] {
+            let frame = format!(r#"{{"type":"execute_transaction","data":{bad}}}"#);
+            assert!(parse(&frame).is_err(), "{bad} passed");
+        }
     }
 
     #[test]
