@@ -1,14 +1,69 @@
 //! Embedding the broker in an existing actix-web application: the app keeps its own
-//! routes, mounts the broker's (`/ws`, `/api/publish`, `/health`, `/ready`, `/metrics`),
-//! and publishes from Rust with no HTTP in between.
+//! routes, mounts the broker's (`/ws`, `/v1`, `/api/publish`, `/health`, `/ready`,
+//! `/metrics`), publishes from Rust with no HTTP in between, and answers the clients'
+//! commands with its own [`Backend`].
 //!
 //! Run: `cargo run --example embed`, then connect to
 //! `ws://127.0.0.1:8080/ws?token=demo-subscriber-key`, subscribe to `market_data`, and
 //! `curl -X POST http://127.0.0.1:8080/prices/MTK%2FUSD/1.23`.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use actix_web::{web, App, HttpResponse, HttpServer};
-use rustorium_broker::{Broker, Config, KeyConfig, Role};
+use rustorium_broker::{
+    Backend, BackendFuture, Balance, Broker, CommandError, Config, KeyConfig, Role, TokenInfo,
+    Transfer, TransferAccepted,
+};
 use serde_json::json;
+
+/// The app's command backend: it lists one token and forwards transfers to its own
+/// settlement (here: it only numbers them).
+#[derive(Default)]
+pub struct AppBackend {
+    submitted: AtomicU64,
+}
+
+/// The one token this app knows.
+pub const APP_TOKEN: &str = "0xa99";
+
+impl Backend for AppBackend {
+    fn execute_transaction(&self, transfer: Transfer) -> BackendFuture<TransferAccepted> {
+        let result = if transfer.token_id.eq_ignore_ascii_case(APP_TOKEN) {
+            let n = self.submitted.fetch_add(1, Ordering::Relaxed) + 1;
+            Ok(TransferAccepted {
+                transaction_id: format!("0x{n:064x}"),
+                status: "pending".into(),
+            })
+        } else {
+            Err(CommandError::UnknownToken(transfer.token_id))
+        };
+        Box::pin(async move { result })
+    }
+
+    fn get_token_info(&self, token_id: String) -> BackendFuture<TokenInfo> {
+        let result = if token_id.eq_ignore_ascii_case(APP_TOKEN) {
+            Ok(TokenInfo {
+                token_id,
+                name: "App Token".into(),
+                symbol: "APP".into(),
+                total_supply: 21_000_000,
+            })
+        } else {
+            Err(CommandError::UnknownToken(token_id))
+        };
+        Box::pin(async move { result })
+    }
+
+    fn get_balance(&self, address: String, token_id: String) -> BackendFuture<Balance> {
+        Box::pin(async move {
+            Ok(Balance {
+                address,
+                token_id,
+                balance: 0,
+            })
+        })
+    }
+}
 
 /// The application's own route: takes a new price and publishes it to `market_data`.
 pub async fn set_price(
@@ -29,13 +84,14 @@ pub async fn set_price(
     }
 }
 
-/// The broker's configuration for this app: one subscriber key for the app's clients.
+/// The broker's configuration for this app: one key for the app's clients, who may
+/// subscribe and send commands.
 pub fn broker_config(subscriber_secret: &str) -> Config {
     let mut config = Config::default();
     config.keys.push(KeyConfig {
         name: "app-clients".into(),
         secret: subscriber_secret.into(),
-        roles: vec![Role::Subscribe],
+        roles: vec![Role::Subscribe, Role::Command],
         max_connections: None,
     });
     config

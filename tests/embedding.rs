@@ -18,7 +18,8 @@ fn start_app() -> std::net::SocketAddr {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         actix_web::rt::System::new().block_on(async move {
-            let broker = match Broker::start(embed::broker_config(SECRET)) {
+            let backend = std::sync::Arc::new(embed::AppBackend::default());
+            let broker = match Broker::start_with_backend(embed::broker_config(SECRET), backend) {
                 Ok(b) => b,
                 Err(e) => panic!("broker config refused: {e}"),
             };
@@ -54,4 +55,32 @@ async fn the_app_keeps_its_routes_and_publishes_to_broker_subscribers() {
     assert_eq!(e["id"], r.body["published"]);
     assert_eq!(e["data"]["symbol"], "MTK/USD");
     assert_eq!(e["data"]["price"], "1.23");
+}
+
+#[tokio::test]
+async fn commands_are_answered_by_the_apps_backend() {
+    let addr = start_app();
+    let mut c = Client::v1(addr, SECRET).await;
+    let r = c
+        .request(
+            json!({"id": "3", "type": "get_token_info", "data": {"token_id": embed::APP_TOKEN}}),
+        )
+        .await;
+    assert_eq!(
+        r,
+        json!({"id": "3", "type": "token_info", "data": {"token_id": embed::APP_TOKEN,
+               "name": "App Token", "symbol": "APP", "total_supply": "21000000"}})
+    );
+    let r = c
+        .request(
+            json!({"id": "4", "type": "execute_transaction", "data": {"from": "0x1",
+               "to": "0x2", "amount": "10", "token_id": "0xbad"}}),
+        )
+        .await;
+    assert_eq!(r["data"]["code"], "command_failed");
+    // The built-in ledger is not running: no blocks appear.
+    let mut ws = Client::ws(addr, SECRET).await;
+    ws.subscribe("blocks", json!({})).await;
+    ws.expect_silence(std::time::Duration::from_millis(300))
+        .await;
 }
