@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 
 use rustorium_actors::settings::{
-    ChannelSettings, HeartbeatSettings, Limits, PublishSettings, SettingError,
+    ChannelSettings, HeartbeatSettings, Limits, PublishSettings, ResumeSettings, SettingError,
 };
 use rustorium_actors::{Role, Settings};
 use serde::Deserialize;
@@ -72,6 +72,8 @@ pub struct Config {
     pub publish: PublishSettings,
     /// Plain channels.
     pub channels: ChannelSettings,
+    /// Resume after reconnect.
+    pub resume: ResumeSettings,
     /// The built-in ledger (the standalone broker's command backend) and its genesis.
     pub ledger: LedgerConfig,
     /// The synthetic demo feed.
@@ -153,6 +155,7 @@ impl Config {
             heartbeat: self.heartbeat.clone(),
             publish: self.publish.clone(),
             channels: self.channels.clone(),
+            resume: self.resume.clone(),
         }
     }
 

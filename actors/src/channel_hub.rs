@@ -1,26 +1,25 @@
 //! The `ChannelHub` actor: one per channel. It owns the channel's subscriptions and
-//! filters, tracks the chain head for `confirmations`, and fans each event out: the frame
-//! is rendered once per dialect and handed to every matching connection with `try_send`,
-//! once per connection however many of its subscriptions match.
+//! filters, tracks the chain head for `confirmations`, and fans each event out: one item
+//! (a pointer to the shared event, whose frame is rendered once per dialect) into the
+//! outbox of every matching connection, once per connection however many of its
+//! subscriptions match.
 //!
-//! A connection whose mailbox is full is marked slow (it then closes 4005) and gets no
-//! more events; the hub never waits for it.
+//! Pushing never waits: a full outbox turns its connection slow (closed 4005) and keeps
+//! what it can for resume; the hub goes on with the others.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
-use actix::dev::SendError;
-use actix::{Actor, Context, Handler, Recipient};
-use bytestring::ByteString;
+use actix::{Actor, Context, Handler};
 
 use crate::event::Event;
 use crate::filter::{ChannelKind, Filter, MAX_CONFIRMATIONS};
 use crate::messages::{
-    ConnId, ConnectionClosed, Deliver, HeadAdvanced, PublishBatch, Subscribe, Unsubscribe,
+    ConnId, ConnectionClosed, HeadAdvanced, PublishBatch, Reattach, Subscribe, Unsubscribe,
 };
 use crate::metrics::Metrics;
-use crate::protocol::Dialect;
+use crate::outbox::{self, Item, Outbox, Pushed};
 
 struct Sub {
     id: Arc<str>,
@@ -31,22 +30,19 @@ struct Sub {
 }
 
 struct Subscriber {
-    deliver: Recipient<Deliver>,
-    dialect: Dialect,
-    slow: Arc<AtomicBool>,
+    outbox: Outbox,
     subs: Vec<Sub>,
 }
 
-/// Sends one frame; false when the connection is gone for good.
-fn send(sub: &Subscriber, frame: ByteString, seq: u64, metrics: &Metrics) -> bool {
-    match sub.deliver.try_send(Deliver { frame, seq }) {
-        Ok(()) => true,
-        Err(SendError::Full(_)) => {
-            sub.slow.store(true, Ordering::Release);
+/// Pushes one item; false when the outbox is closed for good.
+fn send(sub: &Subscriber, item: Item, metrics: &Metrics) -> bool {
+    match outbox::lock(&sub.outbox).push(item) {
+        Pushed::Queued | Pushed::TurnedSlow => true,
+        Pushed::Dropped => {
             metrics.drops.fetch_add(1, Ordering::Relaxed);
             true
         }
-        Err(SendError::Closed(_)) => false,
+        Pushed::Closed => false,
     }
 }
 
@@ -113,12 +109,9 @@ impl ChannelHub {
         let metrics = &self.metrics;
         let mut dead = Vec::new();
         for (conn, s) in &self.conns {
-            if s.slow.load(Ordering::Acquire) {
-                continue;
-            }
-            // The first matching subscription decides the frame; one as published wins
+            // The first matching subscription decides the item; one as published wins
             // over a rewritten one (PROTOCOL.md 10.26: one frame per moment).
-            let mut frame = None;
+            let mut confirmations: Option<Option<u64>> = None;
             for sub in &s.subs {
                 if !sub.filter.matches(&event.data) {
                     continue;
@@ -126,19 +119,21 @@ impl ChannelHub {
                 let k = sub.filter.confirmations;
                 match (block, head) {
                     (Some(n), Some(h)) if k > 1 && n.saturating_add(k - 1) <= h => {
-                        if frame.is_none() {
-                            frame = Some(event.frame_at_confirmations(s.dialect, h - n + 1));
-                        }
+                        confirmations.get_or_insert(Some(h - n + 1));
                     }
                     (Some(_), _) if k > 1 => {}
                     _ => {
-                        frame = Some(event.frame(s.dialect));
+                        confirmations = Some(None);
                         break;
                     }
                 }
             }
-            if let Some(f) = frame {
-                if !send(s, f, event.seq, metrics) {
+            if let Some(confirmations) = confirmations {
+                let item = Item {
+                    event: event.clone(),
+                    confirmations,
+                };
+                if !send(s, item, metrics) {
                     dead.push(*conn);
                 }
             }
@@ -170,9 +165,6 @@ impl ChannelHub {
             let metrics = &self.metrics;
             let mut dead = Vec::new();
             for (conn, s) in &self.conns {
-                if s.slow.load(Ordering::Acquire) {
-                    continue;
-                }
                 let mut out: Vec<(u64, u64, &Arc<Event>)> = Vec::new();
                 for sub in s.subs.iter().filter(|s| s.filter.confirmations > 1) {
                     let k = i128::from(sub.filter.confirmations);
@@ -192,8 +184,11 @@ impl ChannelHub {
                 out.sort_unstable_by_key(|(n, hseq, _)| (*n, *hseq));
                 out.dedup_by_key(|(_, hseq, _)| *hseq);
                 let alive = out.into_iter().all(|(n, _, e)| {
-                    let frame = e.frame_at_confirmations(s.dialect, h1 - n + 1);
-                    send(s, frame, e.seq, metrics)
+                    let item = Item {
+                        event: e.clone(),
+                        confirmations: Some(h1 - n + 1),
+                    };
+                    send(s, item, metrics)
                 });
                 if !alive {
                     dead.push(*conn);
@@ -248,9 +243,7 @@ impl Handler<Subscribe> for ChannelHub {
         self.gauge.fetch_add(1, Ordering::Relaxed);
         self.owner.insert(msg.subscription_id.clone(), msg.conn);
         let subscriber = self.conns.entry(msg.conn).or_insert_with(|| Subscriber {
-            deliver: msg.deliver,
-            dialect: msg.dialect,
-            slow: msg.slow,
+            outbox: msg.outbox,
             subs: Vec::new(),
         });
         subscriber.subs.push(Sub {
@@ -284,6 +277,46 @@ impl Handler<Unsubscribe> for ChannelHub {
         }
         self.remove_sub(&sub);
         true
+    }
+}
+
+impl Handler<Reattach> for ChannelHub {
+    type Result = ();
+
+    fn handle(&mut self, msg: Reattach, _: &mut Context<Self>) {
+        let Some(old) = self.conns.get_mut(&msg.from) else {
+            return;
+        };
+        let mut moved = Vec::new();
+        old.subs.retain_mut(|sub| {
+            if msg.subscription_ids.contains(&sub.id) {
+                moved.push(Sub {
+                    id: sub.id.clone(),
+                    filter: sub.filter.clone(),
+                    from_seq: sub.from_seq,
+                });
+                false
+            } else {
+                true
+            }
+        });
+        if old.subs.is_empty() {
+            self.conns.remove(&msg.from);
+        }
+        if moved.is_empty() {
+            return;
+        }
+        for sub in &moved {
+            self.owner.insert(sub.id.clone(), msg.to);
+        }
+        self.conns
+            .entry(msg.to)
+            .or_insert_with(|| Subscriber {
+                outbox: msg.outbox,
+                subs: Vec::new(),
+            })
+            .subs
+            .extend(moved);
     }
 }
 

@@ -5,7 +5,7 @@
 //! dialect by the channel hub.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,7 +13,7 @@ use actix::{
     Actor, ActorContext, ActorFutureExt, AsyncContext, ContextFutureSpawner, Handler,
     StreamHandler, WrapFuture,
 };
-use actix_http::ws::Item;
+use actix_http::ws::Item as Fragment;
 use actix_web_actors::ws::{self, CloseCode, CloseReason, ProtocolError};
 use bytestring::ByteString;
 use serde_json::{Map, Value};
@@ -23,13 +23,15 @@ use crate::filter::Filter;
 use crate::hubs::HubRef;
 use crate::keys::{ApiKey, Role};
 use crate::messages::{
-    ConnectionClosed, Deliver, Register, Shutdown, Subscribe, Tick, Unregister, Unsubscribe,
+    ConnectionClosed, Evict, Reattach, Register, Shutdown, Subscribe, Tick, Unregister, Unsubscribe,
 };
 use crate::metrics::Rejection;
+use crate::outbox::{self, Item, Mode, Outbox, OutboxLimits, Wake};
 use crate::protocol::render::{self, Reply};
 use crate::protocol::request::{self, Command, RequestBody};
 use crate::protocol::{close_code, Dialect, ErrorKind};
 use crate::rate_limiter::Admission;
+use crate::sessions::SessionSub;
 
 /// Why a connection is refused at admission (PROTOCOL.md section 1).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,6 +53,10 @@ pub struct Admitted {
     pub admission: Admission,
 }
 
+/// Capacity of the connection actor's mailbox, which carries only control messages
+/// (wake-ups, heartbeat ticks, eviction, shutdown); events travel in the outbox.
+const CONTROL_MAILBOX: usize = 64;
+
 /// A fragmented message being reassembled, bounded by the frame limit.
 struct Fragments {
     text: bool,
@@ -68,8 +74,14 @@ pub struct Connection {
     subs: HashMap<Arc<str>, HubRef>,
     /// When the client last sent any frame.
     last_seen: Instant,
-    /// Set by a hub when this connection's mailbox overflowed.
-    slow: Arc<AtomicBool>,
+    /// Where hubs put this connection's events (None for a refused connection).
+    outbox: Option<Outbox>,
+    /// The client closed with 1000: its subscriptions go with it.
+    clean_close: bool,
+    /// A reconnect elsewhere claimed this connection's subscriptions.
+    evicted: bool,
+    /// A ping sent to acknowledge the sent log is not yet answered.
+    ping_outstanding: bool,
     /// Messages refused in the current cap period, and when that period began.
     rejected: u32,
     window_start: Instant,
@@ -94,7 +106,10 @@ impl Connection {
             max_message,
             subs: HashMap::new(),
             last_seen: now,
-            slow: Arc::new(AtomicBool::new(false)),
+            outbox: None,
+            clean_close: false,
+            evicted: false,
+            ping_outstanding: false,
             rejected: 0,
             window_start: now,
             fragments: None,
@@ -207,7 +222,112 @@ impl Connection {
             }
             Ok(RequestBody::HeartbeatResponse) => {}
             Ok(RequestBody::Command(command)) => self.command(ctx, id, command),
+            Ok(RequestBody::Reconnect {
+                last_message_id,
+                subscriptions,
+            }) => self.reconnect(ctx, id, last_message_id, subscriptions),
         }
+    }
+
+    /// Resumes subscriptions of an ended (or still live) connection of the same key:
+    /// moves them here inside each hub, then replays what the old connection sent after
+    /// `last` and what was queued for it since, before any live event (PROTOCOL.md
+    /// section 7).
+    fn reconnect(
+        &mut self,
+        ctx: &mut ws::WebsocketContext<Self>,
+        id: Option<Value>,
+        last: Option<String>,
+        names: Vec<String>,
+    ) {
+        let (Ok(admitted), Some(outbox)) = (&self.admitted, self.outbox.clone()) else {
+            return;
+        };
+        if !admitted.key.has(Role::Subscribe) {
+            let msg = "forbidden: this key lacks the subscribe role";
+            return self.send_error(ctx, id.as_ref(), ErrorKind::Forbidden, msg);
+        }
+        let metrics = &self.core.metrics;
+        metrics.resumes.fetch_add(1, Ordering::Relaxed);
+        let conn = admitted.admission.conn;
+        let key = admitted.key.name.clone();
+        let quota = admitted.admission.quota.clone();
+        let claim = self.core.sessions.claim(&key, &names, Instant::now());
+        let mut failed = claim.failed;
+        let mut sessions = claim.sessions;
+        let mut moves = Vec::new();
+        for old in &mut sessions {
+            old.subs.retain(|s| {
+                let room = quota.try_add_subscription();
+                if !room {
+                    failed.push(s.id.to_string());
+                }
+                room
+            });
+            for hub in &old.hubs {
+                let ids: Vec<Arc<str>> = old
+                    .subs
+                    .iter()
+                    .filter(|s| s.hub.name == hub.name)
+                    .map(|s| s.id.clone())
+                    .collect();
+                if !ids.is_empty() {
+                    moves.push(hub.addr.send(Reattach {
+                        from: old.conn,
+                        to: conn,
+                        subscription_ids: ids,
+                        outbox: outbox.clone(),
+                    }));
+                }
+                // Queued after the Reattach on the same hub: drops the unclaimed rest.
+                hub.addr.do_send(ConnectionClosed { conn: old.conn });
+            }
+        }
+        async move {
+            for m in moves {
+                let _ = m.await;
+            }
+        }
+        .into_actor(self)
+        .map(move |(), this, ctx| {
+            let mut recovered = failed.is_empty();
+            let mut replay: Vec<Item> = Vec::new();
+            let mut restored = Vec::new();
+            for old in sessions {
+                let (items, complete) = resume_items(&old.outbox, last.as_deref());
+                recovered &= complete;
+                replay.extend(items.into_iter().filter(|item| {
+                    old.subs.iter().any(|s| {
+                        *s.hub.name == *item.event.channel && s.filter.matches(&item.event.data)
+                    })
+                }));
+                for sub in old.subs {
+                    restored.push(sub.id.to_string());
+                    this.subs.insert(sub.id.clone(), sub.hub.clone());
+                    let evict = ctx.address().recipient();
+                    this.core.sessions.add_sub(conn, &key, &outbox, evict, sub);
+                }
+            }
+            let metrics = &this.core.metrics;
+            if recovered {
+                metrics.resumes_recovered.fetch_add(1, Ordering::Relaxed);
+            }
+            metrics
+                .replayed
+                .fetch_add(replay.len() as u64, Ordering::Relaxed);
+            let reply = Reply::Reconnected {
+                recovered,
+                subscriptions: restored,
+                failed,
+                replayed: replay.len(),
+            };
+            this.write(ctx, render::reply(this.dialect, id.as_ref(), &reply));
+            for item in &replay {
+                this.write(ctx, item.frame(this.dialect));
+            }
+            outbox::lock(&outbox).record_sent(&replay);
+        })
+        .wait(ctx);
     }
 
     /// Hands a command to the backend; the reply is written when it answers, without
@@ -288,14 +408,16 @@ impl Connection {
             );
             return self.send_error(ctx, id.as_ref(), ErrorKind::SubscriptionError, &msg);
         }
+        let Some(outbox) = self.outbox.clone() else {
+            return;
+        };
         let subscription_id: Arc<str> = Arc::from(new_subscription_id());
+        let conn = admitted.admission.conn;
         let msg = Subscribe {
-            conn: admitted.admission.conn,
+            conn,
             subscription_id: subscription_id.clone(),
-            filter,
-            dialect: self.dialect,
-            deliver: ctx.address().recipient(),
-            slow: self.slow.clone(),
+            filter: filter.clone(),
+            outbox: outbox.clone(),
         };
         // `wait`: later frames of this client are handled after the reply, in order.
         hub.addr
@@ -307,6 +429,17 @@ impl Connection {
                         subscription_id: subscription_id.to_string(),
                         channel: hub.name.to_string(),
                     };
+                    if let Ok(a) = &this.admitted {
+                        let sub = SessionSub {
+                            id: subscription_id.clone(),
+                            hub: hub.clone(),
+                            filter,
+                        };
+                        let evict = ctx.address().recipient();
+                        this.core
+                            .sessions
+                            .add_sub(conn, &a.key.name, &outbox, evict, sub);
+                    }
                     this.subs.insert(subscription_id, hub);
                     this.write(ctx, render::reply(this.dialect, id.as_ref(), &reply));
                 }
@@ -344,6 +477,9 @@ impl Connection {
                 if let (Ok(_), Some(_)) = (res, this.subs.remove(subscription_id.as_str())) {
                     if let Ok(a) = &this.admitted {
                         a.admission.quota.remove_subscription();
+                        this.core
+                            .sessions
+                            .remove_sub(a.admission.conn, &subscription_id);
                     }
                     let reply = Reply::Unsubscribed { subscription_id };
                     this.write(ctx, render::reply(this.dialect, id.as_ref(), &reply));
@@ -355,6 +491,15 @@ impl Connection {
             .wait(ctx);
     }
 
+    /// A pong: our pings carry the sent log's position, so everything before it arrived.
+    fn acknowledge(&mut self, payload: &[u8]) {
+        let (Some(ob), Ok(bytes)) = (&self.outbox, <[u8; 8]>::try_from(payload)) else {
+            return;
+        };
+        self.ping_outstanding = false;
+        outbox::lock(ob).ack(u64::from_be_bytes(bytes));
+    }
+
     fn handle_binary(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
         if self.take_quota(ctx, None) {
             let msg =
@@ -363,12 +508,12 @@ impl Connection {
         }
     }
 
-    fn handle_fragment(&mut self, ctx: &mut ws::WebsocketContext<Self>, item: Item) {
+    fn handle_fragment(&mut self, ctx: &mut ws::WebsocketContext<Self>, item: Fragment) {
         let (text, chunk, last) = match item {
-            Item::FirstText(b) => (Some(true), b, false),
-            Item::FirstBinary(b) => (Some(false), b, false),
-            Item::Continue(b) => (None, b, false),
-            Item::Last(b) => (None, b, true),
+            Fragment::FirstText(b) => (Some(true), b, false),
+            Fragment::FirstBinary(b) => (Some(false), b, false),
+            Fragment::Continue(b) => (None, b, false),
+            Fragment::Last(b) => (None, b, true),
         };
         if let Some(text) = text {
             self.fragments = Some(Fragments {
@@ -403,6 +548,35 @@ impl Connection {
     }
 }
 
+/// What an old outbox holds after `last` (the last event id the client received), and
+/// whether that is everything: the items written after it and those queued since, or
+/// nothing when `last` is unknown or something after it was lost. Closes the old outbox.
+fn resume_items(old: &Outbox, last: Option<&str>) -> (Vec<Item>, bool) {
+    let mut ob = outbox::lock(old);
+    let found = last.and_then(|l| ob.sent.iter().rposition(|i| *i.event.id == *l));
+    let from = match found {
+        Some(i) => Some(i + 1),
+        // Everything before the sent log was acknowledged, and `last` is the last of it.
+        None if last == ob.last_acked.as_deref() && !ob.evicted => Some(0),
+        None => None,
+    };
+    let result = match from {
+        Some(i) if !ob.dropped => {
+            let items = ob
+                .sent
+                .iter()
+                .skip(i)
+                .chain(ob.queue.iter())
+                .cloned()
+                .collect();
+            (items, true)
+        }
+        _ => (Vec::new(), false),
+    };
+    ob.close();
+    result
+}
+
 /// A subscription id: 128 random bits from the thread's CSPRNG, hex-encoded.
 fn new_subscription_id() -> String {
     format!("sub_{:032x}", rand::random::<u128>())
@@ -433,7 +607,19 @@ impl Actor for Connection {
                 return self.close_with(ctx, code, &msg);
             }
         };
-        ctx.set_mailbox_capacity(self.core.settings.limits.connection_queue_frames);
+        ctx.set_mailbox_capacity(CONTROL_MAILBOX);
+        let (limits, resume) = (&self.core.settings.limits, &self.core.settings.resume);
+        self.outbox = Some(outbox::new_outbox(
+            admitted.admission.conn,
+            self.dialect,
+            ctx.address().recipient(),
+            OutboxLimits {
+                queue_frames: limits.connection_queue_frames,
+                queue_bytes: limits.connection_queue_bytes,
+                keep_frames: resume.keep_frames,
+                keep_bytes: resume.keep_bytes,
+            },
+        ));
         let metrics = &self.core.metrics;
         metrics.connections.fetch_add(1, Ordering::Relaxed);
         metrics.connections_total.fetch_add(1, Ordering::Relaxed);
@@ -459,12 +645,17 @@ impl Actor for Connection {
             .connections
             .fetch_sub(1, Ordering::Relaxed);
         self.core.heartbeat.do_send(Unregister { conn });
-        let mut told: Vec<&Arc<str>> = Vec::new();
-        for hub in self.subs.values() {
-            if !told.contains(&&hub.name) {
-                told.push(&hub.name);
-                hub.addr.do_send(ConnectionClosed { conn });
-            }
+        // Only a client close 1000 drops the subscriptions at once; any other ending keeps
+        // them for resume. An evicted connection's subscriptions already moved.
+        let hubs = if self.evicted {
+            Vec::new()
+        } else if self.clean_close {
+            self.core.sessions.forget(conn)
+        } else {
+            self.core.sessions.park(conn, Instant::now())
+        };
+        for hub in hubs {
+            hub.addr.do_send(ConnectionClosed { conn });
         }
         log::debug!("connection {conn} closed");
     }
@@ -501,8 +692,10 @@ impl StreamHandler<Result<ws::Message, ProtocolError>> for Connection {
             ws::Message::Binary(_) => self.handle_binary(ctx),
             ws::Message::Continuation(item) => self.handle_fragment(ctx, item),
             ws::Message::Ping(payload) => ctx.pong(&payload),
-            ws::Message::Pong(_) | ws::Message::Nop => {}
+            ws::Message::Pong(payload) => self.acknowledge(&payload),
+            ws::Message::Nop => {}
             ws::Message::Close(reason) => {
+                self.clean_close = reason.as_ref().is_some_and(|r| r.code == CloseCode::Normal);
                 self.closing = true;
                 ctx.close(reason);
                 ctx.stop();
@@ -515,19 +708,52 @@ impl StreamHandler<Result<ws::Message, ProtocolError>> for Connection {
     }
 }
 
-impl Handler<Deliver> for Connection {
+impl Handler<Wake> for Connection {
     type Result = ();
 
-    fn handle(&mut self, msg: Deliver, ctx: &mut Self::Context) {
-        if self.slow.load(Ordering::Acquire) {
+    fn handle(&mut self, _: Wake, ctx: &mut Self::Context) {
+        let Some(ob) = self.outbox.clone() else {
+            return;
+        };
+        if self.closing {
+            return;
+        }
+        let mut state = outbox::lock(&ob);
+        if state.mode == Mode::Slow {
+            drop(state);
             self.core.metrics.reject(Rejection::SlowConsumer);
             return self.close_with(
                 ctx,
                 close_code::SLOW_CONSUMER,
-                "slow consumer: events arrived faster than this client read them",
+                "slow consumer: events arrived faster than this client read them; reconnect and resume",
             );
         }
-        self.write(ctx, msg.frame);
+        let items = state.drain();
+        // Ask for an acknowledgement early when the sent log grows.
+        let want_ack =
+            !self.ping_outstanding && state.unacked() > self.core.settings.resume.keep_frames / 4;
+        let position = state.position();
+        drop(state);
+        for item in items {
+            self.write(ctx, item.frame(self.dialect));
+        }
+        if want_ack {
+            self.ping_outstanding = true;
+            ctx.ping(&position.to_be_bytes());
+        }
+    }
+}
+
+impl Handler<Evict> for Connection {
+    type Result = ();
+
+    fn handle(&mut self, _: Evict, ctx: &mut Self::Context) {
+        self.evicted = true;
+        self.close_with(
+            ctx,
+            1000,
+            "the subscriptions of this connection were resumed on another connection",
+        );
     }
 }
 
@@ -545,7 +771,11 @@ impl Handler<Tick> for Connection {
             return self.close_with(ctx, close_code::HEARTBEAT_TIMEOUT, &reason);
         }
         self.write(ctx, tick.frames[self.dialect.index()].clone());
-        ctx.ping(b"");
+        let position = self
+            .outbox
+            .as_ref()
+            .map_or(0, |ob| outbox::lock(ob).position());
+        ctx.ping(&position.to_be_bytes());
     }
 }
 

@@ -2,6 +2,7 @@
 //! heartbeat on an arbiter of their own, the publisher, and the shared metrics.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix::{Actor, Addr, Arbiter};
 
@@ -12,6 +13,7 @@ use crate::messages::CloseAll;
 use crate::metrics::Metrics;
 use crate::publisher::Publisher;
 use crate::rate_limiter::RateLimiter;
+use crate::sessions::Sessions;
 use crate::settings::Settings;
 
 /// Everything a connection or a route needs from the broker, shared through an `Arc`.
@@ -30,6 +32,8 @@ pub struct Core {
     pub metrics: Arc<Metrics>,
     /// Answers commands.
     pub backend: Arc<dyn Backend>,
+    /// Which subscription belongs to which connection, and the parked ones.
+    pub sessions: Arc<Sessions>,
     arbiter: Arbiter,
 }
 
@@ -51,8 +55,14 @@ impl Core {
         ));
         let (limits, m) = (settings.limits.clone(), metrics.clone());
         let limiter = RateLimiter::start_in_arbiter(&handle, move |_| RateLimiter::new(limits, m));
+        let sessions = Arc::new(Sessions::new(
+            Duration::from_millis(settings.resume.window_ms),
+            settings.resume.max_parked,
+        ));
         let interval = settings.heartbeat.interval();
-        let heartbeat = Heartbeat::start_in_arbiter(&handle, move |_| Heartbeat::new(interval));
+        let expiring = sessions.clone();
+        let heartbeat =
+            Heartbeat::start_in_arbiter(&handle, move |_| Heartbeat::new(interval, expiring));
         let publisher = Publisher::new(
             hubs.clone(),
             settings.publish.max_batch_events,
@@ -67,6 +77,7 @@ impl Core {
             publisher,
             metrics,
             backend,
+            sessions,
             arbiter,
         })
     }

@@ -35,9 +35,11 @@ pub mod hubs;
 pub mod keys;
 pub mod messages;
 pub mod metrics;
+pub mod outbox;
 pub mod protocol;
 pub mod publisher;
 pub mod rate_limiter;
+pub mod sessions;
 pub mod settings;
 
 pub use crate::core::Core;

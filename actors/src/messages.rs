@@ -1,11 +1,12 @@
 //! Every message the actors exchange: who sends it, to whom, and what it returns.
 
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Instant;
 
 use actix::{Message, Recipient};
 use bytestring::ByteString;
+
+use crate::outbox::Outbox;
 
 use crate::event::Event;
 use crate::filter::Filter;
@@ -15,17 +16,6 @@ use crate::rate_limiter::{Admission, AdmitError};
 
 /// Identifies one WebSocket connection for the lifetime of the broker.
 pub type ConnId = u64;
-
-/// ChannelHub → Connection: one event frame to write. Sent with `try_send`; a full
-/// mailbox marks the connection a slow consumer.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Deliver {
-    /// The rendered frame, shared with every other subscriber of the event.
-    pub frame: ByteString,
-    /// The event's message id.
-    pub seq: u64,
-}
 
 /// Connection → ChannelHub: register a subscription. Returns once it is live, so that
 /// an event published after the reply reaches it.
@@ -38,13 +28,31 @@ pub struct Subscribe {
     pub subscription_id: Arc<str>,
     /// What it matches.
     pub filter: Filter,
-    /// How the connection renders events.
-    pub dialect: Dialect,
     /// Where matching events go.
-    pub deliver: Recipient<Deliver>,
-    /// Set by the hub when `deliver`'s mailbox is full; the connection then closes 4005.
-    pub slow: Arc<AtomicBool>,
+    pub outbox: Outbox,
 }
+
+/// Connection (reconnect) → ChannelHub: move these subscriptions of `from` to `to`, whose
+/// outbox receives their events from now on. Filters and pending `confirmations` releases
+/// move with them. Returns once moved.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Reattach {
+    /// The connection that had them.
+    pub from: ConnId,
+    /// The connection that takes them.
+    pub to: ConnId,
+    /// Which subscriptions.
+    pub subscription_ids: Vec<Arc<str>>,
+    /// The new connection's outbox.
+    pub outbox: Outbox,
+}
+
+/// Sessions → Connection: a reconnect elsewhere claimed this connection's subscriptions;
+/// close without keeping them.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Evict;
 
 /// Connection → ChannelHub: end a subscription. Returns whether it existed for `conn`.
 #[derive(Message)]

@@ -68,6 +68,17 @@ impl Rejection {
     }
 }
 
+/// Gauges read from the hubs and the session registry when `/metrics` is scraped.
+#[derive(Debug, Default)]
+pub struct Gauges {
+    /// Live subscriptions per channel.
+    pub subscriptions: Vec<(Arc<str>, i64)>,
+    /// Parked sessions.
+    pub parked: usize,
+    /// Largest queue of one live connection, in bytes.
+    pub queued_bytes_max: usize,
+}
+
 /// The broker's metrics; shared by every actor through an `Arc`.
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -85,6 +96,12 @@ pub struct Metrics {
     pub drops: AtomicU64,
     /// Events dropped from a hub's confirmations backlog because it was full.
     pub pending_dropped: AtomicU64,
+    /// `reconnect` requests.
+    pub resumes: AtomicU64,
+    /// `reconnect` requests answered `recovered: true`.
+    pub resumes_recovered: AtomicU64,
+    /// Events replayed by reconnects.
+    pub replayed: AtomicU64,
     rejections: [AtomicU64; Rejection::ALL.len()],
 }
 
@@ -99,8 +116,9 @@ impl Metrics {
         self.rejections[why as usize].load(Relaxed)
     }
 
-    /// Prometheus text exposition; `subscriptions` gives each channel's live count.
-    pub fn render(&self, subscriptions: &[(Arc<str>, i64)]) -> String {
+    /// Prometheus text exposition, with the gauges read from elsewhere at scrape time.
+    pub fn render(&self, gauges: &Gauges) -> String {
+        let subscriptions = &gauges.subscriptions;
         let mut out = String::with_capacity(2048);
         let mut metric = |name: &str, kind: &str, help: &str, value: String| {
             let _ = writeln!(
@@ -149,6 +167,47 @@ impl Metrics {
             "counter",
             "Events dropped from a full confirmations backlog.",
             self.pending_dropped.load(Relaxed).to_string(),
+        );
+        metric(
+            "rustorium_resumes_total",
+            "counter",
+            "reconnect requests.",
+            self.resumes.load(Relaxed).to_string(),
+        );
+        metric(
+            "rustorium_resumes_recovered_total",
+            "counter",
+            "reconnect requests answered recovered: true.",
+            self.resumes_recovered.load(Relaxed).to_string(),
+        );
+        metric(
+            "rustorium_resumes_failed_total",
+            "counter",
+            "reconnect requests answered recovered: false.",
+            (self.resumes.load(Relaxed)
+                - self
+                    .resumes_recovered
+                    .load(Relaxed)
+                    .min(self.resumes.load(Relaxed)))
+            .to_string(),
+        );
+        metric(
+            "rustorium_replayed_events_total",
+            "counter",
+            "Events replayed by reconnects.",
+            self.replayed.load(Relaxed).to_string(),
+        );
+        metric(
+            "rustorium_parked_sessions",
+            "gauge",
+            "Disconnected connections whose subscriptions are kept for resume.",
+            gauges.parked.to_string(),
+        );
+        metric(
+            "rustorium_queued_bytes_max",
+            "gauge",
+            "Largest number of bytes queued, not yet written, for one live connection.",
+            gauges.queued_bytes_max.to_string(),
         );
         let _ = writeln!(
             out,

@@ -49,9 +49,11 @@ pub struct Limits {
     pub v1_messages_per_second: u32,
     /// Largest WebSocket frame a subscriber may send, in bytes; larger closes 1009. Default 65536.
     pub max_frame_bytes: usize,
-    /// Frames queued for one connection before it counts as a slow consumer
-    /// (its actor mailbox capacity). Default 1024.
+    /// Frames queued for one connection, not yet written, before it counts as a slow
+    /// consumer (closed 4005, its subscriptions kept for resume). Default 1024.
     pub connection_queue_frames: usize,
+    /// Bytes queued for one connection before it counts as a slow consumer. Default 1 MiB.
+    pub connection_queue_bytes: usize,
     /// Publish batches queued for one channel hub before publishers wait. Default 1024.
     pub hub_queue_batches: usize,
     /// Longest string accepted as a filter value (`address`, `key_prefix`...), in bytes. Default 256.
@@ -73,6 +75,7 @@ impl Default for Limits {
             v1_messages_per_second: 10,
             max_frame_bytes: 64 * 1024,
             connection_queue_frames: 1024,
+            connection_queue_bytes: 1024 * 1024,
             hub_queue_batches: 1024,
             max_filter_value_bytes: 256,
             max_pending_confirmations: 100_000,
@@ -109,6 +112,11 @@ impl Limits {
             "limits.connection_queue_frames",
             self.connection_queue_frames as u64,
             16,
+        )?;
+        at_least(
+            "limits.connection_queue_bytes",
+            self.connection_queue_bytes as u64,
+            1024,
         )?;
         at_least("limits.hub_queue_batches", self.hub_queue_batches as u64, 1)?;
         at_least(
@@ -165,6 +173,42 @@ impl HeartbeatSettings {
             at_least("heartbeat.timeout_ms", t, 10)?;
         }
         Ok(())
+    }
+}
+
+/// Resume after reconnect (`[resume]`).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ResumeSettings {
+    /// Milliseconds a dropped connection's subscriptions, and the events they match, are
+    /// kept for a `reconnect`. Default 120000. Expiry is checked every heartbeat interval.
+    pub window_ms: u64,
+    /// Events kept per connection for resume: unacknowledged sent frames plus frames
+    /// queued while disconnected. Default 16384; past it `recovered` is false.
+    pub keep_frames: usize,
+    /// Bytes kept per connection for resume. Default 4 MiB; past it `recovered` is false.
+    pub keep_bytes: usize,
+    /// Disconnected connections kept at once; past it a dropped connection is not kept.
+    /// Default 100000.
+    pub max_parked: usize,
+}
+
+impl Default for ResumeSettings {
+    fn default() -> Self {
+        ResumeSettings {
+            window_ms: 120_000,
+            keep_frames: 16_384,
+            keep_bytes: 4 * 1024 * 1024,
+            max_parked: 100_000,
+        }
+    }
+}
+
+impl ResumeSettings {
+    /// Checks every field; the error names the first bad one.
+    pub fn validate(&self) -> Result<(), SettingError> {
+        at_least("resume.keep_frames", self.keep_frames as u64, 16)?;
+        at_least("resume.keep_bytes", self.keep_bytes as u64, 1024)
     }
 }
 
@@ -226,6 +270,8 @@ pub struct Settings {
     pub publish: PublishSettings,
     /// Plain channels.
     pub channels: ChannelSettings,
+    /// Resume after reconnect.
+    pub resume: ResumeSettings,
 }
 
 impl Settings {
@@ -233,6 +279,7 @@ impl Settings {
     pub fn validate(&self) -> Result<(), SettingError> {
         self.limits.validate()?;
         self.heartbeat.validate()?;
+        self.resume.validate()?;
         self.publish.validate()
     }
 }

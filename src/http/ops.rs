@@ -4,6 +4,7 @@
 use std::sync::atomic::Ordering;
 
 use actix_web::{web, HttpResponse};
+use rustorium_actors::metrics::Gauges;
 
 use super::AppState;
 
@@ -24,7 +25,12 @@ pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
 /// `GET /metrics`: Prometheus text exposition.
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     let core = &state.core;
-    let body = core.metrics.render(&core.hubs.subscription_counts());
+    let gauges = Gauges {
+        subscriptions: core.hubs.subscription_counts(),
+        parked: core.sessions.parked(),
+        queued_bytes_max: core.sessions.max_queued_bytes(),
+    };
+    let body = core.metrics.render(&gauges);
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
         .body(body)

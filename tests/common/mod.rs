@@ -130,6 +130,16 @@ impl Client {
         self.send(Message::text(text)).await;
     }
 
+    /// Drops the TCP connection with no close frame.
+    pub fn drop_tcp(self) {
+        let stream = self.ws.into_inner();
+        if let MaybeTlsStream::Plain(tcp) = stream {
+            // SO_LINGER 0: the kernel resets the connection instead of closing it.
+            let _ = socket2::SockRef::from(&tcp).set_linger(Some(Duration::ZERO));
+            drop(tcp);
+        }
+    }
+
     /// Queues every frame and flushes once, so they leave in as few TCP writes as possible.
     pub async fn send_all(&mut self, frames: &[Value]) {
         for f in frames {
@@ -242,9 +252,22 @@ impl Client {
             .to_owned()
     }
 
-    /// Closes with 1000 and waits for the server's close.
-    pub async fn close(mut self) {
-        let _ = self.ws.close(None).await;
+    /// Closes with 1000 (the only close that drops subscriptions at once) and waits for
+    /// the server's close.
+    pub async fn close(self) {
+        self.close_with(Some(CloseCode::Normal)).await;
+    }
+
+    /// Closes with `code` (None: a close frame without a status, 1005) and waits for the
+    /// server's close.
+    pub async fn close_with(mut self, code: Option<CloseCode>) {
+        let frame = code.map(
+            |code| tokio_tungstenite::tungstenite::protocol::CloseFrame {
+                code,
+                reason: "".into(),
+            },
+        );
+        let _ = self.ws.close(frame).await;
         let _ = tokio::time::timeout(WAIT, async { while self.ws.next().await.is_some() {} }).await;
     }
 }

@@ -31,6 +31,17 @@ pub enum Reply {
     Token(TokenInfo),
     /// `get_balance` answered.
     Balance(Balance),
+    /// `reconnect` done; the replayed events follow this reply.
+    Reconnected {
+        /// Every named subscription restored and every event after the id replayed.
+        recovered: bool,
+        /// Restored subscription ids.
+        subscriptions: Vec<String>,
+        /// Subscription ids not restored.
+        failed: Vec<String>,
+        /// Events replayed after this reply.
+        replayed: usize,
+    },
 }
 
 fn to_frame(value: &impl Serialize) -> ByteString {
@@ -88,6 +99,24 @@ pub fn reply(dialect: Dialect, id: Option<&Value>, reply: &Reply) -> ByteString 
             "unsubscription_confirmation",
             id,
             json!({"status": "unsubscribed", "subscription_id": subscription_id}),
+        ),
+        (
+            _,
+            Reply::Reconnected {
+                recovered,
+                subscriptions,
+                failed,
+                replayed,
+            },
+        ) => envelope(
+            dialect,
+            match dialect {
+                Dialect::Ws => "reconnect_success",
+                Dialect::V1 => "reconnect_confirmation",
+            },
+            id,
+            json!({"recovered": recovered, "subscriptions": subscriptions, "failed": failed,
+                   "replayed": replayed}),
         ),
         (_, Reply::Transaction(t)) => envelope(
             dialect,

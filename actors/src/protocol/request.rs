@@ -42,6 +42,13 @@ pub enum RequestBody {
     HeartbeatResponse,
     /// A command for the backend.
     Command(Command),
+    /// `reconnect`: resume subscriptions of a connection that ended.
+    Reconnect {
+        /// The id of the last event frame the client received, if any.
+        last_message_id: Option<String>,
+        /// The subscriptions to restore.
+        subscriptions: Vec<String>,
+    },
 }
 
 /// The commands of PROTOCOL.md section 4 (and `get_balance`, 10.14), validated in shape.
@@ -82,8 +89,10 @@ pub struct RequestError {
 }
 
 /// The request types, for the "unknown type" message.
-pub const KNOWN_TYPES: &str =
-    "subscribe, unsubscribe, heartbeat_response, execute_transaction, get_token_info, get_balance";
+pub const KNOWN_TYPES: &str = "subscribe, unsubscribe, reconnect, heartbeat_response, execute_transaction, get_token_info, get_balance";
+
+/// Most subscription ids one `reconnect` may name.
+pub const MAX_RECONNECT_SUBSCRIPTIONS: usize = 1000;
 
 fn invalid(id: Option<Value>, message: impl Into<String>) -> RequestError {
     RequestError {
@@ -142,6 +151,10 @@ pub fn parse(text: &str) -> Result<Request, RequestError> {
             Some(_) => return Err(invalid(id, "\"data.subscription_id\" must be a string")),
         },
         "heartbeat_response" => RequestBody::HeartbeatResponse,
+        "reconnect" => match reconnect(&data) {
+            Ok(body) => body,
+            Err(msg) => return Err(invalid(id, msg)),
+        },
         "execute_transaction" => match transfer(&data) {
             Ok(t) => RequestBody::Command(Command::ExecuteTransaction(t)),
             Err(msg) => return Err(invalid(id, msg)),
@@ -165,6 +178,38 @@ pub fn parse(text: &str) -> Result<Request, RequestError> {
         }
     };
     Ok(Request { id, body })
+}
+
+fn reconnect(data: &Map<String, Value>) -> Result<RequestBody, String> {
+    let last_message_id = match data.get("last_message_id") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) if s.len() <= 64 => Some(s.clone()),
+        Some(Value::Number(n)) => Some(n.to_string()),
+        Some(_) => return Err("data.last_message_id must be a message id (a string)".into()),
+    };
+    let bad = || {
+        format!(
+            "data.subscriptions must be an array of at most {MAX_RECONNECT_SUBSCRIPTIONS} subscription ids (strings)"
+        )
+    };
+    let list = data
+        .get("subscriptions")
+        .and_then(Value::as_array)
+        .ok_or_else(bad)?;
+    if list.len() > MAX_RECONNECT_SUBSCRIPTIONS {
+        return Err(bad());
+    }
+    let mut subscriptions: Vec<String> = Vec::with_capacity(list.len());
+    for v in list {
+        let id = v.as_str().filter(|s| s.len() <= 128).ok_or_else(bad)?;
+        if !subscriptions.iter().any(|s| s == id) {
+            subscriptions.push(id.to_owned());
+        }
+    }
+    Ok(RequestBody::Reconnect {
+        last_message_id,
+        subscriptions,
+    })
 }
 
 fn address(data: &Map<String, Value>, field: &str) -> Result<String, String> {
