@@ -113,6 +113,7 @@ async fn main() -> std::io::Result<()> {
     let broker =
         Broker::start(broker_config("demo-subscriber-key")).map_err(std::io::Error::other)?;
     HttpServer::new(move || App::new().configure(routes(broker.clone())))
+        .on_connect(rustorium_broker::on_connect)
         .bind("127.0.0.1:8080")?
         .run()
         .await

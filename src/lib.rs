@@ -53,6 +53,22 @@ pub use rustorium_actors::backend::{
 };
 pub use rustorium_actors::{NewEvent, PublishError, Publisher, Role};
 
+/// For `HttpServer::on_connect`: keeps a duplicate handle of each TCP socket so the broker
+/// can drop a connection whose client stopped reading (see the README's slow-consumer
+/// section). The standalone server installs it; an embedding app should too:
+/// `HttpServer::new(...).on_connect(rustorium_broker::on_connect)`.
+pub fn on_connect(conn: &dyn std::any::Any, ext: &mut actix_web::dev::Extensions) {
+    use std::os::fd::AsFd;
+    if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
+        match tcp.as_fd().try_clone_to_owned() {
+            Ok(fd) => {
+                ext.insert(rustorium_actors::socket::Socket::new(fd));
+            }
+            Err(e) => log::warn!("cannot keep a handle on a connection's socket: {e}"),
+        }
+    }
+}
+
 /// A running broker's actor system, ready to be mounted into actix-web apps.
 /// Cheap to clone; every clone is the same broker.
 #[derive(Clone)]

@@ -62,6 +62,7 @@ impl Standalone {
         let addr = listener.local_addr().map_err(bind_err)?;
         let routes = broker.clone();
         let mut http = HttpServer::new(move || App::new().configure(routes.configure()))
+            .on_connect(crate::on_connect)
             .disable_signals()
             .shutdown_timeout(1)
             .max_connections(1 << 20)

@@ -387,3 +387,57 @@ async fn reconnect_takes_over_subscriptions_still_attached_to_a_live_connection(
     let ids = publish_ok(b.addr, &block(2)).await;
     assert_eq!(new.recv().await["id"], ids[0].as_str());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_reads_again_is_dropped_and_resumes_elsewhere() {
+    const EVENTS: u64 = 800;
+    let mut cfg = config();
+    cfg.limits.connection_queue_bytes = 256 * 1024;
+    cfg.limits.close_grace_ms = 300;
+    cfg.heartbeat.interval_ms = 100;
+    cfg.heartbeat.timeout_ms = Some(60_000);
+    cfg.resume.keep_bytes = 64 * 1024 * 1024;
+    cfg.resume.keep_frames = 100_000;
+    let b = start(cfg);
+    let mut stalled = Client::ws(b.addr, SUB_KEY).await;
+    let sid = stalled.subscribe("blocks", json!({})).await;
+    let mut published = Vec::new();
+    for start in (0..EVENTS).step_by(40) {
+        let batch: Vec<Value> = (start..start + 40)
+            .map(|n| {
+                let mut e = block(n);
+                e["data"]["pad"] = json!("p".repeat(16 * 1024));
+                e
+            })
+            .collect();
+        published.extend(publish_ok(b.addr, &json!(batch)).await);
+    }
+    // The broker drops the stalled connection by itself and parks its subscriptions.
+    let gauge = |text: &str, name: &str| -> Option<f64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
+    };
+    let mut parked = false;
+    for _ in 0..100 {
+        let m = http(b.addr, "GET", "/metrics", &[], b"").await;
+        if gauge(&m.text, "rustorium_parked_sessions ") == Some(1.0)
+            && gauge(&m.text, "rustorium_connections ") == Some(0.0)
+        {
+            parked = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(parked, "the stalled connection was not dropped and parked");
+    drop(stalled);
+    // It read nothing, so everything is replayed on a new connection.
+    let mut again = Client::ws(b.addr, SUB_KEY).await;
+    let r = reconnect(&mut again, None, &[sid]).await;
+    assert_eq!(r["data"]["recovered"], true, "{r}");
+    assert_eq!(r["data"]["replayed"], published.len());
+    let mut got = Vec::new();
+    while got.len() < published.len() {
+        got.push(again.recv().await["id"].as_str().expect("id").to_owned());
+    }
+    assert_eq!(got, published);
+}

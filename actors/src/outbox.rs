@@ -102,6 +102,8 @@ pub struct OutboxState {
     pub dropped: bool,
     /// Current mode.
     pub mode: Mode,
+    /// When the connection turned slow.
+    pub slow_since: Option<Instant>,
     limits: OutboxLimits,
 }
 
@@ -129,6 +131,7 @@ pub fn new_outbox(
         evicted: false,
         dropped: false,
         mode: Mode::Attached,
+        slow_since: None,
         limits,
     }))
 }
@@ -171,6 +174,7 @@ impl OutboxState {
                 let l = self.limits;
                 if self.queue.len() >= l.queue_frames || self.queue_bytes + bytes > l.queue_bytes {
                     self.mode = Mode::Slow;
+                    self.slow_since = Some(Instant::now());
                     result = Pushed::TurnedSlow;
                 }
             }
@@ -303,6 +307,7 @@ mod tests {
             evicted: false,
             dropped: false,
             mode: Mode::Attached,
+            slow_since: None,
             limits,
         }
     }
