@@ -5,15 +5,15 @@
 //! `cargo bench --bench fanout -- [--subscribers N] [--events M] [--batch B]`
 //! Loopback only; every wait is bounded.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
+mod common;
+
 use std::time::{Duration, Instant};
+
+use common::{cpu_seconds, publish, rss_kib, spawn_broker, KEY};
 
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
 
-const KEY: &str = "bench-key";
 const LIMIT: Duration = Duration::from_secs(120);
 
 struct Args {
@@ -41,78 +41,8 @@ fn args() -> Args {
     a
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .collect();
-    let ticks: f64 = fields
-        .get(11..13)
-        .map(|f| f.iter().filter_map(|v| v.parse::<f64>().ok()).sum())
-        .unwrap_or(0.0);
-    ticks / 100.0
-}
-
-fn spawn_broker(max_conns: usize) -> Result<(Child, SocketAddr), String> {
-    let path = std::env::temp_dir().join(format!("rustorium-bench-{}.toml", std::process::id()));
-    let config = format!(
-        "[server]\nbind = \"127.0.0.1:0\"\n[[keys]]\nname = \"bench\"\nsecret = \"{KEY}\"\nroles = [\"subscribe\", \"publish\"]\nmax_connections = {max_conns}\n"
-    );
-    std::fs::write(&path, config).map_err(|e| e.to_string())?;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_rustorium-broker"))
-        .arg("--config")
-        .arg(&path)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .map_err(|e| e.to_string())?;
-    let stdout = child.stdout.take().ok_or("no stdout")?;
-    for line in BufReader::new(stdout)
-        .lines()
-        .map_while(Result::ok)
-        .take(20)
-    {
-        if let Some(a) = line.strip_prefix("rustorium-broker listening on ") {
-            let addr = a.trim().parse().map_err(|_| "bad address")?;
-            return Ok((child, addr));
-        }
-    }
-    Err("broker printed no address".into())
-}
-
-fn publish(addr: SocketAddr, body: &str) -> Result<(), String> {
-    let mut s = TcpStream::connect(addr).map_err(|e| e.to_string())?;
-    s.set_read_timeout(Some(Duration::from_secs(30)))
-        .map_err(|e| e.to_string())?;
-    let req = format!(
-        "POST /api/publish HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer {KEY}\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).map_err(|e| e.to_string())?;
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).map_err(|e| e.to_string())?;
-    if resp.starts_with("HTTP/1.1 200") {
-        Ok(())
-    } else {
-        Err(resp)
-    }
-}
-
 async fn run(a: Args) -> Result<(), String> {
-    let (mut child, addr) = spawn_broker(a.subscribers + 10)?;
+    let (mut child, addr) = spawn_broker(&format!("max_connections = {}", a.subscribers + 10), "")?;
     let pid = child.id();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let rss_before = rss_kib(pid);

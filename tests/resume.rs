@@ -304,6 +304,7 @@ async fn confirmations_filters_survive_a_resume() {
 #[tokio::test]
 async fn unknown_id_overflow_foreign_key_and_expiry_give_the_documented_replies() {
     let mut cfg = config();
+    cfg.limits.connection_queue_frames = 16;
     cfg.resume.keep_frames = 16;
     cfg.resume.window_ms = 400;
     cfg.heartbeat.interval_ms = 100;
@@ -440,4 +441,45 @@ async fn a_client_that_never_reads_again_is_dropped_and_resumes_elsewhere() {
         got.push(again.recv().await["id"].as_str().expect("id").to_owned());
     }
     assert_eq!(got, published);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_that_keeps_up_gets_a_stream_far_larger_than_the_resume_bound() {
+    // Regression: a full sent log once made an attached connection refuse new events.
+    const EVENTS: u64 = 5000;
+    let mut cfg = config();
+    cfg.limits.connection_queue_frames = 1024;
+    cfg.limits.connection_queue_bytes = 1024 * 1024;
+    // The byte bound binds long before the frame bound.
+    cfg.resume.keep_frames = 100_000;
+    cfg.resume.keep_bytes = 1024 * 1024;
+    let b = start(cfg);
+    let mut c = Client::ws(b.addr, SUB_KEY).await;
+    c.subscribe("blocks", json!({})).await;
+    let reader = tokio::spawn(async move {
+        let mut ids = Vec::new();
+        for _ in 0..EVENTS {
+            ids.push(c.recv().await["id"].as_str().map(str::to_owned));
+        }
+        ids
+    });
+    let mut published = Vec::new();
+    for start in (0..EVENTS).step_by(100) {
+        let batch: Vec<Value> = (start..start + 100)
+            .map(|n| {
+                let mut e = block(n);
+                e["data"]["pad"] = json!("p".repeat(1024));
+                e
+            })
+            .collect();
+        published.extend(
+            publish_ok(b.addr, &json!(batch))
+                .await
+                .into_iter()
+                .map(Some),
+        );
+    }
+    assert_eq!(reader.await.expect("reader"), published);
+    let m = http(b.addr, "GET", "/metrics", &[], b"").await;
+    assert!(m.text.contains("rustorium_drops_total 0"), "{}", m.text);
 }

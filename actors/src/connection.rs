@@ -498,6 +498,39 @@ impl Connection {
             .wait(ctx);
     }
 
+    /// Writes everything queued in the outbox, or closes 4005 when the connection fell
+    /// behind past the queue bound.
+    fn flush(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
+        let Some(ob) = self.outbox.clone() else {
+            return;
+        };
+        if self.closing {
+            return;
+        }
+        let mut state = outbox::lock(&ob);
+        if state.mode == Mode::Slow {
+            drop(state);
+            self.core.metrics.reject(Rejection::SlowConsumer);
+            return self.close_with(
+                ctx,
+                close_code::SLOW_CONSUMER,
+                "slow consumer: events arrived faster than this client read them; reconnect and resume",
+            );
+        }
+        let items = state.drain();
+        // Ask for an acknowledgement early when the sent log grows.
+        let want_ack = !self.ping_outstanding && state.wants_ack();
+        let position = state.position();
+        drop(state);
+        for item in items {
+            self.write(ctx, item.frame(self.dialect));
+        }
+        if want_ack {
+            self.ping_outstanding = true;
+            ctx.ping(&position.to_be_bytes());
+        }
+    }
+
     /// A pong: our pings carry the sent log's position, so everything before it arrived.
     fn acknowledge(&mut self, payload: &[u8]) {
         let (Some(ob), Ok(bytes)) = (&self.outbox, <[u8; 8]>::try_from(payload)) else {
@@ -721,35 +754,7 @@ impl Handler<Wake> for Connection {
     type Result = ();
 
     fn handle(&mut self, _: Wake, ctx: &mut Self::Context) {
-        let Some(ob) = self.outbox.clone() else {
-            return;
-        };
-        if self.closing {
-            return;
-        }
-        let mut state = outbox::lock(&ob);
-        if state.mode == Mode::Slow {
-            drop(state);
-            self.core.metrics.reject(Rejection::SlowConsumer);
-            return self.close_with(
-                ctx,
-                close_code::SLOW_CONSUMER,
-                "slow consumer: events arrived faster than this client read them; reconnect and resume",
-            );
-        }
-        let items = state.drain();
-        // Ask for an acknowledgement early when the sent log grows.
-        let want_ack =
-            !self.ping_outstanding && state.unacked() > self.core.settings.resume.keep_frames / 4;
-        let position = state.position();
-        drop(state);
-        for item in items {
-            self.write(ctx, item.frame(self.dialect));
-        }
-        if want_ack {
-            self.ping_outstanding = true;
-            ctx.ping(&position.to_be_bytes());
-        }
+        self.flush(ctx);
     }
 }
 
@@ -778,6 +783,11 @@ impl Handler<Tick> for Connection {
                 timeout.as_millis()
             );
             return self.close_with(ctx, close_code::HEARTBEAT_TIMEOUT, &reason);
+        }
+        // A safety net: anything queued whose wake-up was lost goes out now.
+        self.flush(ctx);
+        if self.closing {
+            return;
         }
         self.write(ctx, tick.frames[self.dialect.index()].clone());
         let position = self

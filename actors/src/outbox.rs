@@ -180,11 +180,15 @@ impl OutboxState {
             }
             Mode::Slow | Mode::Parked(_) => {}
         }
-        if self.held_frames() >= self.limits.keep_frames
+        // Over the resume bound, the oldest written items go first (most likely read
+        // already); only a queue that alone fills the bound refuses the new item.
+        while self.held_frames() >= self.limits.keep_frames
             || self.held_bytes() + bytes > self.limits.keep_bytes
         {
-            self.dropped = true;
-            return Pushed::Dropped;
+            if !self.evict_oldest() {
+                self.dropped = true;
+                return Pushed::Dropped;
+            }
         }
         self.queue_bytes += bytes;
         self.queue.push_back(item);
@@ -209,14 +213,29 @@ impl OutboxState {
         }
         while self.sent.len() > self.limits.keep_frames || self.sent_bytes > self.limits.keep_bytes
         {
-            let Some(old) = self.sent.pop_front() else {
+            if !self.evict_oldest() {
                 break;
-            };
-            self.sent_bytes -= old.bytes(self.dialect).min(self.sent_bytes);
-            self.sent_base += 1;
-            self.evicted = true;
+            }
         }
         items
+    }
+
+    /// Evicts the oldest unacknowledged written item; false when the sent log is empty.
+    fn evict_oldest(&mut self) -> bool {
+        let Some(old) = self.sent.pop_front() else {
+            return false;
+        };
+        self.sent_bytes -= old.bytes(self.dialect).min(self.sent_bytes);
+        self.sent_base += 1;
+        self.evicted = true;
+        true
+    }
+
+    /// Whether the sent log holds a quarter of the resume bound: time to ask for an
+    /// acknowledgement.
+    pub fn wants_ack(&self) -> bool {
+        self.sent.len() > self.limits.keep_frames / 4
+            || self.sent_bytes > self.limits.keep_bytes / 4
     }
 
     /// Records replayed items as written (they go out before anything queued).
@@ -230,11 +249,6 @@ impl OutboxState {
     /// The position after the last written item: a ping's payload.
     pub fn position(&self) -> u64 {
         self.sent_base + self.sent.len() as u64
-    }
-
-    /// Items unacknowledged in the sent log.
-    pub fn unacked(&self) -> usize {
-        self.sent.len()
     }
 
     /// A pong for `position` came back: the client has read everything before it.
@@ -330,6 +344,20 @@ mod tests {
         assert!(!s.dropped);
         assert_eq!(s.push(item(6)), Pushed::Dropped);
         assert!(s.dropped);
+    }
+
+    #[test]
+    fn the_resume_bound_evicts_written_items_before_refusing_new_ones() {
+        let mut s = state(LIMITS);
+        for n in 1..=3 {
+            assert_eq!(s.push(item(n)), Pushed::Queued);
+        }
+        s.drain();
+        for n in 4..=6 {
+            assert_eq!(s.push(item(n)), Pushed::Queued);
+        }
+        assert!(s.evicted && !s.dropped);
+        assert_eq!(s.sent.len() + s.queue.len(), 5);
     }
 
     #[test]

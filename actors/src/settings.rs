@@ -280,6 +280,18 @@ impl Settings {
         self.limits.validate()?;
         self.heartbeat.validate()?;
         self.resume.validate()?;
+        if self.resume.keep_frames < self.limits.connection_queue_frames {
+            return Err(SettingError {
+                field: "resume.keep_frames".into(),
+                message: "must be at least limits.connection_queue_frames".into(),
+            });
+        }
+        if self.resume.keep_bytes < self.limits.connection_queue_bytes {
+            return Err(SettingError {
+                field: "resume.keep_bytes".into(),
+                message: "must be at least limits.connection_queue_bytes".into(),
+            });
+        }
         self.publish.validate()
     }
 }

@@ -1,0 +1,86 @@
+//! Helpers shared by the benches: start the release binary, read a process's RSS and CPU
+//! time, publish over HTTP. Loopback only; every wait is bounded.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// The bench key's secret.
+pub const KEY: &str = "bench-key";
+
+/// The resident set of a process, in KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// User plus system CPU time of a process, in seconds.
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let ticks: f64 = fields
+        .get(11..13)
+        .map(|f| f.iter().filter_map(|v| v.parse::<f64>().ok()).sum())
+        .unwrap_or(0.0);
+    ticks / 100.0
+}
+
+/// Starts the release binary with a bench key (`key_extra` inside its `[[keys]]` table,
+/// `extra` appended to the file) on a free loopback port.
+pub fn spawn_broker(key_extra: &str, extra: &str) -> Result<(Child, SocketAddr), String> {
+    let path = std::env::temp_dir().join(format!("rustorium-bench-{}.toml", std::process::id()));
+    let config = format!(
+        "[server]\nbind = \"127.0.0.1:0\"\n[[keys]]\nname = \"bench\"\nsecret = \"{KEY}\"\nroles = [\"subscribe\", \"publish\"]\n{key_extra}\n[demo]\nenabled = false\n[ledger]\nenabled = false\n{extra}\n"
+    );
+    std::fs::write(&path, config).map_err(|e| e.to_string())?;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rustorium-broker"))
+        .arg("--config")
+        .arg(&path)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    let stdout = child.stdout.take().ok_or("no stdout")?;
+    for line in BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+        .take(20)
+    {
+        if let Some(a) = line.strip_prefix("rustorium-broker listening on ") {
+            let addr = a.trim().parse().map_err(|_| "bad address")?;
+            return Ok((child, addr));
+        }
+    }
+    Err("broker printed no address".into())
+}
+
+/// `POST /api/publish` with the bench key; Err with the response when not 200.
+pub fn publish(addr: SocketAddr, body: &str) -> Result<(), String> {
+    let mut s = TcpStream::connect(addr).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))
+        .map_err(|e| e.to_string())?;
+    let req = format!(
+        "POST /api/publish HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer {KEY}\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).map_err(|e| e.to_string())?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).map_err(|e| e.to_string())?;
+    if resp.starts_with("HTTP/1.1 200") {
+        Ok(())
+    } else {
+        Err(resp)
+    }
+}
