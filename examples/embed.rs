@@ -112,8 +112,9 @@ async fn main() -> std::io::Result<()> {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let broker =
         Broker::start(broker_config("demo-subscriber-key")).map_err(std::io::Error::other)?;
+    let on_connect = broker.on_connect();
     HttpServer::new(move || App::new().configure(routes(broker.clone())))
-        .on_connect(rustorium_broker::on_connect)
+        .on_connect(on_connect)
         .bind("127.0.0.1:8080")?
         .run()
         .await

@@ -53,22 +53,6 @@ pub use rustorium_actors::backend::{
 };
 pub use rustorium_actors::{NewEvent, PublishError, Publisher, Role};
 
-/// For `HttpServer::on_connect`: keeps a duplicate handle of each TCP socket so the broker
-/// can drop a connection whose client stopped reading (see the README's slow-consumer
-/// section). The standalone server installs it; an embedding app should too:
-/// `HttpServer::new(...).on_connect(rustorium_broker::on_connect)`.
-pub fn on_connect(conn: &dyn std::any::Any, ext: &mut actix_web::dev::Extensions) {
-    use std::os::fd::AsFd;
-    if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
-        match tcp.as_fd().try_clone_to_owned() {
-            Ok(fd) => {
-                ext.insert(rustorium_actors::socket::Socket::new(fd));
-            }
-            Err(e) => log::warn!("cannot keep a handle on a connection's socket: {e}"),
-        }
-    }
-}
-
 /// A running broker's actor system, ready to be mounted into actix-web apps.
 /// Cheap to clone; every clone is the same broker.
 #[derive(Clone)]
@@ -137,6 +121,23 @@ impl Broker {
     pub fn configure(&self) -> impl FnOnce(&mut ServiceConfig) {
         let state = self.state.clone();
         move |cfg| http::mount(state, cfg)
+    }
+
+    /// For `HttpServer::on_connect`: sets `TCP_USER_TIMEOUT` (`limits.stall_timeout_ms`) on
+    /// every accepted socket, so the kernel drops a client that stopped reading (its
+    /// subscriptions are then parked for resume). The standalone server installs it; an
+    /// embedding app should too: `HttpServer::new(...).on_connect(broker.on_connect())`.
+    pub fn on_connect(
+        &self,
+    ) -> impl Fn(&dyn std::any::Any, &mut actix_web::dev::Extensions) + Send + Sync + 'static {
+        let timeout = Duration::from_millis(self.config.limits.stall_timeout_ms);
+        move |conn, _| {
+            if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
+                if let Err(e) = socket2::SockRef::from(tcp).set_tcp_user_timeout(Some(timeout)) {
+                    log::warn!("cannot set TCP_USER_TIMEOUT on a connection: {e}");
+                }
+            }
+        }
     }
 
     /// The publish handle, for publishing from Rust with no HTTP in between.

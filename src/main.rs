@@ -19,7 +19,8 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    rustorium_broker::server::raise_file_limit();
+    let files = rustorium_broker::server::raise_file_limit();
+    log::info!("open-file limit {files}: at most that many connections");
     let result = actix_web::rt::System::new().block_on(async move {
         let standalone = Standalone::bind(config)?;
         // Not println!: a closed stdout must not take the broker down.

@@ -62,7 +62,7 @@ impl Standalone {
         let addr = listener.local_addr().map_err(bind_err)?;
         let routes = broker.clone();
         let mut http = HttpServer::new(move || App::new().configure(routes.configure()))
-            .on_connect(crate::on_connect)
+            .on_connect(broker.on_connect())
             .disable_signals()
             .shutdown_timeout(1)
             .max_connections(1 << 20)
@@ -156,25 +156,33 @@ async fn wait_for_signal() {
     }
 }
 
-/// Raises the soft open-file limit to the hard limit: each connection is a descriptor.
-/// Returns the soft limit in effect afterwards.
+/// Raises the open-file limit as far as the process may: the soft limit to the hard one,
+/// and, where allowed, both to the kernel's `fs.nr_open`. Returns the soft limit in effect afterwards.
 pub fn raise_file_limit() -> u64 {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
     };
+    let nr_open: libc::rlim_t = std::fs::read_to_string("/proc/sys/fs/nr_open")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0);
     // SAFETY: getrlimit/setrlimit only read and write the struct passed in.
     unsafe {
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
             return 0;
         }
-        if lim.rlim_cur < lim.rlim_max {
+        for want in [nr_open.max(lim.rlim_max), lim.rlim_max] {
+            if want <= lim.rlim_cur {
+                break;
+            }
             let raised = libc::rlimit {
-                rlim_cur: lim.rlim_max,
-                rlim_max: lim.rlim_max,
+                rlim_cur: want,
+                rlim_max: want.max(lim.rlim_max),
             };
             if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
                 lim = raised;
+                break;
             }
         }
     }

@@ -391,13 +391,16 @@ async fn reconnect_takes_over_subscriptions_still_attached_to_a_live_connection(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_never_reads_again_is_dropped_and_resumes_elsewhere() {
-    const EVENTS: u64 = 800;
+    // The queue bound is never reached: the socket blocks first, so the connection's
+    // actor can no longer run, and only the kernel's stall timeout can cut it off.
+    const EVENTS: u64 = 1600;
     let mut cfg = config();
-    cfg.limits.connection_queue_bytes = 256 * 1024;
-    cfg.limits.close_grace_ms = 300;
+    cfg.limits.connection_queue_bytes = 64 * 1024 * 1024;
+    cfg.limits.connection_queue_frames = 100_000;
+    cfg.limits.stall_timeout_ms = 500;
     cfg.heartbeat.interval_ms = 100;
     cfg.heartbeat.timeout_ms = Some(60_000);
-    cfg.resume.keep_bytes = 64 * 1024 * 1024;
+    cfg.resume.keep_bytes = 128 * 1024 * 1024;
     cfg.resume.keep_frames = 100_000;
     let b = start(cfg);
     let mut stalled = Client::ws(b.addr, SUB_KEY).await;

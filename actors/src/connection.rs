@@ -32,7 +32,6 @@ use crate::protocol::request::{self, Command, RequestBody};
 use crate::protocol::{close_code, Dialect, ErrorKind};
 use crate::rate_limiter::Admission;
 use crate::sessions::SessionSub;
-use crate::socket::Socket;
 
 /// Why a connection is refused at admission (PROTOCOL.md section 1).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,9 +82,6 @@ pub struct Connection {
     evicted: bool,
     /// A ping sent to acknowledge the sent log is not yet answered.
     ping_outstanding: bool,
-    /// A second handle on the TCP socket, when the server provides one (see
-    /// [`crate::socket`]).
-    socket: Option<Socket>,
     /// Messages refused in the current cap period, and when that period began.
     rejected: u32,
     window_start: Instant,
@@ -95,14 +91,12 @@ pub struct Connection {
 
 impl Connection {
     /// A connection on `dialect`, admitted or refused; `max_message` is the frame limit
-    /// the upgrade was given; `socket`, if given, lets the heartbeat drop the connection
-    /// when it stalls.
+    /// the upgrade was given.
     pub fn new(
         core: Arc<Core>,
         dialect: Dialect,
         admitted: Result<Admitted, Refusal>,
         max_message: usize,
-        socket: Option<Socket>,
     ) -> Connection {
         let now = Instant::now();
         Connection {
@@ -116,7 +110,6 @@ impl Connection {
             clean_close: false,
             evicted: false,
             ping_outstanding: false,
-            socket,
             rejected: 0,
             window_start: now,
             fragments: None,
@@ -667,8 +660,6 @@ impl Actor for Connection {
             conn: admitted.admission.conn,
             tick: ctx.address().recipient(),
             shutdown: ctx.address().recipient(),
-            outbox: self.outbox.clone(),
-            socket: self.socket.clone(),
         });
         log::debug!(
             "connection {} opened for key {}",

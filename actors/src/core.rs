@@ -61,10 +61,8 @@ impl Core {
         ));
         let interval = settings.heartbeat.interval();
         let expiring = sessions.clone();
-        let grace = Duration::from_millis(settings.limits.close_grace_ms);
-        let heartbeat = Heartbeat::start_in_arbiter(&handle, move |_| {
-            Heartbeat::new(interval, expiring, grace)
-        });
+        let heartbeat =
+            Heartbeat::start_in_arbiter(&handle, move |_| Heartbeat::new(interval, expiring));
         let publisher = Publisher::new(
             hubs.clone(),
             settings.publish.max_batch_events,

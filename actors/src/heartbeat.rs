@@ -1,9 +1,8 @@
 //! The `Heartbeat` actor: one timer for the whole broker. Every interval it renders the
 //! heartbeat frame once per dialect and sends a [`Tick`] to each registered connection,
 //! which writes it with a ping and applies the liveness rule (PROTOCOL.md section 6).
-//! It also knows every connection, so it carries the shutdown notice, sweeps the sessions
-//! parked past the resume window, and resets the socket of a slow consumer whose actor
-//! cannot run to close it.
+//! It also knows every connection, so it carries the shutdown notice, and it sweeps the
+//! sessions parked past the resume window.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -12,16 +11,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use actix::{Actor, AsyncContext, Context, Handler, Recipient};
 
 use crate::messages::{CloseAll, ConnId, ConnectionClosed, Register, Shutdown, Tick, Unregister};
-use crate::outbox::{self, Outbox};
 use crate::protocol::{render, Dialect};
 use crate::sessions::Sessions;
-use crate::socket::Socket;
 
 struct Registered {
     tick: Recipient<Tick>,
     shutdown: Recipient<Shutdown>,
-    outbox: Option<Outbox>,
-    socket: Option<Socket>,
 }
 
 /// The heartbeat actor. One per broker.
@@ -29,20 +24,16 @@ pub struct Heartbeat {
     interval: Duration,
     /// Swept every tick for sessions parked past the resume window.
     sessions: Arc<Sessions>,
-    /// How long a slow consumer may stay unclosed before its socket is reset.
-    grace: Duration,
     /// Every open connection; bounded by the connections the limiter admitted.
     conns: HashMap<ConnId, Registered>,
 }
 
 impl Heartbeat {
-    /// A heartbeat firing every `interval`, sweeping `sessions` as it goes, and resetting
-    /// the socket of a slow consumer still open `grace` after it turned slow.
-    pub fn new(interval: Duration, sessions: Arc<Sessions>, grace: Duration) -> Heartbeat {
+    /// A heartbeat firing every `interval`, sweeping `sessions` as it goes.
+    pub fn new(interval: Duration, sessions: Arc<Sessions>) -> Heartbeat {
         Heartbeat {
             interval,
             sessions,
-            grace,
             conns: HashMap::new(),
         }
     }
@@ -64,13 +55,6 @@ impl Heartbeat {
             }
         }
         for reg in self.conns.values() {
-            if let (Some(ob), Some(socket)) = (&reg.outbox, &reg.socket) {
-                let since = outbox::lock(ob).slow_since;
-                if since.is_some_and(|t| at.duration_since(t) > self.grace) {
-                    // Its actor cannot run to close it (the client reads nothing): drop it.
-                    socket.reset();
-                }
-            }
             // A full mailbox means the connection is busy writing; it misses this beat.
             let _ = reg.tick.try_send(Tick {
                 frames: frames.clone(),
@@ -97,8 +81,6 @@ impl Handler<Register> for Heartbeat {
             Registered {
                 tick: msg.tick,
                 shutdown: msg.shutdown,
-                outbox: msg.outbox,
-                socket: msg.socket,
             },
         );
     }

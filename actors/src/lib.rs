@@ -41,7 +41,6 @@ pub mod publisher;
 pub mod rate_limiter;
 pub mod sessions;
 pub mod settings;
-pub mod socket;
 
 pub use crate::core::Core;
 pub use keys::{ApiKey, Role};

@@ -7,7 +7,6 @@ use actix::{Message, Recipient};
 use bytestring::ByteString;
 
 use crate::outbox::Outbox;
-use crate::socket::Socket;
 
 use crate::event::Event;
 use crate::filter::Filter;
@@ -113,10 +112,6 @@ pub struct Register {
     pub tick: Recipient<Tick>,
     /// Where the shutdown notice goes.
     pub shutdown: Recipient<Shutdown>,
-    /// The connection's outbox, watched for a slow consumer that cannot be closed.
-    pub outbox: Option<Outbox>,
-    /// The connection's socket, to reset such a consumer.
-    pub socket: Option<Socket>,
 }
 
 /// Connection → Heartbeat: the connection ended.

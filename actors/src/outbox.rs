@@ -102,8 +102,6 @@ pub struct OutboxState {
     pub dropped: bool,
     /// Current mode.
     pub mode: Mode,
-    /// When the connection turned slow.
-    pub slow_since: Option<Instant>,
     limits: OutboxLimits,
 }
 
@@ -131,7 +129,6 @@ pub fn new_outbox(
         evicted: false,
         dropped: false,
         mode: Mode::Attached,
-        slow_since: None,
         limits,
     }))
 }
@@ -174,7 +171,6 @@ impl OutboxState {
                 let l = self.limits;
                 if self.queue.len() >= l.queue_frames || self.queue_bytes + bytes > l.queue_bytes {
                     self.mode = Mode::Slow;
-                    self.slow_since = Some(Instant::now());
                     result = Pushed::TurnedSlow;
                 }
             }
@@ -321,7 +317,6 @@ mod tests {
             evicted: false,
             dropped: false,
             mode: Mode::Attached,
-            slow_since: None,
             limits,
         }
     }

@@ -61,6 +61,11 @@ pub struct Limits {
     /// Events a channel hub holds back for `confirmations` subscriptions. Default 100000;
     /// past it the oldest block's events are dropped (and counted).
     pub max_pending_confirmations: usize,
+    /// Milliseconds a connection may leave the broker's data unread (TCP window closed) or
+    /// unacknowledged before the kernel drops it (`TCP_USER_TIMEOUT`, set by the
+    /// server's `on_connect`). This is how a client that stopped reading is cut off: its
+    /// actor cannot run to close it. Default 30000.
+    pub stall_timeout_ms: u64,
     /// Milliseconds the broker waits, after sending a close frame, for the client's close
     /// before dropping the TCP connection (the RFC 6455 closing handshake). Default 1000.
     pub close_grace_ms: u64,
@@ -79,6 +84,7 @@ impl Default for Limits {
             hub_queue_batches: 1024,
             max_filter_value_bytes: 256,
             max_pending_confirmations: 100_000,
+            stall_timeout_ms: 30_000,
             close_grace_ms: 1000,
         }
     }
@@ -124,6 +130,7 @@ impl Limits {
             self.max_filter_value_bytes as u64,
             1,
         )?;
+        at_least("limits.stall_timeout_ms", self.stall_timeout_ms, 100)?;
         at_least(
             "limits.max_pending_confirmations",
             self.max_pending_confirmations as u64,

@@ -9,7 +9,6 @@ use rustorium_actors::messages::Admit;
 use rustorium_actors::metrics::Rejection;
 use rustorium_actors::protocol::Dialect;
 use rustorium_actors::rate_limiter::AdmitError;
-use rustorium_actors::socket::Socket;
 use rustorium_actors::Role;
 
 use super::AppState;
@@ -67,9 +66,8 @@ async fn upgrade(
     if let Ok(a) = &admitted {
         log::debug!("admitting connection for key {}", a.key.name);
     }
-    let socket = req.conn_data::<Socket>().cloned();
     WsResponseBuilder::new(
-        Connection::new(core, dialect, admitted, max_frame, socket),
+        Connection::new(core, dialect, admitted, max_frame),
         &req,
         stream,
     )
