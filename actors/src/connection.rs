@@ -1,8 +1,9 @@
 //! The per-connection actor: parses the client's frames, answers requests, writes the
-//! frames hubs and the heartbeat send it, and enforces the per-connection limits.
+//! events hubs queue in its outbox and the heartbeats, enforces the per-connection limits,
+//! and handles `reconnect` (resume).
 //!
-//! It renders only replies and errors; event frames arrive already rendered for its
-//! dialect by the channel hub.
+//! Event frames are rendered once per event and dialect (cached on the event); the actor
+//! renders only replies and errors itself.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;

@@ -12,17 +12,23 @@
 //! - A publish goes through [`publisher::Publisher`]: validated ([`filter`]), stamped with
 //!   a message id ([`event::Event`]), and sent as [`messages::PublishBatch`] to each hub,
 //!   then [`messages::HeadAdvanced`] when `blocks` moved the chain head.
-//! - A hub renders each event once per dialect and `try_send`s [`messages::Deliver`] to
-//!   every matching connection; a full mailbox marks the connection slow (closed 4005).
+//! - A hub pushes each matching event, once per connection, into the connection's
+//!   [`outbox`] (a bounded queue plus the log of what was written, for resume) and wakes the
+//!   connection ([`outbox::Wake`]) when the queue was empty; the connection writes the
+//!   event's frame, rendered once per dialect and shared by every subscriber. A queue past
+//!   its bound makes the connection a slow consumer (closed 4005).
+//! - The [`sessions::Sessions`] registry knows which subscription belongs to which
+//!   connection and key; a connection that ends any way but a client close 1000 is parked
+//!   there for the resume window, and a `reconnect` claims its subscriptions, moving them
+//!   inside each hub ([`messages::Reattach`]) before replaying what was missed.
 //! - The [`heartbeat::Heartbeat`] actor ticks once for the whole broker and sends
-//!   [`messages::Tick`] to every connection, which writes the heartbeat and a ping and
-//!   closes itself 4004 when the client has been silent too long.
+//!   [`messages::Tick`] to every connection, which writes the heartbeat and a ping (whose
+//!   pong acknowledges the outbox's sent log) and closes itself 4004 when the client has
+//!   been silent too long. Each tick also sweeps expired parked sessions.
+//! - Commands go to the [`backend::Backend`] the broker was started with.
 //!
 //! Per-message path: client frame → `Connection` → (subscribe) hub; publish →
-//! `Publisher` → hub → `Deliver` → `Connection` → socket.
-
-// Nothing a client or a config file controls may panic the broker.
-#![warn(clippy::unwrap_used, clippy::expect_used)]
+//! `Publisher` → hub → outbox → `Connection` → socket.
 
 pub mod backend;
 pub mod channel_hub;

@@ -92,7 +92,8 @@ pub struct Metrics {
     pub messages_out: AtomicU64,
     /// Events accepted from publishers.
     pub events_published: AtomicU64,
-    /// Event frames not delivered because a connection's queue was full.
+    /// Events not kept for a connection because its outbox was past the resume bound
+    /// (a resume that needs them answers `recovered: false`).
     pub drops: AtomicU64,
     /// Events dropped from a hub's confirmations backlog because it was full.
     pub pending_dropped: AtomicU64,
@@ -159,7 +160,7 @@ impl Metrics {
         metric(
             "rustorium_drops_total",
             "counter",
-            "Event frames not delivered because a connection's queue was full.",
+            "Events not kept for a connection past its resume bound.",
             self.drops.load(Relaxed).to_string(),
         );
         metric(
