@@ -223,11 +223,53 @@ impl Connection {
             }
             Ok(RequestBody::HeartbeatResponse) => {}
             Ok(RequestBody::Command(command)) => self.command(ctx, id, command),
+            Ok(RequestBody::Publish { events }) => self.publish(ctx, id, events),
             Ok(RequestBody::Reconnect {
                 last_message_id,
                 subscriptions,
             }) => self.reconnect(ctx, id, last_message_id, subscriptions),
         }
+    }
+
+    /// Publishes from a connection whose key has the publish role (PROTOCOL.md 8, 10.19):
+    /// validated whole like an HTTP batch, within the connection's own events-per-second
+    /// cap, in the order the frames came (later frames wait for this one).
+    fn publish(&mut self, ctx: &mut ws::WebsocketContext<Self>, id: Option<Value>, events: Value) {
+        let Ok(admitted) = &self.admitted else {
+            return;
+        };
+        if !admitted.key.has(Role::Publish) {
+            let msg = "forbidden: this key lacks the publish role";
+            return self.send_error(ctx, id.as_ref(), ErrorKind::Forbidden, msg);
+        }
+        let publisher = self.core.publisher.clone();
+        let events = match publisher.parse_json(events) {
+            Ok(events) => events,
+            Err(e) => {
+                let msg = e.to_string();
+                return self.send_error(ctx, id.as_ref(), ErrorKind::InvalidRequest, &msg);
+            }
+        };
+        if let Err(cap) = admitted.admission.quota.check_publish(events.len()) {
+            let msg = format!(
+                "rate limit exceeded: at most {cap} published events per second; these {} were not published",
+                events.len()
+            );
+            return self.send_error(ctx, id.as_ref(), ErrorKind::RateLimited, &msg);
+        }
+        async move { publisher.publish(events).await }
+            .into_actor(self)
+            .map(move |res, this, ctx| match res {
+                Ok(ids) => {
+                    let reply = Reply::Published { ids };
+                    this.write(ctx, render::reply(this.dialect, id.as_ref(), &reply));
+                }
+                Err(e) => {
+                    let msg = e.to_string();
+                    this.send_error(ctx, id.as_ref(), ErrorKind::InvalidRequest, &msg);
+                }
+            })
+            .wait(ctx);
     }
 
     /// Resumes subscriptions of an ended (or still live) connection of the same key:

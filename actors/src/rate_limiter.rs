@@ -13,6 +13,7 @@ use std::time::Duration;
 use actix::{Actor, Addr, AsyncContext, Context, Handler};
 use governor::{DefaultDirectRateLimiter, Quota};
 
+use crate::keys::Role;
 use crate::messages::{Admit, ConnId, Release};
 use crate::metrics::{Metrics, Rejection};
 use crate::protocol::Dialect;
@@ -39,26 +40,57 @@ pub struct ConnectionQuota {
     subscriptions: AtomicUsize,
     /// Subscriptions allowed.
     pub max_subscriptions: usize,
+    /// Events per second this connection may publish, for keys with the publish role.
+    publish: Option<(DefaultDirectRateLimiter, u32)>,
 }
 
 impl ConnectionQuota {
-    fn new(cap: u32, period: Duration, max_subscriptions: usize) -> ConnectionQuota {
+    fn new(
+        cap: u32,
+        period: Duration,
+        max_subscriptions: usize,
+        publish_per_second: Option<u32>,
+    ) -> ConnectionQuota {
         let burst = NonZeroU32::new(cap).unwrap_or(NonZeroU32::MIN);
         let quota = Quota::with_period(period / burst.get())
             .unwrap_or_else(|| Quota::per_second(burst))
             .allow_burst(burst);
+        let publish = publish_per_second.map(|n| {
+            let burst = NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN);
+            (
+                DefaultDirectRateLimiter::direct(Quota::per_second(burst)),
+                n,
+            )
+        });
         ConnectionQuota {
             messages: DefaultDirectRateLimiter::direct(quota),
             cap,
             period,
             subscriptions: AtomicUsize::new(0),
             max_subscriptions,
+            publish,
         }
     }
 
     /// Takes one message from the bucket; false when over the cap.
     pub fn check_message(&self) -> bool {
         self.messages.check().is_ok()
+    }
+
+    /// Takes `events` from the publish bucket. `Err(cap)` when over the per-second cap
+    /// (or the connection may not publish: cap 0).
+    pub fn check_publish(&self, events: usize) -> Result<(), u32> {
+        let Some((bucket, cap)) = &self.publish else {
+            return Err(0);
+        };
+        let n = u32::try_from(events)
+            .ok()
+            .and_then(NonZeroU32::new)
+            .unwrap_or(NonZeroU32::MIN);
+        match bucket.check_n(n) {
+            Ok(Ok(())) => Ok(()),
+            _ => Err(*cap),
+        }
     }
 
     /// Reserves one subscription; false when the connection already has the maximum.
@@ -158,6 +190,9 @@ impl Handler<Admit> for RateLimiter {
                 cap,
                 period,
                 self.limits.max_subscriptions_per_connection,
+                msg.key
+                    .has(Role::Publish)
+                    .then_some(self.limits.publish_events_per_second),
             )),
             ticket: Ticket {
                 conn,
@@ -189,7 +224,9 @@ mod tests {
 
     #[test]
     fn bucket_allows_exactly_the_burst() {
-        let q = ConnectionQuota::new(10, Duration::from_secs(1), 2);
+        let q = ConnectionQuota::new(10, Duration::from_secs(1), 2, Some(5));
+        assert_eq!(q.check_publish(5), Ok(()));
+        assert_eq!(q.check_publish(1), Err(5));
         let passed = (0..11).filter(|_| q.check_message()).count();
         assert_eq!(passed, 10);
         assert!(q.try_add_subscription());

@@ -47,6 +47,9 @@ pub struct Limits {
     pub ws_messages_per_minute: u32,
     /// Client messages per second per connection on `/v1`. Default 10.
     pub v1_messages_per_second: u32,
+    /// Events per second a publisher connection may publish over WebSocket (its `publish`
+    /// frames do not count against the message caps above). Default 10000.
+    pub publish_events_per_second: u32,
     /// Largest WebSocket frame a subscriber may send, in bytes; larger closes 1009. Default 65536.
     pub max_frame_bytes: usize,
     /// Frames queued for one connection, not yet written, before it counts as a slow
@@ -78,6 +81,7 @@ impl Default for Limits {
             max_subscriptions_per_connection: 100,
             ws_messages_per_minute: 1000,
             v1_messages_per_second: 10,
+            publish_events_per_second: 10_000,
             max_frame_bytes: 64 * 1024,
             connection_queue_frames: 1024,
             connection_queue_bytes: 1024 * 1024,
@@ -111,6 +115,11 @@ impl Limits {
         at_least(
             "limits.v1_messages_per_second",
             self.v1_messages_per_second.into(),
+            1,
+        )?;
+        at_least(
+            "limits.publish_events_per_second",
+            self.publish_events_per_second.into(),
             1,
         )?;
         at_least("limits.max_frame_bytes", self.max_frame_bytes as u64, 256)?;

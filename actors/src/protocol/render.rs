@@ -31,6 +31,11 @@ pub enum Reply {
     Token(TokenInfo),
     /// `get_balance` answered.
     Balance(Balance),
+    /// `publish` done: the events' message ids, in order.
+    Published {
+        /// The ids.
+        ids: Vec<String>,
+    },
     /// `reconnect` done; the replayed events follow this reply.
     Reconnected {
         /// Every named subscription restored and every event after the id replayed.
@@ -117,6 +122,15 @@ pub fn reply(dialect: Dialect, id: Option<&Value>, reply: &Reply) -> ByteString 
             id,
             json!({"recovered": recovered, "subscriptions": subscriptions, "failed": failed,
                    "replayed": replayed}),
+        ),
+        (_, Reply::Published { ids }) => envelope(
+            dialect,
+            match dialect {
+                Dialect::Ws => "publish_success",
+                Dialect::V1 => "publish_confirmation",
+            },
+            id,
+            json!({"ids": ids}),
         ),
         (_, Reply::Transaction(t)) => envelope(
             dialect,

@@ -42,6 +42,11 @@ pub enum RequestBody {
     HeartbeatResponse,
     /// A command for the backend.
     Command(Command),
+    /// `publish`: `data` is one event `{channel, type?, data}` or `{events: [...]}`.
+    Publish {
+        /// The events, as sent (validated by the publisher).
+        events: Value,
+    },
     /// `reconnect`: resume subscriptions of a connection that ended.
     Reconnect {
         /// The id of the last event frame the client received, if any.
@@ -71,9 +76,13 @@ pub enum Command {
 }
 
 impl RequestBody {
-    /// Whether the per-connection message cap applies to this request.
+    /// Whether the per-connection message cap applies to this request (publishers have a
+    /// cap of their own, in events).
     pub fn is_rate_limited(&self) -> bool {
-        !matches!(self, RequestBody::HeartbeatResponse)
+        !matches!(
+            self,
+            RequestBody::HeartbeatResponse | RequestBody::Publish { .. }
+        )
     }
 }
 
@@ -89,7 +98,7 @@ pub struct RequestError {
 }
 
 /// The request types, for the "unknown type" message.
-pub const KNOWN_TYPES: &str = "subscribe, unsubscribe, reconnect, heartbeat_response, execute_transaction, get_token_info, get_balance";
+pub const KNOWN_TYPES: &str = "subscribe, unsubscribe, reconnect, heartbeat_response, publish, execute_transaction, get_token_info, get_balance";
 
 /// Most subscription ids one `reconnect` may name.
 pub const MAX_RECONNECT_SUBSCRIPTIONS: usize = 1000;
@@ -151,6 +160,15 @@ pub fn parse(text: &str) -> Result<Request, RequestError> {
             Some(_) => return Err(invalid(id, "\"data.subscription_id\" must be a string")),
         },
         "heartbeat_response" => RequestBody::HeartbeatResponse,
+        "publish" => {
+            let mut data = data;
+            let events = match data.remove("events") {
+                Some(list @ Value::Array(_)) => list,
+                Some(_) => return Err(invalid(id, "data.events must be an array of events")),
+                None => Value::Object(data),
+            };
+            RequestBody::Publish { events }
+        }
         "reconnect" => match reconnect(&data) {
             Ok(body) => body,
             Err(msg) => return Err(invalid(id, msg)),

@@ -1,0 +1,110 @@
+//! Publishing over WebSocket (PROTOCOL.md section 8, 10.16, 10.19): single events and
+//! batches on both dialects, validated whole like HTTP, in order when pipelined, outside
+//! the subscriber message caps but within the publisher's own cap.
+
+mod common;
+
+use common::*;
+use serde_json::{json, Value};
+
+fn market(i: u64) -> Value {
+    json!({"channel": "market_data", "data": {"symbol": "MTK/USD", "price": i.to_string(),
+        "change_24h": "0", "volume_24h": "0", "timestamp": "2024-01-01T12:00:00Z"}})
+}
+
+#[tokio::test]
+async fn single_and_batch_publish_on_both_dialects() {
+    let b = start(config());
+    let mut sub = Client::ws(b.addr, SUB_KEY).await;
+    sub.subscribe("market_data", json!({})).await;
+    let mut ws = Client::ws(b.addr, PUB_KEY).await;
+    let r = ws
+        .request(json!({"type": "publish", "id": "p1", "data": market(1)}))
+        .await;
+    assert_eq!(r["type"], "publish_success", "{r}");
+    assert_eq!(r["id"], "p1");
+    assert_eq!(r["error"], Value::Null);
+    let first = r["data"]["ids"][0].as_str().expect("id").to_owned();
+    let mut v1 = Client::v1(b.addr, PUB_KEY).await;
+    let r = v1
+        .request(json!({"id": "p2", "type": "publish", "data": {"events": [market(2), market(3)]}}))
+        .await;
+    assert_eq!(r["type"], "publish_confirmation", "{r}");
+    let ids: Vec<String> = serde_json::from_value(r["data"]["ids"].clone()).expect("ids");
+    assert_eq!(ids.len(), 2);
+    for (id, price) in [(&first, "1"), (&ids[0], "2"), (&ids[1], "3")] {
+        let e = sub.recv().await;
+        assert_eq!(e["id"], id.as_str());
+        assert_eq!(e["data"]["price"], price);
+    }
+}
+
+#[tokio::test]
+async fn bad_batches_publish_nothing_and_roles_are_checked() {
+    let b = start(config());
+    let mut sub = Client::ws(b.addr, SUB_KEY).await;
+    sub.subscribe("market_data", json!({})).await;
+    let mut p = Client::ws(b.addr, PUB_KEY).await;
+    let bad = json!({"type": "publish", "id": "b", "data": {"events": [market(1), {"channel": "market_data", "data": {"price": "1"}}]}});
+    let r = p.request(bad).await;
+    assert_eq!(r["error"]["code"], 4002);
+    let msg = r["error"]["message"].as_str().unwrap_or("");
+    assert!(
+        msg.contains("event 1") && msg.contains("data.symbol"),
+        "{msg}"
+    );
+    let many: Vec<Value> = (0..1001).map(market).collect();
+    let r = p
+        .request(json!({"type": "publish", "id": "m", "data": {"events": many}}))
+        .await;
+    assert!(
+        r["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("1000")),
+        "{r}"
+    );
+    sub.expect_silence(std::time::Duration::from_millis(300))
+        .await;
+    let r = sub
+        .request(json!({"type": "publish", "id": "f", "data": market(1)}))
+        .await;
+    assert_eq!(r["error"]["code"], 4006);
+    let mut v1 = Client::v1(b.addr, SUB_KEY).await;
+    let r = v1
+        .request(json!({"id": "f", "type": "publish", "data": market(1)}))
+        .await;
+    assert_eq!(r["data"]["code"], "forbidden");
+}
+
+#[tokio::test]
+async fn pipelined_publishes_arrive_in_order_past_the_subscriber_message_cap() {
+    let b = start(config());
+    let mut sub = Client::ws(b.addr, SUB_KEY).await;
+    sub.subscribe("market_data", json!({})).await;
+    // 1500 frames in a burst: over the 1000-per-minute cap of subscribers' messages.
+    let mut p = Client::ws(b.addr, PUB_KEY).await;
+    let frames: Vec<Value> = (0..1500)
+        .map(|i| json!({"type": "publish", "id": i, "data": market(i)}))
+        .collect();
+    p.send_all(&frames).await;
+    for i in 0..1500u64 {
+        let r = p.recv().await;
+        assert_eq!(r["type"], "publish_success", "{r}");
+        assert_eq!(r["id"], i);
+        assert_eq!(sub.recv().await["data"]["price"], i.to_string());
+    }
+}
+
+#[tokio::test]
+async fn the_publishers_own_cap_refuses_what_is_over_it() {
+    let mut cfg = config();
+    cfg.limits.publish_events_per_second = 100;
+    let b = start(cfg);
+    let mut p = Client::v1(b.addr, PUB_KEY).await;
+    let batch = |n: u64| json!({"id": n, "type": "publish", "data": {"events": (0..n).map(market).collect::<Vec<_>>()}});
+    let r = p.request(batch(100)).await;
+    assert_eq!(r["type"], "publish_confirmation", "{r}");
+    // Refilling 100 takes a full second; the next frame comes within milliseconds.
+    let r = p.request(batch(100)).await;
+    assert_eq!(r["data"]["code"], "rate_limited", "{r}");
+}
