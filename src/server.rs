@@ -131,7 +131,9 @@ impl Standalone {
         let timeout = Duration::from_millis(broker.config().server.shutdown_timeout_ms);
         actix_web::rt::spawn(async move {
             wait_for_signal().await;
-            log::info!("signal received: stopping");
+            log::info!("signal received: no new connections; closing the open ones");
+            // Stop accepting first, so nobody connects while the others are told to go.
+            handle.pause().await;
             broker.shutdown(timeout).await;
             handle.stop(true).await;
         });

@@ -172,6 +172,13 @@ async fn sigterm_closes_every_connection_1001_and_exits() {
     for c in clients.iter_mut() {
         assert_eq!(c.expect_close().await.0, 1001);
     }
+    // No longer accepting: a new connection attempt fails.
+    let url = format!("ws://{}/ws?token=secret-k", b.addr);
+    let late = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(url.as_str())).await;
+    assert!(
+        !matches!(late, Ok(Ok(_))),
+        "a connection was accepted during shutdown"
+    );
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         if let Some(status) = b.child.try_wait().expect("wait") {
