@@ -160,18 +160,5 @@ async fn run(a: Args) -> Result<(), String> {
 }
 
 fn main() {
-    rustorium_broker::server::raise_file_limit();
-    let a = args();
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => return eprintln!("runtime: {e}"),
-    };
-    if let Err(e) = rt.block_on(run(a)) {
-        eprintln!("bench failed: {e}");
-        std::process::exit(1);
-    }
+    common::run_bench(run(args()));
 }

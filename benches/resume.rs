@@ -181,21 +181,12 @@ async fn stall(readers: usize, burst: usize, with_stalled: bool) -> Result<u64, 
 }
 
 fn main() {
-    rustorium_broker::server::raise_file_limit();
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => return eprintln!("runtime: {e}"),
-    };
     let (events, readers, burst) = (
         arg("--events", 50_000),
         arg("--readers", 100),
         arg("--burst", 20_000),
     );
-    let result = rt.block_on(async {
+    common::run_bench(async move {
         replay(events).await?;
         let none = stall(readers, burst, false).await?;
         let one = stall(readers, burst, true).await?;
@@ -203,10 +194,6 @@ fn main() {
             "stall: one stalled client adds {} KiB to the broker's peak RSS",
             one as i64 - none as i64
         );
-        Ok::<(), String>(())
+        Ok(())
     });
-    if let Err(e) = result {
-        eprintln!("bench failed: {e}");
-        std::process::exit(1);
-    }
 }

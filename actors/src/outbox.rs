@@ -115,22 +115,12 @@ pub fn new_outbox(
     wake: Recipient<Wake>,
     limits: OutboxLimits,
 ) -> Outbox {
-    Arc::new(Mutex::new(OutboxState {
-        dialect,
+    Arc::new(Mutex::new(OutboxState::new(
         conn,
-        wake: Some(wake),
-        wake_pending: false,
-        queue: VecDeque::new(),
-        queue_bytes: 0,
-        sent: VecDeque::new(),
-        sent_bytes: 0,
-        sent_base: 0,
-        last_acked: None,
-        evicted: false,
-        dropped: false,
-        mode: Mode::Attached,
+        dialect,
+        Some(wake),
         limits,
-    }))
+    )))
 }
 
 /// Locks an outbox; a poisoned lock is still usable (its state is always consistent
@@ -153,6 +143,30 @@ pub enum Pushed {
 }
 
 impl OutboxState {
+    fn new(
+        conn: ConnId,
+        dialect: Dialect,
+        wake: Option<Recipient<Wake>>,
+        limits: OutboxLimits,
+    ) -> OutboxState {
+        OutboxState {
+            dialect,
+            conn,
+            wake,
+            wake_pending: false,
+            queue: VecDeque::new(),
+            queue_bytes: 0,
+            sent: VecDeque::new(),
+            sent_bytes: 0,
+            sent_base: 0,
+            last_acked: None,
+            evicted: false,
+            dropped: false,
+            mode: Mode::Attached,
+            limits,
+        }
+    }
+
     fn held_frames(&self) -> usize {
         self.queue.len() + self.sent.len()
     }
@@ -303,22 +317,7 @@ mod tests {
     }
 
     fn state(limits: OutboxLimits) -> OutboxState {
-        OutboxState {
-            dialect: Dialect::Ws,
-            conn: 1,
-            wake: None,
-            wake_pending: false,
-            queue: VecDeque::new(),
-            queue_bytes: 0,
-            sent: VecDeque::new(),
-            sent_bytes: 0,
-            sent_base: 0,
-            last_acked: None,
-            evicted: false,
-            dropped: false,
-            mode: Mode::Attached,
-            limits,
-        }
+        OutboxState::new(1, Dialect::Ws, None, limits)
     }
 
     const LIMITS: OutboxLimits = OutboxLimits {

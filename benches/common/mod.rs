@@ -84,3 +84,21 @@ pub fn publish(addr: SocketAddr, body: &str) -> Result<(), String> {
         Err(resp)
     }
 }
+
+/// Runs a bench's body on a one-thread tokio runtime (the broker has the other core) after
+/// raising the open-file limit; exits non-zero with the error when it fails.
+pub fn run_bench<F: std::future::Future<Output = Result<(), String>>>(body: F) {
+    rustorium_broker::server::raise_file_limit();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return eprintln!("runtime: {e}"),
+    };
+    if let Err(e) = rt.block_on(body) {
+        eprintln!("bench failed: {e}");
+        std::process::exit(1);
+    }
+}
