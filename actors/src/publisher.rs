@@ -2,7 +2,7 @@
 //! events to its hub. Every publish path (HTTP, an embedding application's Rust handle,
 //! later WebSocket) goes through [`Publisher::publish`].
 //!
-//! This is the seam where a publish leaves the process: [`Publisher::dispatch`] is the one
+//! This is the seam where a publish leaves the process: `Publisher::dispatch` is the one
 //! place that hands stamped events to local fan-out, and where a shared engine (Redis) will
 //! sit between processes.
 
