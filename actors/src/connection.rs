@@ -22,7 +22,7 @@ use serde_json::{Map, Value};
 use crate::core::Core;
 use crate::filter::Filter;
 use crate::hubs::HubRef;
-use crate::keys::{ApiKey, Role};
+use crate::keys::ApiKey;
 use crate::messages::{
     ConnectionClosed, Evict, Reattach, Register, Shutdown, Subscribe, Tick, Unregister, Unsubscribe,
 };
@@ -150,6 +150,20 @@ impl Connection {
         self.write(ctx, render::error(self.dialect, id, kind, message));
     }
 
+    /// Writes the reply, or the error as `kind` with the error's text.
+    fn respond<E: std::fmt::Display>(
+        &self,
+        ctx: &mut ws::WebsocketContext<Self>,
+        id: Option<&Value>,
+        result: Result<Reply, E>,
+        kind: ErrorKind,
+    ) {
+        match result {
+            Ok(reply) => self.write(ctx, render::reply(self.dialect, id, &reply)),
+            Err(e) => self.send_error(ctx, id, kind, &e.to_string()),
+        }
+    }
+
     fn close_with(&mut self, ctx: &mut ws::WebsocketContext<Self>, code: u16, reason: &str) {
         if self.closing {
             return;
@@ -213,6 +227,12 @@ impl Connection {
         if limited && !self.take_quota(ctx, id.as_ref()) {
             return;
         }
+        if let (Ok(body), Ok(admitted)) = (&body, &self.admitted) {
+            if let Some(role) = body.role().filter(|r| !admitted.key.has(*r)) {
+                let msg = format!("forbidden: this key lacks the {} role", role.as_str());
+                return self.send_error(ctx, id.as_ref(), ErrorKind::Forbidden, &msg);
+            }
+        }
         match body {
             Err(e) => self.send_error(ctx, e.id.as_ref(), e.kind, &e.message),
             Ok(RequestBody::Subscribe { channel, data }) => {
@@ -238,10 +258,6 @@ impl Connection {
         let Ok(admitted) = &self.admitted else {
             return;
         };
-        if !admitted.key.has(Role::Publish) {
-            let msg = "forbidden: this key lacks the publish role";
-            return self.send_error(ctx, id.as_ref(), ErrorKind::Forbidden, msg);
-        }
         let publisher = self.core.publisher.clone();
         let events = match publisher.parse_json(events) {
             Ok(events) => events,
@@ -259,15 +275,9 @@ impl Connection {
         }
         async move { publisher.publish(events).await }
             .into_actor(self)
-            .map(move |res, this, ctx| match res {
-                Ok(ids) => {
-                    let reply = Reply::Published { ids };
-                    this.write(ctx, render::reply(this.dialect, id.as_ref(), &reply));
-                }
-                Err(e) => {
-                    let msg = e.to_string();
-                    this.send_error(ctx, id.as_ref(), ErrorKind::InvalidRequest, &msg);
-                }
+            .map(move |res, this, ctx| {
+                let res = res.map(|ids| Reply::Published { ids });
+                this.respond(ctx, id.as_ref(), res, ErrorKind::InvalidRequest);
             })
             .wait(ctx);
     }
@@ -286,10 +296,6 @@ impl Connection {
         let (Ok(admitted), Some(outbox)) = (&self.admitted, self.outbox.clone()) else {
             return;
         };
-        if !admitted.key.has(Role::Subscribe) {
-            let msg = "forbidden: this key lacks the subscribe role";
-            return self.send_error(ctx, id.as_ref(), ErrorKind::Forbidden, msg);
-        }
         let metrics = &self.core.metrics;
         metrics.resumes.fetch_add(1, Ordering::Relaxed);
         let conn = admitted.admission.conn;
@@ -381,13 +387,6 @@ impl Connection {
         id: Option<Value>,
         command: Command,
     ) {
-        let Ok(admitted) = &self.admitted else {
-            return;
-        };
-        if !admitted.key.has(Role::Command) {
-            let msg = "forbidden: this key lacks the command role";
-            return self.send_error(ctx, id.as_ref(), ErrorKind::Forbidden, msg);
-        }
         let backend = self.core.backend.clone();
         let answer = async move {
             match command {
@@ -405,12 +404,8 @@ impl Connection {
         };
         answer
             .into_actor(self)
-            .map(move |res, this, ctx| match res {
-                Ok(reply) => this.write(ctx, render::reply(this.dialect, id.as_ref(), &reply)),
-                Err(e) => {
-                    let msg = e.to_string();
-                    this.send_error(ctx, id.as_ref(), ErrorKind::CommandFailed, &msg);
-                }
+            .map(move |res, this, ctx| {
+                this.respond(ctx, id.as_ref(), res, ErrorKind::CommandFailed);
             })
             .spawn(ctx);
     }
@@ -425,10 +420,6 @@ impl Connection {
         let Ok(admitted) = &self.admitted else {
             return;
         };
-        if !admitted.key.has(Role::Subscribe) {
-            let msg = "forbidden: this key lacks the subscribe role";
-            return self.send_error(ctx, id.as_ref(), ErrorKind::Forbidden, msg);
-        }
         let hub = match self.core.hubs.get(channel) {
             Ok(hub) => hub,
             Err(e) => {

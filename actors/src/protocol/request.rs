@@ -7,6 +7,7 @@ use serde_json::{Map, Value};
 
 use super::ErrorKind;
 use crate::backend::Transfer;
+use crate::keys::Role;
 
 /// Longest `token_id` accepted in a command.
 pub const MAX_TOKEN_ID: usize = 256;
@@ -76,6 +77,16 @@ pub enum Command {
 }
 
 impl RequestBody {
+    /// The role the key needs for this request (PROTOCOL.md 10.16, 10.17).
+    pub fn role(&self) -> Option<Role> {
+        match self {
+            RequestBody::Subscribe { .. } | RequestBody::Reconnect { .. } => Some(Role::Subscribe),
+            RequestBody::Publish { .. } => Some(Role::Publish),
+            RequestBody::Command(_) => Some(Role::Command),
+            RequestBody::Unsubscribe { .. } | RequestBody::HeartbeatResponse => None,
+        }
+    }
+
     /// Whether the per-connection message cap applies to this request (publishers have a
     /// cap of their own, in events).
     pub fn is_rate_limited(&self) -> bool {
