@@ -46,11 +46,20 @@ impl Event {
         }
     }
 
-    /// The event frame for `dialect`, rendered on first use and shared afterwards.
-    pub fn frame(&self, dialect: Dialect) -> ByteString {
+    /// The shared frame for `dialect`, rendered on first use.
+    fn shared(&self, dialect: Dialect) -> &ByteString {
         self.frames[dialect.index()]
             .get_or_init(|| render::event(dialect, &self.id, &self.channel, &self.kind, &self.data))
-            .clone()
+    }
+
+    /// The event frame for `dialect`, rendered on first use and shared afterwards.
+    pub fn frame(&self, dialect: Dialect) -> ByteString {
+        self.shared(dialect).clone()
+    }
+
+    /// The length of the shared frame for `dialect`, without taking a reference to it.
+    pub fn frame_len(&self, dialect: Dialect) -> usize {
+        self.shared(dialect).len()
     }
 
     /// The frame with `data.confirmations` set to `confirmations`, for subscriptions with

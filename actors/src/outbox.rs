@@ -47,7 +47,7 @@ impl Item {
 
     fn bytes(&self, dialect: Dialect) -> usize {
         // The shared frame's length; rewritten frames differ by a few digits at most.
-        self.event.frame(dialect).len()
+        self.event.frame_len(dialect)
     }
 }
 

@@ -20,13 +20,21 @@ fn failure(state: &AppState, status: StatusCode, code: &str, message: &str) -> H
     }))
 }
 
+/// Why a body could not be read.
+enum BodyError {
+    /// Over the limit (413).
+    TooLarge,
+    /// The connection failed mid-body (400).
+    Unreadable,
+}
+
 /// Reads the body, refusing it as soon as it passes `limit` bytes.
-async fn read_body(mut payload: web::Payload, limit: usize) -> Result<Vec<u8>, bool> {
+async fn read_body(mut payload: web::Payload, limit: usize) -> Result<Vec<u8>, BodyError> {
     let mut body = Vec::new();
     while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|_| false)?;
+        let chunk = chunk.map_err(|_| BodyError::Unreadable)?;
         if body.len() + chunk.len() > limit {
-            return Err(true);
+            return Err(BodyError::TooLarge);
         }
         body.extend_from_slice(&chunk);
     }
@@ -70,7 +78,7 @@ pub async fn publish(
     }
     let body = match read_body(payload, limit).await {
         Ok(body) => body,
-        Err(true) => {
+        Err(BodyError::TooLarge) => {
             return failure(
                 &state,
                 StatusCode::PAYLOAD_TOO_LARGE,
@@ -78,7 +86,7 @@ pub async fn publish(
                 &too_large,
             )
         }
-        Err(false) => {
+        Err(BodyError::Unreadable) => {
             let msg = "the request body could not be read";
             return failure(&state, StatusCode::BAD_REQUEST, "invalid_request", msg);
         }
