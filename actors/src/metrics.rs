@@ -121,95 +121,96 @@ impl Metrics {
     pub fn render(&self, gauges: &Gauges) -> String {
         let subscriptions = &gauges.subscriptions;
         let mut out = String::with_capacity(2048);
-        let mut metric = |name: &str, kind: &str, help: &str, value: String| {
+        let (resumes, recovered) = (
+            self.resumes.load(Relaxed),
+            self.resumes_recovered.load(Relaxed),
+        );
+        let scalars: [(&str, &str, &str, u64); 13] = [
+            (
+                "rustorium_connections",
+                "gauge",
+                "Open WebSocket connections.",
+                self.connections.load(Relaxed).max(0) as u64,
+            ),
+            (
+                "rustorium_connections_total",
+                "counter",
+                "Connections admitted since start.",
+                self.connections_total.load(Relaxed),
+            ),
+            (
+                "rustorium_messages_in_total",
+                "counter",
+                "Client frames received.",
+                self.messages_in.load(Relaxed),
+            ),
+            (
+                "rustorium_messages_out_total",
+                "counter",
+                "Frames sent to clients.",
+                self.messages_out.load(Relaxed),
+            ),
+            (
+                "rustorium_events_published_total",
+                "counter",
+                "Events accepted from publishers.",
+                self.events_published.load(Relaxed),
+            ),
+            (
+                "rustorium_drops_total",
+                "counter",
+                "Events not kept for a connection past its resume bound.",
+                self.drops.load(Relaxed),
+            ),
+            (
+                "rustorium_pending_dropped_total",
+                "counter",
+                "Events dropped from a full confirmations backlog.",
+                self.pending_dropped.load(Relaxed),
+            ),
+            (
+                "rustorium_resumes_total",
+                "counter",
+                "reconnect requests.",
+                resumes,
+            ),
+            (
+                "rustorium_resumes_recovered_total",
+                "counter",
+                "reconnect requests answered recovered: true.",
+                recovered,
+            ),
+            (
+                "rustorium_resumes_failed_total",
+                "counter",
+                "reconnect requests answered recovered: false.",
+                resumes.saturating_sub(recovered),
+            ),
+            (
+                "rustorium_replayed_events_total",
+                "counter",
+                "Events replayed by reconnects.",
+                self.replayed.load(Relaxed),
+            ),
+            (
+                "rustorium_parked_sessions",
+                "gauge",
+                "Disconnected connections whose subscriptions are kept for resume.",
+                gauges.parked as u64,
+            ),
+            (
+                "rustorium_queued_bytes_max",
+                "gauge",
+                "Largest number of bytes queued, not yet written, for one live connection.",
+                gauges.queued_bytes_max as u64,
+            ),
+        ];
+        for (name, kind, help, value) in scalars {
             let _ = writeln!(
                 out,
                 "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
             );
-        };
-        metric(
-            "rustorium_connections",
-            "gauge",
-            "Open WebSocket connections.",
-            self.connections.load(Relaxed).to_string(),
-        );
-        metric(
-            "rustorium_connections_total",
-            "counter",
-            "Connections admitted since start.",
-            self.connections_total.load(Relaxed).to_string(),
-        );
-        metric(
-            "rustorium_messages_in_total",
-            "counter",
-            "Client frames received.",
-            self.messages_in.load(Relaxed).to_string(),
-        );
-        metric(
-            "rustorium_messages_out_total",
-            "counter",
-            "Frames sent to clients.",
-            self.messages_out.load(Relaxed).to_string(),
-        );
-        metric(
-            "rustorium_events_published_total",
-            "counter",
-            "Events accepted from publishers.",
-            self.events_published.load(Relaxed).to_string(),
-        );
-        metric(
-            "rustorium_drops_total",
-            "counter",
-            "Events not kept for a connection past its resume bound.",
-            self.drops.load(Relaxed).to_string(),
-        );
-        metric(
-            "rustorium_pending_dropped_total",
-            "counter",
-            "Events dropped from a full confirmations backlog.",
-            self.pending_dropped.load(Relaxed).to_string(),
-        );
-        metric(
-            "rustorium_resumes_total",
-            "counter",
-            "reconnect requests.",
-            self.resumes.load(Relaxed).to_string(),
-        );
-        metric(
-            "rustorium_resumes_recovered_total",
-            "counter",
-            "reconnect requests answered recovered: true.",
-            self.resumes_recovered.load(Relaxed).to_string(),
-        );
-        metric(
-            "rustorium_resumes_failed_total",
-            "counter",
-            "reconnect requests answered recovered: false.",
-            (self.resumes.load(Relaxed)
-                - self
-                    .resumes_recovered
-                    .load(Relaxed)
-                    .min(self.resumes.load(Relaxed)))
-            .to_string(),
-        );
-        metric(
-            "rustorium_replayed_events_total",
-            "counter",
-            "Events replayed by reconnects.",
-            self.replayed.load(Relaxed).to_string(),
-        );
-        metric(
-            "rustorium_parked_sessions",
-            "gauge",
-            "Disconnected connections whose subscriptions are kept for resume.",
-            gauges.parked.to_string(),
-        );
-        metric(
-            "rustorium_queued_bytes_max",
-            "gauge",
-            "Largest number of bytes queued, not yet written, for one live connection.",
-            gauges.queued_bytes_max.to_string(),
-        );
+        }
         let _ = writeln!(
             out,
             "# HELP rustorium_subscriptions Live subscriptions per channel.\n# TYPE rustorium_subscriptions gauge"
