@@ -61,5 +61,10 @@ async fn a_thousand_subscribers_receive_every_event_of_a_burst_in_order() {
         assert_eq!(got, published);
     }
     let m = http(addr, "GET", "/metrics", &[], b"").await;
-    assert!(m.text.contains("rustorium_drops_total 0"), "{}", m.text);
+    assert_eq!(
+        metric(&m.text, "rustorium_drops_total"),
+        Some(0.0),
+        "{}",
+        m.text
+    );
 }

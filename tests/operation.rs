@@ -6,13 +6,6 @@ mod common;
 use common::*;
 use serde_json::json;
 
-fn metric(text: &str, name: &str) -> Option<f64> {
-    text.lines()
-        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-}
-
 #[tokio::test]
 async fn health_ready_and_metrics_answer() {
     let b = start(config());

@@ -247,14 +247,7 @@ async fn a_stalled_client_is_cut_off_4005_then_resumes_with_everything() {
         published.iter().cloned().map(Some).collect::<Vec<_>>()
     );
 
-    let m = http(b.addr, "GET", "/metrics", &[], b"").await;
-    let gauge = |name: &str| -> f64 {
-        m.text
-            .lines()
-            .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
-            .unwrap_or(-1.0)
-    };
-    let queued = gauge("rustorium_queued_bytes_max ");
+    let queued = metric(&metrics(b.addr).await, "rustorium_queued_bytes_max").unwrap_or(-1.0);
     assert!(
         queued <= 2.0 * 1024.0 * 1024.0,
         "queued {queued} bytes past the bound"
@@ -419,15 +412,11 @@ async fn a_client_that_never_reads_again_is_dropped_and_resumes_elsewhere() {
         published.extend(publish_ok(b.addr, &json!(batch)).await);
     }
     // The broker drops the stalled connection by itself and parks its subscriptions.
-    let gauge = |text: &str, name: &str| -> Option<f64> {
-        text.lines()
-            .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
-    };
     let mut parked = false;
     for _ in 0..100 {
-        let m = http(b.addr, "GET", "/metrics", &[], b"").await;
-        if gauge(&m.text, "rustorium_parked_sessions ") == Some(1.0)
-            && gauge(&m.text, "rustorium_connections ") == Some(0.0)
+        let m = metrics(b.addr).await;
+        if metric(&m, "rustorium_parked_sessions") == Some(1.0)
+            && metric(&m, "rustorium_connections") == Some(0.0)
         {
             parked = true;
             break;
@@ -486,5 +475,10 @@ async fn a_reader_that_keeps_up_gets_a_stream_far_larger_than_the_resume_bound()
     }
     assert_eq!(reader.await.expect("reader"), published);
     let m = http(b.addr, "GET", "/metrics", &[], b"").await;
-    assert!(m.text.contains("rustorium_drops_total 0"), "{}", m.text);
+    assert_eq!(
+        metric(&m.text, "rustorium_drops_total"),
+        Some(0.0),
+        "{}",
+        m.text
+    );
 }

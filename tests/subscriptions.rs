@@ -167,26 +167,16 @@ async fn a_closed_connection_releases_its_subscriptions() {
     let mut c = Client::ws(b.addr, SUB_KEY).await;
     c.subscribe("blocks", json!({})).await;
     c.subscribe("state", json!({})).await;
-    let metric = |text: &str, name: &str| -> Option<i64> {
-        text.lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse().ok())
-    };
-    let m = http(b.addr, "GET", "/metrics", &[], b"").await;
-    assert_eq!(
-        metric(&m.text, "rustorium_subscriptions{channel=\"blocks\"}"),
-        Some(1)
-    );
+    let blocks = "rustorium_subscriptions{channel=\"blocks\"}";
+    assert_eq!(metric(&metrics(b.addr).await, blocks), Some(1.0));
     c.close().await;
     let mut last = None;
     for _ in 0..100 {
-        let m = http(b.addr, "GET", "/metrics", &[], b"").await;
-        last = metric(&m.text, "rustorium_subscriptions{channel=\"blocks\"}");
-        if last == Some(0) {
+        last = metric(&metrics(b.addr).await, blocks);
+        if last == Some(0.0) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(last, Some(0));
+    assert_eq!(last, Some(0.0));
 }

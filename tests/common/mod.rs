@@ -345,6 +345,17 @@ fn dechunk(body: &str) -> String {
     out
 }
 
+/// One series of `GET /metrics` text, by its exact name (labels included).
+pub fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// `GET /metrics` now.
+pub async fn metrics(addr: SocketAddr) -> String {
+    http(addr, "GET", "/metrics", &[], b"").await.text
+}
+
 /// `POST /api/publish` with `key` and a JSON body.
 pub async fn publish(addr: SocketAddr, key: &str, body: &Value) -> Response {
     let auth = format!("Bearer {key}");
