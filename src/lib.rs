@@ -125,7 +125,8 @@ impl Broker {
 
     /// For `HttpServer::on_connect`: sets `TCP_USER_TIMEOUT` (`limits.stall_timeout_ms`) on
     /// every accepted socket, so the kernel drops a client that stopped reading (its
-    /// subscriptions are then parked for resume). The standalone server installs it; an
+    /// subscriptions are then parked for resume), and `TCP_NODELAY`, so a small event frame
+    /// is not held back by Nagle's algorithm waiting for the client's delayed ACK. The standalone server installs it; an
     /// embedding app should too: `HttpServer::new(...).on_connect(broker.on_connect())`.
     pub fn on_connect(
         &self,
@@ -135,6 +136,9 @@ impl Broker {
             if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
                 if let Err(e) = socket2::SockRef::from(tcp).set_tcp_user_timeout(Some(timeout)) {
                     log::warn!("cannot set TCP_USER_TIMEOUT on a connection: {e}");
+                }
+                if let Err(e) = tcp.set_nodelay(true) {
+                    log::warn!("cannot set TCP_NODELAY on a connection: {e}");
                 }
             }
         }

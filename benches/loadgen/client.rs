@@ -1,0 +1,231 @@
+//! Subscriber connections: open a WebSocket from one of several loopback source
+//! addresses, subscribe (rustorium `subscribe`, or NATS `SUB` over WebSocket), then read
+//! until the run ends, handing each event's `(seq, ts)` to the tally.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::rc::Rc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+
+use super::payload::scan;
+use super::tally::Tally;
+use super::target::KEY;
+
+/// How long a connect plus subscribe may take.
+pub const SETUP: Duration = Duration::from_secs(30);
+
+/// The channel (rustorium) or subject (NATS) number `c` is called.
+pub fn channel_name(c: usize) -> String {
+    format!("bench.{c}")
+}
+
+/// The loopback source address for connection `i` of `n`, spreading `n` over `sources`
+/// addresses 127.0.0.1 .. 127.0.0.`sources` (each has its own ephemeral ports).
+pub fn source_for(i: usize, sources: usize) -> Ipv4Addr {
+    Ipv4Addr::new(127, 0, 0, 1 + (i % sources.clamp(1, 250)) as u8)
+}
+
+/// A TCP connection to `addr` from `source`, with Nagle off.
+pub async fn tcp(addr: SocketAddr, source: Ipv4Addr) -> Result<TcpStream, String> {
+    let sock = TcpSocket::new_v4().map_err(|e| format!("socket: {e}"))?;
+    sock.bind((source, 0).into())
+        .map_err(|e| format!("bind {source}: {e}"))?;
+    let stream = sock
+        .connect(addr)
+        .await
+        .map_err(|e| format!("connect {addr} from {source}: {e}"))?;
+    stream.set_nodelay(true).map_err(|e| e.to_string())?;
+    Ok(stream)
+}
+
+/// A WebSocket on `ws://addr{path}` from `source`.
+pub async fn websocket(
+    addr: SocketAddr,
+    source: Ipv4Addr,
+    path: &str,
+) -> Result<WebSocketStream<TcpStream>, String> {
+    let stream = tcp(addr, source).await?;
+    let (ws, _) = tokio_tungstenite::client_async(format!("ws://{addr}{path}"), stream)
+        .await
+        .map_err(|e| format!("upgrade: {e}"))?;
+    Ok(ws)
+}
+
+/// Connects and subscribes a rustorium-broker subscriber to `channel`.
+pub async fn rustorium_subscribe(
+    addr: SocketAddr,
+    source: Ipv4Addr,
+    channel: &str,
+) -> Result<WebSocketStream<TcpStream>, String> {
+    let mut ws = websocket(addr, source, &format!("/ws?token={KEY}")).await?;
+    let req = format!(r#"{{"type":"subscribe","id":"s","data":{{"channel":"{channel}"}}}}"#);
+    ws.send(Message::text(req))
+        .await
+        .map_err(|e| e.to_string())?;
+    loop {
+        match ws.next().await {
+            Some(Ok(Message::Text(t))) if t.contains("subscribe_success") => return Ok(ws),
+            Some(Ok(Message::Text(t))) if t.contains("\"error\":{") => return Err(t.to_string()),
+            Some(Ok(_)) => {}
+            other => return Err(format!("subscribe: {other:?}")),
+        }
+    }
+}
+
+/// Reads a rustorium subscriber until the stream ends.
+pub async fn rustorium_read(mut ws: WebSocketStream<TcpStream>, tally: Rc<Tally>) {
+    let mut last = None;
+    loop {
+        match ws.next().await {
+            Some(Ok(Message::Text(t))) => {
+                if let Some((seq, ts)) = scan(t.as_bytes()) {
+                    tally.deliver(&mut last, seq, ts);
+                }
+            }
+            Some(Ok(Message::Close(c))) => return tally.error(format!("closed: {c:?}")),
+            Some(Ok(_)) => {}
+            Some(Err(e)) => return tally.error(e.to_string()),
+            None => return tally.error("stream ended".into()),
+        }
+    }
+}
+
+/// A NATS protocol stream reassembled from WebSocket frames (a message may span frames).
+#[derive(Default)]
+pub struct NatsStream {
+    buf: Vec<u8>,
+}
+
+/// One NATS protocol message from the server.
+#[derive(Debug, PartialEq, Eq)]
+pub enum NatsOp<'a> {
+    /// `MSG subject sid len` and its payload.
+    Msg(&'a [u8]),
+    /// `PING`: answer `PONG`.
+    Ping,
+    /// `PONG`.
+    Pong,
+    /// `-ERR ...`.
+    Err(String),
+    /// `INFO`, `+OK`.
+    Other,
+}
+
+impl NatsStream {
+    /// Appends received bytes.
+    pub fn push(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// Calls `f` for every complete message buffered, keeping a partial one.
+    pub fn drain(&mut self, mut f: impl FnMut(NatsOp<'_>)) {
+        let mut at = 0;
+        while let Some(eol) = memchr::memmem::find(&self.buf[at..], b"\r\n") {
+            let line = &self.buf[at..at + eol];
+            if line.starts_with(b"MSG ") {
+                let len: usize = line
+                    .rsplit(|b| *b == b' ')
+                    .next()
+                    .and_then(|l| std::str::from_utf8(l).ok())
+                    .and_then(|l| l.parse().ok())
+                    .unwrap_or(0);
+                let start = at + eol + 2;
+                if self.buf.len() < start + len + 2 {
+                    break;
+                }
+                f(NatsOp::Msg(&self.buf[start..start + len]));
+                at = start + len + 2;
+                continue;
+            }
+            f(if line == b"PING" {
+                NatsOp::Ping
+            } else if line == b"PONG" {
+                NatsOp::Pong
+            } else if line.starts_with(b"-ERR") {
+                NatsOp::Err(String::from_utf8_lossy(line).into_owned())
+            } else {
+                NatsOp::Other
+            });
+            at += eol + 2;
+        }
+        self.buf.drain(..at);
+    }
+}
+
+/// Connects a NATS-over-WebSocket subscriber to `subject` and waits until the server has
+/// registered the subscription (the `PONG` after `SUB` and `PING`).
+pub async fn nats_subscribe(
+    ws_addr: SocketAddr,
+    source: Ipv4Addr,
+    subject: &str,
+) -> Result<(WebSocketStream<TcpStream>, NatsStream), String> {
+    let mut ws = websocket(ws_addr, source, "/").await?;
+    let hello = format!(
+        "CONNECT {{\"verbose\":false,\"pedantic\":false,\"protocol\":1}}\r\nSUB {subject} 1\r\nPING\r\n"
+    );
+    ws.send(Message::binary(hello.into_bytes()))
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut stream = NatsStream::default();
+    loop {
+        let bytes = match ws.next().await {
+            Some(Ok(Message::Binary(b))) => b.to_vec(),
+            Some(Ok(Message::Text(t))) => t.as_bytes().to_vec(),
+            Some(Ok(_)) => continue,
+            other => return Err(format!("nats subscribe: {other:?}")),
+        };
+        stream.push(&bytes);
+        let (mut ponged, mut err) = (false, None);
+        stream.drain(|op| match op {
+            NatsOp::Pong => ponged = true,
+            NatsOp::Err(e) => err = Some(e),
+            _ => {}
+        });
+        if let Some(e) = err {
+            return Err(e);
+        }
+        if ponged {
+            return Ok((ws, stream));
+        }
+    }
+}
+
+/// Reads a NATS subscriber until the stream ends, answering the server's pings.
+pub async fn nats_read(
+    mut ws: WebSocketStream<TcpStream>,
+    mut stream: NatsStream,
+    tally: Rc<Tally>,
+) {
+    let mut last = None;
+    loop {
+        let frame = match ws.next().await {
+            Some(Ok(Message::Binary(b))) => b,
+            Some(Ok(Message::Text(t))) => t.into(),
+            Some(Ok(Message::Close(c))) => return tally.error(format!("closed: {c:?}")),
+            Some(Ok(_)) => continue,
+            Some(Err(e)) => return tally.error(e.to_string()),
+            None => return tally.error("stream ended".into()),
+        };
+        stream.push(&frame);
+        let mut pings = 0;
+        stream.drain(|op| match op {
+            NatsOp::Msg(p) => {
+                if let Some((seq, ts)) = scan(p) {
+                    tally.deliver(&mut last, seq, ts);
+                }
+            }
+            NatsOp::Ping => pings += 1,
+            NatsOp::Err(e) => tally.error(e),
+            _ => {}
+        });
+        for _ in 0..pings {
+            if let Err(e) = ws.send(Message::binary(b"PONG\r\n".to_vec())).await {
+                return tally.error(e.to_string());
+            }
+        }
+    }
+}

@@ -1,0 +1,308 @@
+//! The scenarios of the load issue (A, A-open, B, C, D, E) and one run of a scenario
+//! against one target: start the broker, connect and subscribe, measure idle memory,
+//! publish, wait for every delivery, and collect the figures.
+
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::Semaphore;
+
+use super::client::{self, channel_name, source_for, SETUP};
+use super::publisher::{drive, NatsPub, Pace, Published, RustoriumHttp, RustoriumWs, Via};
+use super::report::{cpu_seconds, peak_rss_kib, rss_kib, Report};
+use super::tally::Tally;
+use super::target::{self, Needs, Protocol, TargetSpec};
+
+/// A load scenario.
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    /// Its name (A, A-open, B, C, D, E, or custom).
+    pub name: String,
+    /// Subscriber connections.
+    pub subscribers: usize,
+    /// Channels; subscriber `i` is on channel `i % channels`, event `s` on `s % channels`.
+    pub channels: usize,
+    /// Events to publish.
+    pub events: u64,
+    /// Payload size in bytes.
+    pub payload: usize,
+    /// Publishing pace.
+    pub pace: Pace,
+    /// Most events per publish batch.
+    pub batch: u64,
+    /// How events reach rustorium-broker.
+    pub via: Via,
+    /// Seconds to hold the connections idle before publishing (scenario D).
+    pub hold: Duration,
+    /// Heartbeat / ping interval of the broker under test, in milliseconds.
+    pub heartbeat_ms: u64,
+    /// Loopback source addresses to spread connections over.
+    pub sources: usize,
+    /// Connects in flight at once.
+    pub connect_parallel: usize,
+    /// The whole run stops by itself after this long.
+    pub max_duration: Duration,
+    /// A run with no delivery progress for this long stops.
+    pub stall: Duration,
+}
+
+impl Scenario {
+    /// The preset called `name`, at full scale.
+    pub fn preset(name: &str) -> Result<Scenario, String> {
+        let base = Scenario {
+            name: name.to_owned(),
+            subscribers: 1000,
+            channels: 1,
+            events: 20_000,
+            payload: 200,
+            pace: Pace::Closed(100),
+            batch: 100,
+            via: Via::WebSocket,
+            hold: Duration::ZERO,
+            heartbeat_ms: 30_000,
+            sources: 1,
+            connect_parallel: 64,
+            max_duration: Duration::from_secs(300),
+            stall: Duration::from_secs(10),
+        };
+        let s = match name {
+            "A" => base,
+            "A-open" => Scenario {
+                pace: Pace::Open,
+                ..base
+            },
+            "B" => Scenario {
+                events: 1000,
+                pace: Pace::Rate(100.0),
+                batch: 1,
+                ..base
+            },
+            "C" => Scenario {
+                channels: 1000,
+                events: 100_000,
+                ..base
+            },
+            "D" => Scenario {
+                subscribers: 10_000,
+                events: 0,
+                hold: Duration::from_secs(12),
+                heartbeat_ms: 5000,
+                ..base
+            },
+            "E" => Scenario {
+                subscribers: 100_000,
+                events: 10,
+                pace: Pace::Rate(1.0),
+                batch: 1,
+                stall: Duration::from_secs(60),
+                ..base
+            },
+            _ => return Err(format!("unknown scenario {name}: A, A-open, B, C, D, E")),
+        };
+        Ok(s)
+    }
+
+    /// The same scenario at toy scale, for the test suite: a few dozen connections and a
+    /// few hundred events, fast heartbeats.
+    pub fn toy(mut self) -> Scenario {
+        self.subscribers = self
+            .subscribers
+            .min(if self.name == "D" || self.name == "E" {
+                200
+            } else {
+                50
+            });
+        self.channels = self.channels.min(self.subscribers);
+        self.events = match self.pace {
+            Pace::Rate(r) if r < 10.0 => {
+                self.pace = Pace::Rate(20.0);
+                5
+            }
+            Pace::Rate(_) => 40,
+            _ => self.events.min(400),
+        };
+        if let Pace::Closed(k) = self.pace {
+            self.pace = Pace::Closed(k.min(20));
+        }
+        self.batch = self.batch.min(25);
+        self.hold = self.hold.min(Duration::from_millis(1500));
+        self.heartbeat_ms = self.heartbeat_ms.min(1000);
+        self.max_duration = Duration::from_secs(60);
+        self
+    }
+}
+
+/// Runs `s` once against `spec`.
+pub async fn run(spec: &TargetSpec, s: &Scenario) -> Result<Report, String> {
+    let limit = super::report::file_limit();
+    if s.subscribers + 16 > limit as usize {
+        return Err(format!(
+            "{} connections need more open files than this process may have ({limit}; RLIMIT_NOFILE hard limit)",
+            s.subscribers
+        ));
+    }
+    let needs = Needs {
+        connections: s.subscribers + 1,
+        channels: s.channels,
+        heartbeat_ms: s.heartbeat_ms,
+    };
+    let running = target::start(spec, needs)?;
+    let pid = running.pid;
+    let deadline = Instant::now() + s.max_duration;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let rss_before = pid.map(rss_kib);
+    let tally = Rc::new(Tally::new(s.subscribers, s.channels, s.events));
+
+    // Connect and subscribe, a bounded number at a time.
+    let t0 = Instant::now();
+    let gate = Rc::new(Semaphore::new(s.connect_parallel.max(1)));
+    let ready = Rc::new(std::cell::Cell::new(0usize));
+    let mut tasks = Vec::with_capacity(s.subscribers);
+    for i in 0..s.subscribers {
+        let (gate, ready, tally) = (gate.clone(), ready.clone(), tally.clone());
+        let source = source_for(i, s.sources);
+        let channel = channel_name(i % s.channels.max(1));
+        let protocol = running.protocol;
+        tasks.push(tokio::task::spawn_local(async move {
+            let Ok(permit) = gate.acquire().await else {
+                return;
+            };
+            match protocol {
+                Protocol::Rustorium(addr) => {
+                    match tokio::time::timeout(
+                        SETUP,
+                        client::rustorium_subscribe(addr, source, &channel),
+                    )
+                    .await
+                    {
+                        Ok(Ok(ws)) => {
+                            drop(permit);
+                            ready.set(ready.get() + 1);
+                            client::rustorium_read(ws, tally).await;
+                        }
+                        Ok(Err(e)) => tally.error(e),
+                        Err(_) => tally.error("subscribe timed out".into()),
+                    }
+                }
+                Protocol::Nats { ws, .. } => {
+                    match tokio::time::timeout(SETUP, client::nats_subscribe(ws, source, &channel))
+                        .await
+                    {
+                        Ok(Ok((ws, stream))) => {
+                            drop(permit);
+                            ready.set(ready.get() + 1);
+                            client::nats_read(ws, stream, tally).await;
+                        }
+                        Ok(Err(e)) => tally.error(e),
+                        Err(_) => tally.error("subscribe timed out".into()),
+                    }
+                }
+            }
+        }));
+    }
+    let abort_all = |tasks: &[tokio::task::JoinHandle<()>]| tasks.iter().for_each(|t| t.abort());
+    while ready.get() < s.subscribers && tally.errors() == 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let connect_time = t0.elapsed();
+    if ready.get() < s.subscribers {
+        abort_all(&tasks);
+        let r = tally.summary(0);
+        return Err(format!(
+            "{} of {} subscribers connected; first error: {}",
+            ready.get(),
+            s.subscribers,
+            r.first_error.unwrap_or_else(|| "none (time limit)".into())
+        ));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let rss_idle = pid.map(rss_kib);
+    if !s.hold.is_zero() {
+        tokio::time::sleep(
+            s.hold
+                .min(deadline.saturating_duration_since(Instant::now())),
+        )
+        .await;
+    }
+    let rss_held = pid.map(rss_kib);
+    let cpu_broker0 = pid.map(cpu_seconds);
+    let cpu_gen0 = cpu_seconds(std::process::id());
+
+    let published = if s.events == 0 {
+        Published::default()
+    } else {
+        match running.protocol {
+            Protocol::Rustorium(addr) => match s.via {
+                Via::WebSocket => {
+                    let mut sink = RustoriumWs::connect(addr, s.payload).await?;
+                    drive(
+                        &mut sink, &tally, s.events, s.pace, s.batch, deadline, s.stall,
+                    )
+                    .await
+                }
+                Via::Http => {
+                    let mut sink = RustoriumHttp::connect(addr, s.payload).await?;
+                    drive(
+                        &mut sink, &tally, s.events, s.pace, s.batch, deadline, s.stall,
+                    )
+                    .await
+                }
+            },
+            Protocol::Nats { client, .. } => {
+                let mut sink = NatsPub::connect(client, s.payload).await?;
+                drive(
+                    &mut sink, &tally, s.events, s.pace, s.batch, deadline, s.stall,
+                )
+                .await
+            }
+        }
+    };
+    let publish_start = Instant::now() - published.elapsed;
+
+    // Wait for every delivery, or for progress to stop.
+    let mut last = (tally.summary(published.events).received, Instant::now());
+    loop {
+        let r = tally.summary(published.events);
+        if r.received >= r.expected || Instant::now() >= deadline {
+            break;
+        }
+        if r.received != last.0 {
+            last = (r.received, Instant::now());
+        } else if last.1.elapsed() > s.stall {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let received = tally.summary(published.events);
+    let rss_after = pid.map(rss_kib);
+    let report = Report {
+        target: running_name(spec),
+        scenario: s.name.clone(),
+        subscribers: s.subscribers,
+        channels: s.channels,
+        connect_time,
+        delivery_time: received
+            .last_delivery
+            .map(|t| t.saturating_duration_since(publish_start))
+            .unwrap_or_default(),
+        published,
+        received,
+        rss_before,
+        rss_idle,
+        rss_held,
+        rss_after,
+        rss_peak: pid.map(peak_rss_kib),
+        cpu_broker: pid.and_then(|p| cpu_broker0.map(|c0| cpu_seconds(p) - c0)),
+        cpu_generator: cpu_seconds(std::process::id()) - cpu_gen0,
+    };
+    abort_all(&tasks);
+    drop(running);
+    Ok(report)
+}
+
+fn running_name(spec: &TargetSpec) -> String {
+    match spec {
+        TargetSpec::InProc => "rustorium (in-process)".into(),
+        other => other.name().into(),
+    }
+}
