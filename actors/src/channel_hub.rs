@@ -98,52 +98,73 @@ impl ChannelHub {
         }
     }
 
-    fn fan_out(&mut self, event: Arc<Event>) {
-        self.seq += 1;
-        let block = if self.kind.has_blocks() {
-            event.block
-        } else {
-            None
-        };
+    /// Which item, if any, `event` makes for a connection with subscriptions `subs`:
+    /// `Some(None)` as published, `Some(Some(k))` rewritten to `k` confirmations.
+    fn item_for(
+        subs: &[Sub],
+        event: &Event,
+        block: Option<u64>,
+        head: Option<u64>,
+    ) -> Option<Option<u64>> {
+        // The first matching subscription decides the item; one as published wins over a
+        // rewritten one (PROTOCOL.md 10.26: one frame per moment).
+        let mut confirmations: Option<Option<u64>> = None;
+        for sub in subs {
+            if !sub.filter.matches(&event.data) {
+                continue;
+            }
+            let k = sub.filter.confirmations;
+            match (block, head) {
+                (Some(n), Some(h)) if k > 1 && n.saturating_add(k - 1) <= h => {
+                    confirmations.get_or_insert(Some(h - n + 1));
+                }
+                (Some(_), _) if k > 1 => {}
+                _ => return Some(None),
+            }
+        }
+        confirmations
+    }
+
+    /// Fans a batch out: each connection's outbox is locked once for the whole batch and
+    /// gets its matching events in publish order.
+    fn fan_out(&mut self, events: Vec<Arc<Event>>) {
+        let has_blocks = self.kind.has_blocks();
+        let block_of = |e: &Event| if has_blocks { e.block } else { None };
         let head = self.head;
         let metrics = &self.metrics;
         let mut dead = Vec::new();
         for (conn, s) in &self.conns {
-            // The first matching subscription decides the item; one as published wins
-            // over a rewritten one (PROTOCOL.md 10.26: one frame per moment).
-            let mut confirmations: Option<Option<u64>> = None;
-            for sub in &s.subs {
-                if !sub.filter.matches(&event.data) {
+            let mut locked = None;
+            for event in &events {
+                let Some(confirmations) = Self::item_for(&s.subs, event, block_of(event), head)
+                else {
                     continue;
-                }
-                let k = sub.filter.confirmations;
-                match (block, head) {
-                    (Some(n), Some(h)) if k > 1 && n.saturating_add(k - 1) <= h => {
-                        confirmations.get_or_insert(Some(h - n + 1));
-                    }
-                    (Some(_), _) if k > 1 => {}
-                    _ => {
-                        confirmations = Some(None);
-                        break;
-                    }
-                }
-            }
-            if let Some(confirmations) = confirmations {
+                };
+                let outbox = locked.get_or_insert_with(|| outbox::lock(&s.outbox));
                 let item = Item {
                     event: event.clone(),
                     confirmations,
                 };
-                if !send(s, item, metrics) {
-                    dead.push(*conn);
+                match outbox.push(item) {
+                    Pushed::Queued | Pushed::TurnedSlow => {}
+                    Pushed::Dropped => {
+                        metrics.drops.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Pushed::Closed => {
+                        dead.push(*conn);
+                        break;
+                    }
                 }
             }
         }
         self.drop_conns(dead);
-        if let (Some(n), true) = (block, self.gated > 0) {
-            self.pending
-                .entry(n)
-                .or_default()
-                .push((self.seq, event.clone()));
+        for event in events {
+            self.seq += 1;
+            let Some(n) = block_of(&event) else { continue };
+            if self.gated == 0 {
+                continue;
+            }
+            self.pending.entry(n).or_default().push((self.seq, event));
             self.pending_len += 1;
             while self.pending_len > self.max_pending {
                 let Some((_, dropped)) = self.pending.pop_first() else {
@@ -332,9 +353,7 @@ impl Handler<PublishBatch> for ChannelHub {
     type Result = ();
 
     fn handle(&mut self, msg: PublishBatch, _: &mut Context<Self>) {
-        for event in msg.0 {
-            self.fan_out(event);
-        }
+        self.fan_out(msg.0);
     }
 }
 

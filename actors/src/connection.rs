@@ -544,13 +544,18 @@ impl Connection {
                 "slow consumer: events arrived faster than this client read them; reconnect and resume",
             );
         }
-        let items = state.drain();
+        let frames = state.drain();
         // Ask for an acknowledgement early when the sent log grows.
         let want_ack = !self.ping_outstanding && state.wants_ack();
         let position = state.position();
         drop(state);
-        for item in items {
-            self.write(ctx, item.frame(self.dialect));
+        // One count for the whole drain: the counter is shared by every connection.
+        self.core
+            .metrics
+            .messages_out
+            .fetch_add(frames.len() as u64, Ordering::Relaxed);
+        for frame in frames {
+            ctx.text(frame);
         }
         if want_ack {
             self.ping_outstanding = true;
@@ -685,7 +690,9 @@ impl Actor for Connection {
                 queue_bytes: limits.connection_queue_bytes,
                 keep_frames: resume.keep_frames,
                 keep_bytes: resume.keep_bytes,
+                stuck_after: Duration::from_millis(self.core.settings.publish.stuck_reader_ms),
             },
+            self.core.metrics.flow.clone(),
         ));
         let metrics = &self.core.metrics;
         metrics.connections.fetch_add(1, Ordering::Relaxed);

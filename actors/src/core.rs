@@ -66,6 +66,7 @@ impl Core {
         let publisher = Publisher::new(
             hubs.clone(),
             settings.publish.max_batch_events,
+            Duration::from_millis(settings.publish.max_stall_ms),
             metrics.clone(),
         );
         let backend = backend(&publisher);

@@ -36,6 +36,7 @@ pub mod connection;
 pub mod core;
 pub mod event;
 pub mod filter;
+pub mod flow;
 pub mod heartbeat;
 pub mod hubs;
 pub mod keys;

@@ -95,6 +95,8 @@ pub struct Metrics {
     /// Events not kept for a connection because its outbox was past the resume bound
     /// (a resume that needs them answers `recovered: false`).
     pub drops: AtomicU64,
+    /// Publisher flow control (congested connections, stalls).
+    pub flow: std::sync::Arc<crate::flow::Flow>,
     /// Events dropped from a hub's confirmations backlog because it was full.
     pub pending_dropped: AtomicU64,
     /// `reconnect` requests.
@@ -125,7 +127,7 @@ impl Metrics {
             self.resumes.load(Relaxed),
             self.resumes_recovered.load(Relaxed),
         );
-        let scalars: [(&str, &str, &str, u64); 13] = [
+        let scalars: [(&str, &str, &str, u64); 15] = [
             (
                 "rustorium_connections",
                 "gauge",
@@ -203,6 +205,18 @@ impl Metrics {
                 "gauge",
                 "Largest number of bytes queued, not yet written, for one live connection.",
                 gauges.queued_bytes_max as u64,
+            ),
+            (
+                "rustorium_publish_stalls_total",
+                "counter",
+                "Publish batches that waited for congested connections to drain.",
+                self.flow.stalls.load(Relaxed),
+            ),
+            (
+                "rustorium_publish_stalled_seconds_total",
+                "counter",
+                "Time publish batches waited for congested connections to drain.",
+                self.flow.stalled_us.load(Relaxed) / 1_000_000,
             ),
         ];
         for (name, kind, help, value) in scalars {

@@ -18,6 +18,7 @@ use std::time::Instant;
 use actix::{Message, Recipient};
 
 use crate::event::Event;
+use crate::flow::Flow;
 use crate::messages::ConnId;
 use crate::protocol::Dialect;
 
@@ -62,6 +63,8 @@ pub struct OutboxLimits {
     pub keep_frames: usize,
     /// Bytes kept in all for resume.
     pub keep_bytes: usize,
+    /// A congested outbox not drained for this long stops holding publishers back.
+    pub stuck_after: std::time::Duration,
 }
 
 /// Where the outbox's connection is.
@@ -103,6 +106,12 @@ pub struct OutboxState {
     /// Current mode.
     pub mode: Mode,
     limits: OutboxLimits,
+    /// Publisher flow control, told when the queue passes half its bound and drains.
+    flow: Option<Arc<Flow>>,
+    congested: bool,
+    /// Set when congested and not drained for `stuck_after`; cleared by a drain.
+    stuck: bool,
+    last_drain: Instant,
 }
 
 /// A connection's outbox, shared by the hubs (which push) and the connection (which drains).
@@ -114,13 +123,11 @@ pub fn new_outbox(
     dialect: Dialect,
     wake: Recipient<Wake>,
     limits: OutboxLimits,
+    flow: Arc<Flow>,
 ) -> Outbox {
-    Arc::new(Mutex::new(OutboxState::new(
-        conn,
-        dialect,
-        Some(wake),
-        limits,
-    )))
+    let mut state = OutboxState::new(conn, dialect, Some(wake), limits);
+    state.flow = Some(flow);
+    Arc::new(Mutex::new(state))
 }
 
 /// Locks an outbox; a poisoned lock is still usable (its state is always consistent
@@ -164,6 +171,20 @@ impl OutboxState {
             dropped: false,
             mode: Mode::Attached,
             limits,
+            flow: None,
+            congested: false,
+            stuck: false,
+            last_drain: Instant::now(),
+        }
+    }
+
+    /// Tells flow control whether this outbox is congested (live, past half its bound).
+    fn set_congested(&mut self, congested: bool) {
+        if self.congested != congested {
+            self.congested = congested;
+            if let Some(f) = &self.flow {
+                f.set(congested);
+            }
         }
     }
 
@@ -185,7 +206,19 @@ impl OutboxState {
                 let l = self.limits;
                 if self.queue.len() >= l.queue_frames || self.queue_bytes + bytes > l.queue_bytes {
                     self.mode = Mode::Slow;
+                    self.set_congested(false);
                     result = Pushed::TurnedSlow;
+                } else if self.congested {
+                    if self.last_drain.elapsed() > l.stuck_after {
+                        // Not reading at all: let publishers go on; the bound will cut it.
+                        self.stuck = true;
+                        self.set_congested(false);
+                    }
+                } else if !self.stuck
+                    && (self.queue.len() >= l.queue_frames / 2
+                        || self.queue_bytes + bytes > l.queue_bytes / 2)
+                {
+                    self.set_congested(true);
                 }
             }
             Mode::Slow | Mode::Parked(_) => {}
@@ -211,23 +244,28 @@ impl OutboxState {
         result
     }
 
-    /// Takes every queued item for writing and records it in the sent log (evicting the
-    /// oldest unacknowledged items past the resume bound). Called by the connection.
-    pub fn drain(&mut self) -> Vec<Item> {
+    /// Takes every queued item for writing, returning the frames to write, and moves the
+    /// items to the sent log (evicting the oldest unacknowledged items past the resume
+    /// bound). Called by the connection.
+    pub fn drain(&mut self) -> Vec<bytestring::ByteString> {
         self.wake_pending = false;
-        let items: Vec<Item> = self.queue.drain(..).collect();
-        self.queue_bytes = 0;
-        for item in &items {
+        self.set_congested(false);
+        self.stuck = false;
+        self.last_drain = Instant::now();
+        let mut frames = Vec::with_capacity(self.queue.len());
+        for item in self.queue.drain(..) {
+            frames.push(item.frame(self.dialect));
             self.sent_bytes += item.bytes(self.dialect);
-            self.sent.push_back(item.clone());
+            self.sent.push_back(item);
         }
+        self.queue_bytes = 0;
         while self.sent.len() > self.limits.keep_frames || self.sent_bytes > self.limits.keep_bytes
         {
             if !self.evict_oldest() {
                 break;
             }
         }
-        items
+        frames
     }
 
     /// Evicts the oldest unacknowledged written item; false when the sent log is empty.
@@ -275,6 +313,7 @@ impl OutboxState {
 
     /// Parks the outbox: its connection ended; hubs keep filling it for resume.
     pub fn park(&mut self, now: Instant) {
+        self.set_congested(false);
         if self.mode != Mode::Closed {
             self.mode = Mode::Parked(now);
             self.wake = None;
@@ -284,6 +323,7 @@ impl OutboxState {
 
     /// Closes the outbox and frees what it holds.
     pub fn close(&mut self) {
+        self.set_congested(false);
         self.mode = Mode::Closed;
         self.wake = None;
         self.queue.clear();
@@ -295,6 +335,12 @@ impl OutboxState {
     /// Bytes queued and not yet written (for the metrics).
     pub fn queued_bytes(&self) -> usize {
         self.queue_bytes
+    }
+}
+
+impl Drop for OutboxState {
+    fn drop(&mut self) {
+        self.set_congested(false);
     }
 }
 
@@ -325,6 +371,7 @@ mod tests {
         queue_bytes: 1 << 20,
         keep_frames: 5,
         keep_bytes: 1 << 20,
+        stuck_after: std::time::Duration::from_millis(500),
     };
 
     #[test]

@@ -8,7 +8,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 
@@ -79,6 +79,8 @@ struct Inner {
     /// Highest block seen on `blocks`, plus one; 0 when none.
     head: AtomicU64,
     max_batch: usize,
+    /// Longest wait per batch for congested connections (flow control).
+    max_stall: Duration,
     metrics: Arc<Metrics>,
 }
 
@@ -97,8 +99,14 @@ fn invalid(index: usize, message: impl Into<String>) -> PublishError {
 
 impl Publisher {
     /// A publisher into `hubs`. Message ids start from the current time in microseconds,
-    /// so they keep increasing across restarts.
-    pub fn new(hubs: Arc<Hubs>, max_batch: usize, metrics: Arc<Metrics>) -> Publisher {
+    /// so they keep increasing across restarts. Each batch waits up to `max_stall` while
+    /// connections are congested (see [`crate::flow`]).
+    pub fn new(
+        hubs: Arc<Hubs>,
+        max_batch: usize,
+        max_stall: Duration,
+        metrics: Arc<Metrics>,
+    ) -> Publisher {
         let start = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_micros() as u64)
@@ -109,6 +117,7 @@ impl Publisher {
                 next_seq: AtomicU64::new(start),
                 head: AtomicU64::new(0),
                 max_batch,
+                max_stall,
                 metrics,
             }),
         }
@@ -201,6 +210,7 @@ impl Publisher {
             checked.push((hub, kind, ev.data, block));
         }
         let n = checked.len() as u64;
+        inner.metrics.flow.wait(inner.max_stall).await;
         let first = inner.next_seq.fetch_add(n, Ordering::Relaxed);
         let stamped: Vec<(HubRef, Arc<Event>)> = checked
             .into_iter()
@@ -233,11 +243,15 @@ impl Publisher {
                 None => groups.push((hub, vec![event])),
             }
         }
-        for (hub, events) in groups {
-            hub.addr
-                .send(PublishBatch(events))
-                .await
-                .map_err(|_| PublishError::Unavailable)?;
+        // Every hub's batch is queued at once (`send` enqueues before it is awaited), so
+        // hubs on several channels work in parallel; each hub still gets its events in
+        // publish order.
+        let sent: Vec<_> = groups
+            .into_iter()
+            .map(|(hub, events)| hub.addr.send(PublishBatch(events)))
+            .collect();
+        for done in futures_util::future::join_all(sent).await {
+            done.map_err(|_| PublishError::Unavailable)?;
         }
         if let Some(n) = new_head {
             let before = self.inner.head.fetch_max(n + 1, Ordering::AcqRel);

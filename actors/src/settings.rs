@@ -236,6 +236,15 @@ pub struct PublishSettings {
     pub max_body_bytes: usize,
     /// Most events in one batch. Default 1000.
     pub max_batch_events: usize,
+    /// Longest a publish batch waits, in milliseconds, while some connection's queue is
+    /// past half its slow-consumer bound (flow control: a burst slows its publisher
+    /// rather than cutting readers that are only behind). 0 turns the wait off.
+    /// Default 1000.
+    pub max_stall_ms: u64,
+    /// A congested connection that has written nothing for this many milliseconds is
+    /// stuck, not slow: it stops holding publishers back (and is cut at its bound).
+    /// Default 5000.
+    pub stuck_reader_ms: u64,
 }
 
 impl Default for PublishSettings {
@@ -243,6 +252,8 @@ impl Default for PublishSettings {
         PublishSettings {
             max_body_bytes: 1024 * 1024,
             max_batch_events: 1000,
+            max_stall_ms: 1000,
+            stuck_reader_ms: 5000,
         }
     }
 }

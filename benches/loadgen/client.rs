@@ -6,12 +6,11 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::rc::Rc;
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
 use tokio::net::{TcpSocket, TcpStream};
-use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
 use super::payload::scan;
+use super::rawws::{self, RawWs};
 use super::tally::Tally;
 use super::target::KEY;
 
@@ -60,36 +59,37 @@ pub async fn rustorium_subscribe(
     addr: SocketAddr,
     source: Ipv4Addr,
     channel: &str,
-) -> Result<WebSocketStream<TcpStream>, String> {
-    let mut ws = websocket(addr, source, &format!("/ws?token={KEY}")).await?;
+) -> Result<RawWs, String> {
+    let mut ws = RawWs::connect(addr, source, &format!("/ws?token={KEY}")).await?;
     let req = format!(r#"{{"type":"subscribe","id":"s","data":{{"channel":"{channel}"}}}}"#);
-    ws.send(Message::text(req))
-        .await
-        .map_err(|e| e.to_string())?;
+    ws.send(rawws::TEXT, req.as_bytes()).await?;
     loop {
-        match ws.next().await {
-            Some(Ok(Message::Text(t))) if t.contains("subscribe_success") => return Ok(ws),
-            Some(Ok(Message::Text(t))) if t.contains("\"error\":{") => return Err(t.to_string()),
-            Some(Ok(_)) => {}
-            other => return Err(format!("subscribe: {other:?}")),
+        let mut reply = None;
+        ws.read(|_, p| {
+            if memchr::memmem::find(p, b"subscribe_success").is_some() {
+                reply.get_or_insert(Ok(()));
+            } else if memchr::memmem::find(p, b"\"error\":{").is_some() {
+                reply.get_or_insert(Err(String::from_utf8_lossy(p).into_owned()));
+            }
+        })
+        .await?;
+        if let Some(r) = reply {
+            return r.map(|_| ws);
         }
     }
 }
 
 /// Reads a rustorium subscriber until the stream ends.
-pub async fn rustorium_read(mut ws: WebSocketStream<TcpStream>, tally: Rc<Tally>) {
+pub async fn rustorium_read(mut ws: RawWs, tally: Rc<Tally>) {
     let mut last = None;
     loop {
-        match ws.next().await {
-            Some(Ok(Message::Text(t))) => {
-                if let Some((seq, ts)) = scan(t.as_bytes()) {
-                    tally.deliver(&mut last, seq, ts);
-                }
+        let read = ws.read(|_, p| {
+            if let Some((seq, ts)) = scan(p) {
+                tally.deliver(&mut last, seq, ts);
             }
-            Some(Ok(Message::Close(c))) => return tally.error(format!("closed: {c:?}")),
-            Some(Ok(_)) => {}
-            Some(Err(e)) => return tally.error(e.to_string()),
-            None => return tally.error("stream ended".into()),
+        });
+        if let Err(e) = read.await {
+            return tally.error(e);
         }
     }
 }
@@ -162,23 +162,15 @@ pub async fn nats_subscribe(
     ws_addr: SocketAddr,
     source: Ipv4Addr,
     subject: &str,
-) -> Result<(WebSocketStream<TcpStream>, NatsStream), String> {
-    let mut ws = websocket(ws_addr, source, "/").await?;
+) -> Result<(RawWs, NatsStream), String> {
+    let mut ws = RawWs::connect(ws_addr, source, "/").await?;
     let hello = format!(
         "CONNECT {{\"verbose\":false,\"pedantic\":false,\"protocol\":1}}\r\nSUB {subject} 1\r\nPING\r\n"
     );
-    ws.send(Message::binary(hello.into_bytes()))
-        .await
-        .map_err(|e| e.to_string())?;
+    ws.send(rawws::BINARY, hello.as_bytes()).await?;
     let mut stream = NatsStream::default();
     loop {
-        let bytes = match ws.next().await {
-            Some(Ok(Message::Binary(b))) => b.to_vec(),
-            Some(Ok(Message::Text(t))) => t.as_bytes().to_vec(),
-            Some(Ok(_)) => continue,
-            other => return Err(format!("nats subscribe: {other:?}")),
-        };
-        stream.push(&bytes);
+        ws.read(|_, p| stream.push(p)).await?;
         let (mut ponged, mut err) = (false, None);
         stream.drain(|op| match op {
             NatsOp::Pong => ponged = true,
@@ -195,22 +187,12 @@ pub async fn nats_subscribe(
 }
 
 /// Reads a NATS subscriber until the stream ends, answering the server's pings.
-pub async fn nats_read(
-    mut ws: WebSocketStream<TcpStream>,
-    mut stream: NatsStream,
-    tally: Rc<Tally>,
-) {
+pub async fn nats_read(mut ws: RawWs, mut stream: NatsStream, tally: Rc<Tally>) {
     let mut last = None;
     loop {
-        let frame = match ws.next().await {
-            Some(Ok(Message::Binary(b))) => b,
-            Some(Ok(Message::Text(t))) => t.into(),
-            Some(Ok(Message::Close(c))) => return tally.error(format!("closed: {c:?}")),
-            Some(Ok(_)) => continue,
-            Some(Err(e)) => return tally.error(e.to_string()),
-            None => return tally.error("stream ended".into()),
-        };
-        stream.push(&frame);
+        if let Err(e) = ws.read(|_, p| stream.push(p)).await {
+            return tally.error(e);
+        }
         let mut pings = 0;
         stream.drain(|op| match op {
             NatsOp::Msg(p) => {
@@ -223,8 +205,8 @@ pub async fn nats_read(
             _ => {}
         });
         for _ in 0..pings {
-            if let Err(e) = ws.send(Message::binary(b"PONG\r\n".to_vec())).await {
-                return tally.error(e.to_string());
+            if let Err(e) = ws.send(rawws::BINARY, b"PONG\r\n").await {
+                return tally.error(e);
             }
         }
     }

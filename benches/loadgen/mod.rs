@@ -7,6 +7,7 @@
 pub mod client;
 pub mod payload;
 pub mod publisher;
+pub mod rawws;
 pub mod report;
 pub mod scenario;
 pub mod tally;
