@@ -83,6 +83,8 @@ pub struct Connection {
     evicted: bool,
     /// A ping sent to acknowledge the sent log is not yet answered.
     ping_outstanding: bool,
+    /// When the last acknowledgement ping was sent.
+    last_ack_ping: Instant,
     /// Messages refused in the current cap period, and when that period began.
     rejected: u32,
     window_start: Instant,
@@ -111,6 +113,7 @@ impl Connection {
             clean_close: false,
             evicted: false,
             ping_outstanding: false,
+            last_ack_ping: Instant::now(),
             rejected: 0,
             window_start: now,
             fragments: None,
@@ -546,7 +549,10 @@ impl Connection {
         }
         let frames = state.drain();
         // Ask for an acknowledgement early when the sent log grows.
-        let want_ack = !self.ping_outstanding && state.wants_ack();
+        let ack_interval = Duration::from_millis(self.core.settings.resume.ack_interval_ms);
+        let want_ack = !self.ping_outstanding
+            && (state.wants_ack()
+                || (!frames.is_empty() && self.last_ack_ping.elapsed() >= ack_interval));
         let position = state.position();
         drop(state);
         // One count for the whole drain: the counter is shared by every connection.
@@ -559,6 +565,7 @@ impl Connection {
         }
         if want_ack {
             self.ping_outstanding = true;
+            self.last_ack_ping = Instant::now();
             ctx.ping(&position.to_be_bytes());
         }
     }

@@ -6,10 +6,12 @@
 //! place that hands stamped events to local fan-out, and where a shared engine (Redis) will
 //! sit between processes.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use actix::dev::SendError;
 use serde_json::Value;
 
 use crate::event::Event;
@@ -173,7 +175,9 @@ impl Publisher {
     }
 
     /// Validates the whole batch, stamps message ids, and fans it out. Returns the ids in
-    /// batch order once every hub has taken its events. One bad event publishes nothing.
+    /// batch order once every hub has queued its events (waiting while a hub's mailbox is
+    /// full, and while flow control holds publishers back). One bad event publishes
+    /// nothing.
     pub async fn publish(&self, events: Vec<NewEvent>) -> Result<Vec<String>, PublishError> {
         let inner = &self.inner;
         if events.is_empty() || events.len() > inner.max_batch {
@@ -234,23 +238,31 @@ impl Publisher {
     async fn dispatch(&self, stamped: Vec<(HubRef, Arc<Event>)>) -> Result<(), PublishError> {
         let mut new_head = None;
         let mut groups: Vec<(HubRef, Vec<Arc<Event>>)> = Vec::new();
+        let mut index: HashMap<Arc<str>, usize> = HashMap::new();
         for (hub, event) in stamped {
             if hub.kind == ChannelKind::Blocks {
                 new_head = new_head.max(event.block);
             }
-            match groups.iter_mut().find(|(h, _)| h.name == hub.name) {
-                Some((_, events)) => events.push(event),
-                None => groups.push((hub, vec![event])),
+            match index.get(&hub.name) {
+                Some(&i) => groups[i].1.push(event),
+                None => {
+                    index.insert(hub.name.clone(), groups.len());
+                    groups.push((hub, vec![event]));
+                }
             }
         }
-        // Every hub's batch is queued at once (`send` enqueues before it is awaited), so
-        // hubs on several channels work in parallel; each hub still gets its events in
-        // publish order.
-        let sent: Vec<_> = groups
-            .into_iter()
-            .map(|(hub, events)| hub.addr.send(PublishBatch(events)))
-            .collect();
-        for done in futures_util::future::join_all(sent).await {
+        // Every hub's batch is queued at once, without waiting for the hub to run (a reply
+        // would cost a cross-thread wake per hub); a full hub mailbox is waited for, which
+        // is what slows a publisher down. Each hub still gets its events in publish order.
+        let mut waits = Vec::new();
+        for (hub, events) in groups {
+            match hub.addr.try_send(PublishBatch(events)) {
+                Ok(()) => {}
+                Err(SendError::Full(batch)) => waits.push(hub.addr.send(batch)),
+                Err(SendError::Closed(_)) => return Err(PublishError::Unavailable),
+            }
+        }
+        for done in futures_util::future::join_all(waits).await {
             done.map_err(|_| PublishError::Unavailable)?;
         }
         if let Some(n) = new_head {

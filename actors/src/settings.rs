@@ -207,6 +207,10 @@ pub struct ResumeSettings {
     /// Disconnected connections kept at once; past it a dropped connection is not kept.
     /// Default 100000.
     pub max_parked: usize,
+    /// Milliseconds between the pings that ask a receiving connection to acknowledge what
+    /// it was sent (the pong trims the resume log, so events are not held for the whole
+    /// heartbeat interval). Default 250.
+    pub ack_interval_ms: u64,
 }
 
 impl Default for ResumeSettings {
@@ -216,6 +220,7 @@ impl Default for ResumeSettings {
             keep_frames: 16_384,
             keep_bytes: 4 * 1024 * 1024,
             max_parked: 100_000,
+            ack_interval_ms: 250,
         }
     }
 }
