@@ -11,7 +11,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use actix::dev::SendError;
 use serde_json::Value;
 
 use crate::event::Event;
@@ -175,9 +174,8 @@ impl Publisher {
     }
 
     /// Validates the whole batch, stamps message ids, and fans it out. Returns the ids in
-    /// batch order once every hub has queued its events (waiting while a hub's mailbox is
-    /// full, and while flow control holds publishers back). One bad event publishes
-    /// nothing.
+    /// batch order once every hub has fanned its events out (after waiting while flow
+    /// control holds publishers back). One bad event publishes nothing.
     pub async fn publish(&self, events: Vec<NewEvent>) -> Result<Vec<String>, PublishError> {
         let inner = &self.inner;
         if events.is_empty() || events.len() > inner.max_batch {
@@ -251,18 +249,15 @@ impl Publisher {
                 }
             }
         }
-        // Every hub's batch is queued at once, without waiting for the hub to run (a reply
-        // would cost a cross-thread wake per hub); a full hub mailbox is waited for, which
-        // is what slows a publisher down. Each hub still gets its events in publish order.
-        let mut waits = Vec::new();
-        for (hub, events) in groups {
-            match hub.addr.try_send(PublishBatch(events)) {
-                Ok(()) => {}
-                Err(SendError::Full(batch)) => waits.push(hub.addr.send(batch)),
-                Err(SendError::Closed(_)) => return Err(PublishError::Unavailable),
-            }
-        }
-        for done in futures_util::future::join_all(waits).await {
+        // Every hub's batch is queued at once (`send` enqueues before it is awaited), so
+        // hubs on several channels work in parallel; each hub still gets its events in
+        // publish order. Waiting for every hub to have fanned its batch out (rather than
+        // only queued it) is what lets flow control see congestion before the next batch.
+        let sent: Vec<_> = groups
+            .into_iter()
+            .map(|(hub, events)| hub.addr.send(PublishBatch(events)))
+            .collect();
+        for done in futures_util::future::join_all(sent).await {
             done.map_err(|_| PublishError::Unavailable)?;
         }
         if let Some(n) = new_head {
