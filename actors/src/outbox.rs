@@ -402,6 +402,55 @@ mod tests {
     }
 
     #[test]
+    fn past_half_its_bound_an_outbox_holds_publishers_back_until_drained() {
+        let flow = Arc::new(Flow::default());
+        let limits = OutboxLimits {
+            queue_frames: 4,
+            ..LIMITS
+        };
+        let mut s = state(limits);
+        s.flow = Some(flow.clone());
+        s.push(item(1));
+        assert_eq!(flow.congested(), 0);
+        s.push(item(2));
+        s.push(item(3));
+        assert_eq!(flow.congested(), 1, "two queued of four: congested");
+        s.drain();
+        assert_eq!(flow.congested(), 0, "drained: publishers go on");
+        for n in 4..=6 {
+            s.push(item(n));
+        }
+        assert_eq!(flow.congested(), 1);
+        drop(s);
+        assert_eq!(flow.congested(), 0, "a dropped outbox releases its mark");
+    }
+
+    #[test]
+    fn a_congested_outbox_that_is_not_drained_is_stuck_and_stops_holding_publishers() {
+        let flow = Arc::new(Flow::default());
+        let limits = OutboxLimits {
+            queue_frames: 8,
+            stuck_after: std::time::Duration::ZERO,
+            ..LIMITS
+        };
+        let mut s = state(limits);
+        s.flow = Some(flow.clone());
+        for n in 1..=5 {
+            s.push(item(n));
+        }
+        assert_eq!(flow.congested(), 1);
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        s.push(item(6));
+        assert_eq!(flow.congested(), 0, "not drained for stuck_after: stuck");
+        s.push(item(7));
+        assert_eq!(flow.congested(), 0, "a stuck outbox is not marked again");
+        for n in 8..=9 {
+            s.push(item(n));
+        }
+        assert_eq!(s.mode, Mode::Slow, "and it is still cut at its bound");
+    }
+
+    #[test]
     fn pongs_trim_the_sent_log() {
         let mut s = state(LIMITS);
         for n in 1..=3 {
