@@ -430,6 +430,7 @@ mod tests {
         let flow = Arc::new(Flow::default());
         let limits = OutboxLimits {
             queue_frames: 8,
+            keep_frames: 64,
             stuck_after: std::time::Duration::ZERO,
             ..LIMITS
         };
