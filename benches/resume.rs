@@ -8,6 +8,7 @@
 //! `cargo bench --bench resume -- [--events N] [--readers N] [--burst N]`
 
 mod common;
+mod loadgen;
 
 use std::time::{Duration, Instant};
 

@@ -1,5 +1,5 @@
-//! Helpers shared by the benches: start the release binary, read a process's RSS and CPU
-//! time, publish over HTTP. Loopback only; every wait is bounded.
+//! Helpers of the resume bench: start the release binary, read a process's RSS (the load
+//! generator's reader), publish over HTTP. Loopback only; every wait is bounded.
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -10,32 +10,7 @@ use std::time::Duration;
 /// The bench key's secret.
 pub const KEY: &str = "bench-key";
 
-/// The resident set of a process, in KiB.
-pub fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
-/// User plus system CPU time of a process, in seconds.
-pub fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .collect();
-    let ticks: f64 = fields
-        .get(11..13)
-        .map(|f| f.iter().filter_map(|v| v.parse::<f64>().ok()).sum())
-        .unwrap_or(0.0);
-    ticks / 100.0
-}
+pub use crate::loadgen::report::rss_kib;
 
 /// Starts the release binary with a bench key (`key_extra` inside its `[[keys]]` table,
 /// `extra` appended to the file) on a free loopback port.
