@@ -19,7 +19,7 @@ use crate::messages::{
     ConnId, ConnectionClosed, HeadAdvanced, PublishBatch, Reattach, Subscribe, Unsubscribe,
 };
 use crate::metrics::Metrics;
-use crate::outbox::{self, Item, Outbox, Pushed};
+use crate::outbox::{self, Item, Outbox, OutboxState, Pushed};
 
 struct Sub {
     id: Arc<str>,
@@ -34,9 +34,10 @@ struct Subscriber {
     subs: Vec<Sub>,
 }
 
-/// Pushes one item; false when the outbox is closed for good.
-fn send(sub: &Subscriber, item: Item, metrics: &Metrics) -> bool {
-    match outbox::lock(&sub.outbox).push(item) {
+/// Pushes one item into a locked outbox, counting a drop; false when the outbox is closed
+/// for good (the hub forgets the connection).
+fn push(outbox: &mut OutboxState, item: Item, metrics: &Metrics) -> bool {
+    match outbox.push(item) {
         Pushed::Queued | Pushed::TurnedSlow => true,
         Pushed::Dropped => {
             metrics.drops.fetch_add(1, Ordering::Relaxed);
@@ -145,15 +146,9 @@ impl ChannelHub {
                     event: event.clone(),
                     confirmations,
                 };
-                match outbox.push(item) {
-                    Pushed::Queued | Pushed::TurnedSlow => {}
-                    Pushed::Dropped => {
-                        metrics.drops.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Pushed::Closed => {
-                        dead.push(*conn);
-                        break;
-                    }
+                if !push(outbox, item, metrics) {
+                    dead.push(*conn);
+                    break;
                 }
             }
         }
@@ -204,12 +199,16 @@ impl ChannelHub {
                 }
                 out.sort_unstable_by_key(|(n, hseq, _)| (*n, *hseq));
                 out.dedup_by_key(|(_, hseq, _)| *hseq);
+                if out.is_empty() {
+                    continue;
+                }
+                let mut outbox = outbox::lock(&s.outbox);
                 let alive = out.into_iter().all(|(n, _, e)| {
                     let item = Item {
                         event: e.clone(),
                         confirmations: Some(h1 - n + 1),
                     };
-                    send(s, item, metrics)
+                    push(&mut outbox, item, metrics)
                 });
                 if !alive {
                     dead.push(*conn);
