@@ -127,96 +127,97 @@ impl Metrics {
             self.resumes.load(Relaxed),
             self.resumes_recovered.load(Relaxed),
         );
-        let scalars: [(&str, &str, &str, u64); 15] = [
+        // f64, so a time keeps its fraction; whole counts still print with no decimals.
+        let scalars: [(&str, &str, &str, f64); 15] = [
             (
                 "rustorium_connections",
                 "gauge",
                 "Open WebSocket connections.",
-                self.connections.load(Relaxed).max(0) as u64,
+                self.connections.load(Relaxed).max(0) as f64,
             ),
             (
                 "rustorium_connections_total",
                 "counter",
                 "Connections admitted since start.",
-                self.connections_total.load(Relaxed),
+                self.connections_total.load(Relaxed) as f64,
             ),
             (
                 "rustorium_messages_in_total",
                 "counter",
                 "Client frames received.",
-                self.messages_in.load(Relaxed),
+                self.messages_in.load(Relaxed) as f64,
             ),
             (
                 "rustorium_messages_out_total",
                 "counter",
                 "Frames sent to clients.",
-                self.messages_out.load(Relaxed),
+                self.messages_out.load(Relaxed) as f64,
             ),
             (
                 "rustorium_events_published_total",
                 "counter",
                 "Events accepted from publishers.",
-                self.events_published.load(Relaxed),
+                self.events_published.load(Relaxed) as f64,
             ),
             (
                 "rustorium_drops_total",
                 "counter",
                 "Events not kept for a connection past its resume bound.",
-                self.drops.load(Relaxed),
+                self.drops.load(Relaxed) as f64,
             ),
             (
                 "rustorium_pending_dropped_total",
                 "counter",
                 "Events dropped from a full confirmations backlog.",
-                self.pending_dropped.load(Relaxed),
+                self.pending_dropped.load(Relaxed) as f64,
             ),
             (
                 "rustorium_resumes_total",
                 "counter",
                 "reconnect requests.",
-                resumes,
+                resumes as f64,
             ),
             (
                 "rustorium_resumes_recovered_total",
                 "counter",
                 "reconnect requests answered recovered: true.",
-                recovered,
+                recovered as f64,
             ),
             (
                 "rustorium_resumes_failed_total",
                 "counter",
                 "reconnect requests answered recovered: false.",
-                resumes.saturating_sub(recovered),
+                resumes.saturating_sub(recovered) as f64,
             ),
             (
                 "rustorium_replayed_events_total",
                 "counter",
                 "Events replayed by reconnects.",
-                self.replayed.load(Relaxed),
+                self.replayed.load(Relaxed) as f64,
             ),
             (
                 "rustorium_parked_sessions",
                 "gauge",
                 "Disconnected connections whose subscriptions are kept for resume.",
-                gauges.parked as u64,
+                gauges.parked as f64,
             ),
             (
                 "rustorium_queued_bytes_max",
                 "gauge",
                 "Largest number of bytes queued, not yet written, for one live connection.",
-                gauges.queued_bytes_max as u64,
+                gauges.queued_bytes_max as f64,
             ),
             (
                 "rustorium_publish_stalls_total",
                 "counter",
                 "Publish batches that waited for congested connections to drain.",
-                self.flow.stalls.load(Relaxed),
+                self.flow.stalls.load(Relaxed) as f64,
             ),
             (
                 "rustorium_publish_stalled_seconds_total",
                 "counter",
                 "Time publish batches waited for congested connections to drain.",
-                self.flow.stalled_us.load(Relaxed) / 1_000_000,
+                self.flow.stalled_us.load(Relaxed) as f64 / 1e6,
             ),
         ];
         for (name, kind, help, value) in scalars {
