@@ -235,26 +235,23 @@ impl Publisher {
     /// block-naming hubs if `blocks` moved the head.
     async fn dispatch(&self, stamped: Vec<(HubRef, Arc<Event>)>) -> Result<(), PublishError> {
         let mut new_head = None;
-        let mut groups: Vec<(HubRef, Vec<Arc<Event>>)> = Vec::new();
-        let mut index: HashMap<Arc<str>, usize> = HashMap::new();
+        let mut groups: HashMap<Arc<str>, (HubRef, Vec<Arc<Event>>)> = HashMap::new();
         for (hub, event) in stamped {
             if hub.kind == ChannelKind::Blocks {
                 new_head = new_head.max(event.block);
             }
-            match index.get(&hub.name) {
-                Some(&i) => groups[i].1.push(event),
-                None => {
-                    index.insert(hub.name.clone(), groups.len());
-                    groups.push((hub, vec![event]));
-                }
-            }
+            groups
+                .entry(hub.name.clone())
+                .or_insert_with(|| (hub, Vec::new()))
+                .1
+                .push(event);
         }
         // Every hub's batch is queued at once (`send` enqueues before it is awaited), so
         // hubs on several channels work in parallel; each hub still gets its events in
         // publish order. Waiting for every hub to have fanned its batch out (rather than
         // only queued it) is what lets flow control see congestion before the next batch.
         let sent: Vec<_> = groups
-            .into_iter()
+            .into_values()
             .map(|(hub, events)| hub.addr.send(PublishBatch(events)))
             .collect();
         for done in futures_util::future::join_all(sent).await {
