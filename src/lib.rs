@@ -126,8 +126,9 @@ impl Broker {
     /// For `HttpServer::on_connect`: sets `TCP_USER_TIMEOUT` (`limits.stall_timeout_ms`) on
     /// every accepted socket, so the kernel drops a client that stopped reading (its
     /// subscriptions are then parked for resume), and `TCP_NODELAY`, so a small event frame
-    /// is not held back by Nagle's algorithm waiting for the client's delayed ACK. The standalone server installs it; an
-    /// embedding app should too: `HttpServer::new(...).on_connect(broker.on_connect())`.
+    /// is not held back by Nagle's algorithm waiting for the client's delayed ACK. The
+    /// standalone server installs it; an embedding app should too:
+    /// `HttpServer::new(...).on_connect(broker.on_connect())`.
     pub fn on_connect(
         &self,
     ) -> impl Fn(&dyn std::any::Any, &mut actix_web::dev::Extensions) + Send + Sync + 'static {
