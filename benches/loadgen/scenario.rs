@@ -167,36 +167,14 @@ pub async fn run(spec: &TargetSpec, s: &Scenario) -> Result<Report, String> {
             let Ok(permit) = gate.acquire().await else {
                 return;
             };
-            match protocol {
-                Protocol::Rustorium(addr) => {
-                    match tokio::time::timeout(
-                        SETUP,
-                        client::rustorium_subscribe(addr, source, &channel),
-                    )
-                    .await
-                    {
-                        Ok(Ok(ws)) => {
-                            drop(permit);
-                            ready.set(ready.get() + 1);
-                            client::rustorium_read(ws, tally).await;
-                        }
-                        Ok(Err(e)) => tally.error(e),
-                        Err(_) => tally.error("subscribe timed out".into()),
-                    }
+            match tokio::time::timeout(SETUP, client::subscribe(protocol, source, &channel)).await {
+                Ok(Ok(subscribed)) => {
+                    drop(permit);
+                    ready.set(ready.get() + 1);
+                    client::read(subscribed, tally).await;
                 }
-                Protocol::Nats { ws, .. } => {
-                    match tokio::time::timeout(SETUP, client::nats_subscribe(ws, source, &channel))
-                        .await
-                    {
-                        Ok(Ok((ws, stream))) => {
-                            drop(permit);
-                            ready.set(ready.get() + 1);
-                            client::nats_read(ws, stream, tally).await;
-                        }
-                        Ok(Err(e)) => tally.error(e),
-                        Err(_) => tally.error("subscribe timed out".into()),
-                    }
-                }
+                Ok(Err(e)) => tally.error(e),
+                Err(_) => tally.error("subscribe timed out".into()),
             }
         }));
     }
@@ -260,14 +238,11 @@ pub async fn run(spec: &TargetSpec, s: &Scenario) -> Result<Report, String> {
     let publish_start = Instant::now() - published.elapsed;
 
     // Wait for every delivery, or for progress to stop.
-    let mut last = (tally.summary(published.events).received, Instant::now());
-    loop {
-        let r = tally.summary(published.events);
-        if r.received >= r.expected || Instant::now() >= deadline {
-            break;
-        }
-        if r.received != last.0 {
-            last = (r.received, Instant::now());
+    let expected = tally.expected(published.events);
+    let mut last = (tally.received(), Instant::now());
+    while tally.received() < expected && Instant::now() < deadline {
+        if tally.received() != last.0 {
+            last = (tally.received(), Instant::now());
         } else if last.1.elapsed() > s.stall {
             break;
         }

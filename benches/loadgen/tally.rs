@@ -136,11 +136,21 @@ impl Tally {
         self.errors.get()
     }
 
+    /// Distinct deliveries received so far (cheap: for progress checks).
+    pub fn received(&self) -> u64 {
+        self.received.get()
+    }
+
+    /// Deliveries the first `published` events promise: each times its channel's
+    /// subscribers.
+    pub fn expected(&self, published: u64) -> u64 {
+        (0..published.min(self.events))
+            .map(|s| u64::from(self.per_channel[self.channel_of(s)]))
+            .sum()
+    }
+
     /// The figures, for `published` events (the first `published` sequence numbers).
     pub fn summary(&self, published: u64) -> Received {
-        let expected = (0..published.min(self.events))
-            .map(|s| u64::from(self.per_channel[self.channel_of(s)]))
-            .sum();
         let h = self.hist.borrow();
         let latency_us = if h.is_empty() {
             [0.0; 4]
@@ -153,7 +163,7 @@ impl Tally {
             ]
         };
         Received {
-            expected,
+            expected: self.expected(published),
             received: self.received.get(),
             completed: self.completed.get(),
             duplicates: self.duplicates.get(),
