@@ -12,7 +12,7 @@ use tokio_tungstenite::WebSocketStream;
 use super::payload::scan;
 use super::rawws::{self, RawWs};
 use super::tally::Tally;
-use super::target::KEY;
+use super::target::{Protocol, KEY};
 
 /// How long a connect plus subscribe may take.
 pub const SETUP: Duration = Duration::from_secs(30);
@@ -55,7 +55,7 @@ pub async fn websocket(
 }
 
 /// Connects and subscribes a rustorium-broker subscriber to `channel`.
-pub async fn rustorium_subscribe(
+async fn rustorium_subscribe(
     addr: SocketAddr,
     source: Ipv4Addr,
     channel: &str,
@@ -80,7 +80,7 @@ pub async fn rustorium_subscribe(
 }
 
 /// Reads a rustorium subscriber until the stream ends.
-pub async fn rustorium_read(mut ws: RawWs, tally: Rc<Tally>) {
+async fn rustorium_read(mut ws: RawWs, tally: Rc<Tally>) {
     let mut last = None;
     loop {
         let read = ws.read(|_, p| {
@@ -158,7 +158,7 @@ impl NatsStream {
 
 /// Connects a NATS-over-WebSocket subscriber to `subject` and waits until the server has
 /// registered the subscription (the `PONG` after `SUB` and `PING`).
-pub async fn nats_subscribe(
+async fn nats_subscribe(
     ws_addr: SocketAddr,
     source: Ipv4Addr,
     subject: &str,
@@ -187,7 +187,7 @@ pub async fn nats_subscribe(
 }
 
 /// Reads a NATS subscriber until the stream ends, answering the server's pings.
-pub async fn nats_read(mut ws: RawWs, mut stream: NatsStream, tally: Rc<Tally>) {
+async fn nats_read(mut ws: RawWs, mut stream: NatsStream, tally: Rc<Tally>) {
     let mut last = None;
     loop {
         if let Err(e) = ws.read(|_, p| stream.push(p)).await {
@@ -209,5 +209,37 @@ pub async fn nats_read(mut ws: RawWs, mut stream: NatsStream, tally: Rc<Tally>) 
                 return tally.error(e);
             }
         }
+    }
+}
+
+/// A subscribed connection, ready to read.
+pub enum Subscribed {
+    /// A rustorium-broker subscriber.
+    Rustorium(RawWs),
+    /// A NATS-over-WebSocket subscriber and what it has buffered.
+    Nats(RawWs, NatsStream),
+}
+
+/// Connects from `source` and subscribes to `channel` on whichever broker `protocol` is.
+pub async fn subscribe(
+    protocol: Protocol,
+    source: Ipv4Addr,
+    channel: &str,
+) -> Result<Subscribed, String> {
+    match protocol {
+        Protocol::Rustorium(addr) => rustorium_subscribe(addr, source, channel)
+            .await
+            .map(Subscribed::Rustorium),
+        Protocol::Nats { ws, .. } => nats_subscribe(ws, source, channel)
+            .await
+            .map(|(ws, stream)| Subscribed::Nats(ws, stream)),
+    }
+}
+
+/// Reads a subscriber until its stream ends.
+pub async fn read(subscribed: Subscribed, tally: Rc<Tally>) {
+    match subscribed {
+        Subscribed::Rustorium(ws) => rustorium_read(ws, tally).await,
+        Subscribed::Nats(ws, stream) => nats_read(ws, stream, tally).await,
     }
 }
