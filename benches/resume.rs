@@ -61,7 +61,7 @@ fn events(from: usize, n: usize, pad: usize) -> String {
 }
 
 async fn replay(n: usize) -> Result<(), String> {
-    let (mut child, addr) = spawn_broker(
+    let (broker, addr) = spawn_broker(
         "",
         "[resume]\nkeep_frames = 1000000\nkeep_bytes = 1073741824\n",
     )?;
@@ -111,14 +111,13 @@ async fn replay(n: usize) -> Result<(), String> {
         all.as_secs_f64(),
         got as f64 / all.as_secs_f64()
     );
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(broker);
     Ok(())
 }
 
 async fn stall(readers: usize, burst: usize, with_stalled: bool) -> Result<u64, String> {
-    let (mut child, addr) = spawn_broker(&format!("max_connections = {}", readers + 10), "")?;
-    let pid = child.id();
+    let (broker, addr) = spawn_broker(&format!("max_connections = {}", readers + 10), "")?;
+    let pid = broker.pid.unwrap_or(0);
     let sub = r#"{"type":"subscribe","id":"s","data":{"channel":"blocks"}}"#;
     let mut stalled = None;
     if with_stalled {
@@ -176,8 +175,7 @@ async fn stall(readers: usize, burst: usize, with_stalled: bool) -> Result<u64, 
         readers * burst
     );
     drop(stalled);
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(broker);
     Ok(peak)
 }
 

@@ -2,43 +2,27 @@
 //! generator's reader), publish over HTTP. Loopback only; every wait is bounded.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 /// The bench key's secret.
 pub const KEY: &str = "bench-key";
 
 pub use crate::loadgen::report::rss_kib;
+use crate::loadgen::target::{spawn_broker_with, Protocol, Running};
 
 /// Starts the release binary with a bench key (`key_extra` inside its `[[keys]]` table,
-/// `extra` appended to the file) on a free loopback port.
-pub fn spawn_broker(key_extra: &str, extra: &str) -> Result<(Child, SocketAddr), String> {
-    let path = std::env::temp_dir().join(format!("rustorium-bench-{}.toml", std::process::id()));
+/// `extra` appended to the file) on a free loopback port; dropping the result stops it.
+pub fn spawn_broker(key_extra: &str, extra: &str) -> Result<(Running, SocketAddr), String> {
     let config = format!(
         "[server]\nbind = \"127.0.0.1:0\"\n[[keys]]\nname = \"bench\"\nsecret = \"{KEY}\"\nroles = [\"subscribe\", \"publish\"]\n{key_extra}\n[demo]\nenabled = false\n[ledger]\nenabled = false\n{extra}\n"
     );
-    std::fs::write(&path, config).map_err(|e| e.to_string())?;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_rustorium-broker"))
-        .arg("--config")
-        .arg(&path)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .map_err(|e| e.to_string())?;
-    let stdout = child.stdout.take().ok_or("no stdout")?;
-    for line in BufReader::new(stdout)
-        .lines()
-        .map_while(Result::ok)
-        .take(20)
-    {
-        if let Some(a) = line.strip_prefix("rustorium-broker listening on ") {
-            let addr = a.trim().parse().map_err(|_| "bad address")?;
-            return Ok((child, addr));
-        }
+    let running = spawn_broker_with(&config)?;
+    match running.protocol {
+        Protocol::Rustorium(addr) => Ok((running, addr)),
+        Protocol::Nats { .. } => Err("not a rustorium-broker".into()),
     }
-    Err("broker printed no address".into())
 }
 
 /// `POST /api/publish` with the bench key; Err with the response when not 200.

@@ -187,7 +187,13 @@ pub fn start(spec: &TargetSpec, needs: Needs) -> Result<Running, String> {
 }
 
 fn spawn_broker(needs: Needs) -> Result<Running, String> {
-    let path = temp_file("rustorium-load.toml", &broker_config(needs))?;
+    spawn_broker_with(&broker_config(needs))
+}
+
+/// Starts the rustorium-broker binary with `config` (TOML, binding 127.0.0.1:0) and waits
+/// for the address it prints; the process is killed when the result is dropped.
+pub fn spawn_broker_with(config: &str) -> Result<Running, String> {
+    let path = temp_file("rustorium-load.toml", config)?;
     let mut child = Command::new(env!("CARGO_BIN_EXE_rustorium-broker"))
         .arg("--config")
         .arg(&path)
