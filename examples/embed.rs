@@ -1,14 +1,18 @@
 //! Embedding the broker in an existing actix-web application: the app keeps its own
 //! routes, mounts the broker's (`/ws`, `/v1`, `/api/publish`, `/health`, `/ready`,
 //! `/metrics`), publishes from Rust with no HTTP in between, and answers the clients'
-//! commands with its own [`Backend`].
+//! commands with its own [`Backend`] (not the built-in ledger; no demo feed).
 //!
-//! Run: `cargo run --example embed`, then connect to
-//! `ws://127.0.0.1:8080/ws?token=demo-subscriber-key`, subscribe to `market_data`, and
-//! `curl -X POST http://127.0.0.1:8080/prices/MTK%2FUSD/1.23`.
+//! Run: `cargo run --example embed` (listens on [`ADDR`]), then connect to
+//! `ws://127.0.0.1:8080/ws?token=demo-subscriber-key` ([`SUBSCRIBER_KEY`]), subscribe to
+//! `market_data`, and `curl -X POST http://127.0.0.1:8080/prices/MTK%2FUSD/1.23`.
+//! `tests/embedding.rs` runs this same [`start`] on a free port.
 
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
+use actix_web::dev::Server;
 use actix_web::{web, App, HttpResponse, HttpServer};
 use rustorium_broker::{
     Backend, BackendFuture, Balance, Broker, CommandError, Config, KeyConfig, Role, TokenInfo,
@@ -25,6 +29,13 @@ pub struct AppBackend {
 
 /// The one token this app knows.
 pub const APP_TOKEN: &str = "0xa99";
+
+/// Where `cargo run --example embed` listens.
+pub const ADDR: &str = "127.0.0.1:8080";
+
+/// The key of the app's clients (subscribe and commands; there is no publish key: the app
+/// publishes from Rust, through its own `/prices` route).
+pub const SUBSCRIBER_KEY: &str = "demo-subscriber-key";
 
 impl Backend for AppBackend {
     fn execute_transaction(&self, transfer: Transfer) -> BackendFuture<TransferAccepted> {
@@ -107,15 +118,39 @@ pub fn routes(broker: Broker) -> impl FnOnce(&mut web::ServiceConfig) {
     }
 }
 
+/// Starts the whole app on `addr` (port 0 picks a free port): the broker with
+/// [`AppBackend`] answering commands, the app's routes and the broker's. Returns the
+/// server, to be awaited, and the address bound. Must be called inside a running actix
+/// `System`.
+pub fn start(addr: &str) -> std::io::Result<(Server, SocketAddr)> {
+    let backend = Arc::new(AppBackend::default());
+    let broker = Broker::start_with_backend(broker_config(SUBSCRIBER_KEY), backend)
+        .map_err(std::io::Error::other)?;
+    let on_connect = broker.on_connect();
+    let server = HttpServer::new(move || App::new().configure(routes(broker.clone())))
+        .on_connect(on_connect)
+        .bind(addr)?;
+    let bound = server.addrs().first().copied().ok_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::AddrNotAvailable,
+            format!("{addr}: no address bound"),
+        )
+    })?;
+    Ok((server.run(), bound))
+}
+
 #[actix_web::main]
 async fn main() -> std::io::Result<()> {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    let broker =
-        Broker::start(broker_config("demo-subscriber-key")).map_err(std::io::Error::other)?;
-    let on_connect = broker.on_connect();
-    HttpServer::new(move || App::new().configure(routes(broker.clone())))
-        .on_connect(on_connect)
-        .bind("127.0.0.1:8080")?
-        .run()
-        .await
+    let (server, addr) = start(ADDR)?;
+    println!("embed example listening on {addr} (key {SUBSCRIBER_KEY}: subscribe and commands)");
+    println!(
+        "  app:       GET http://{addr}/hello, POST http://{addr}/prices/{{symbol}}/{{price}}"
+    );
+    println!("  subscribe: ws://{addr}/ws?token={SUBSCRIBER_KEY}");
+    println!("  v1 API:    ws://{addr}/v1?api_key={SUBSCRIBER_KEY}");
+    println!(
+        "  commands answer token {APP_TOKEN} only (the app's backend, not the built-in ledger)"
+    );
+    server.await
 }

@@ -1,5 +1,7 @@
-//! The embedding example, compiled into this test: an app with its own routes plus the
-//! broker, a client subscribing, the app publishing through its own route.
+//! The embedding example, compiled into this test: the same `start` that
+//! `cargo run --example embed` runs (its backend, its key, its routes), on a free port. A
+//! client subscribes, the app publishes through its own route, and commands are answered
+//! by the app's backend.
 
 mod common;
 
@@ -7,33 +9,32 @@ mod common;
 #[path = "../examples/embed.rs"]
 mod embed;
 
-use actix_web::{App, HttpServer};
 use common::*;
-use rustorium_broker::Broker;
 use serde_json::json;
 
-const SECRET: &str = "embedded-subscriber";
+use embed::SUBSCRIBER_KEY as SECRET;
 
+/// Runs the example's `start` on 127.0.0.1:0 in a System of its own; returns the address.
 fn start_app() -> std::net::SocketAddr {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         actix_web::rt::System::new().block_on(async move {
-            let backend = std::sync::Arc::new(embed::AppBackend::default());
-            let broker = match Broker::start_with_backend(embed::broker_config(SECRET), backend) {
-                Ok(b) => b,
-                Err(e) => panic!("broker config refused: {e}"),
-            };
-            let server =
-                HttpServer::new(move || App::new().configure(embed::routes(broker.clone())))
-                    .workers(1)
-                    .bind("127.0.0.1:0")
-                    .expect("bind");
-            let addr = server.addrs()[0];
-            let _ = tx.send(addr);
-            let _ = server.run().await;
+            match embed::start("127.0.0.1:0") {
+                Ok((server, addr)) => {
+                    let _ = tx.send(Ok(addr));
+                    let _ = server.await;
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(e.to_string()));
+                }
+            }
         });
     });
-    rx.recv_timeout(WAIT).expect("app started")
+    match rx.recv_timeout(WAIT) {
+        Ok(Ok(addr)) => addr,
+        Ok(Err(e)) => panic!("the example did not start: {e}"),
+        Err(e) => panic!("the example did not start in time: {e}"),
+    }
 }
 
 #[tokio::test]
@@ -78,6 +79,30 @@ async fn commands_are_answered_by_the_apps_backend() {
         )
         .await;
     assert_eq!(r["data"]["code"], "command_failed");
+
+    // The same answer on the node API, and a token the app does not know is refused: the
+    // built-in ledger (whose tokens these are not) does not answer.
+    let mut ws = Client::ws(addr, SECRET).await;
+    let r = ws
+        .request(
+            json!({"type": "get_token_info", "id": "t", "data": {"token_id": embed::APP_TOKEN}}),
+        )
+        .await;
+    assert_eq!(r["type"], "token_info", "{r}");
+    assert_eq!(r["id"], "t");
+    assert_eq!(r["error"], serde_json::Value::Null);
+    assert_eq!(
+        r["data"],
+        json!({"token_id": embed::APP_TOKEN, "name": "App Token", "symbol": "APP",
+               "total_supply": "21000000"})
+    );
+    let mtk = "0x4d544b0000000000000000000000000000000001";
+    let r = ws
+        .request(json!({"type": "get_token_info", "id": "m", "data": {"token_id": mtk}}))
+        .await;
+    assert_eq!(r["error"]["code"], 4003, "{r}");
+    ws.close().await;
+
     // The built-in ledger is not running: no blocks appear.
     let mut ws = Client::ws(addr, SECRET).await;
     ws.subscribe("blocks", json!({})).await;
