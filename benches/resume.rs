@@ -63,7 +63,7 @@ fn events(from: usize, n: usize, pad: usize) -> String {
 async fn replay(n: usize) -> Result<(), String> {
     let (broker, addr) = spawn_broker(
         "",
-        "[resume]\nkeep_frames = 1000000\nkeep_bytes = 1073741824\n",
+        "[resume]\nhistory_events = 1000000\nhistory_bytes = 1073741824\n",
     )?;
     let mut ws = connect(addr).await?;
     ws.send(Message::text(

@@ -156,7 +156,9 @@ impl Broker {
             .publisher()
             .publish(vec![NewEvent::new(channel, data)])
             .await?;
-        ids.into_iter().next().ok_or(PublishError::Unavailable)
+        ids.into_iter()
+            .next()
+            .ok_or_else(|| PublishError::Unavailable("no id was returned".into()))
     }
 
     /// Sets what `/ready` answers.

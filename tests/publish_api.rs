@@ -79,8 +79,16 @@ async fn a_bad_event_names_index_and_field_and_publishes_nothing() {
         (json!({"data": {}}), "channel"),
         (json!({"channel": "blocks"}), "data"),
         (
-            json!({"channel": "blocks", "type": "tx_confirmed", "data": {"number": 1}}),
+            json!({"channel": "blocks", "type": "", "data": {"number": 1}}),
             "type",
+        ),
+        (
+            json!({"channel": "blocks", "type": 7, "data": {"number": 1}}),
+            "type",
+        ),
+        (
+            json!({"channel": "blocks", "type": "block_reorg", "data": {"hash": "0x1"}}),
+            "data.number",
         ),
         (
             json!({"channel": "transactions", "data": {"tx_hash": "0x1"}}),
@@ -108,6 +116,38 @@ async fn a_bad_event_names_index_and_field_and_publishes_nothing() {
             "{event}: {msg}"
         );
     }
+}
+
+/// PROTOCOL.md 10.32: on the six channels a publisher may name the event type; it
+/// reaches subscribers as given, and filters still apply.
+#[tokio::test]
+async fn publishers_name_their_event_type_and_filters_still_apply() {
+    let b = start(config());
+    let mut c = Client::ws(b.addr, SUB_KEY).await;
+    c.subscribe("blocks", json!({})).await;
+    let mut v1 = Client::v1(b.addr, SUB_KEY).await;
+    let r = v1
+        .request(json!({"type": "subscribe", "id": "s",
+            "data": {"channel": "market_data", "symbols": ["MTK/USD"]}}))
+        .await;
+    assert_eq!(r["type"], "subscription_confirmation", "{r}");
+    let reorg = json!({"channel": "blocks", "type": "block_reorg",
+        "data": {"number": 7, "hash": "0x7", "dropped": ["0x6"]}});
+    let ids = publish_ok(b.addr, &reorg).await;
+    let got = c.recv().await;
+    assert_eq!(got["type"], "block_reorg");
+    assert_eq!(got["id"], ids[0].as_str());
+    assert_eq!(got["data"]["dropped"], json!(["0x6"]));
+    let halt = |symbol: &str| {
+        json!({"channel": "market_data", "type": "trading_halted",
+            "data": {"symbol": symbol, "price": "1", "change_24h": "0", "volume_24h": "0",
+                     "timestamp": "2024-01-01T12:00:00Z"}})
+    };
+    publish_ok(b.addr, &json!([halt("STK/USD"), halt("MTK/USD")])).await;
+    let got = v1.recv().await;
+    assert_eq!(got["type"], "trading_halted");
+    assert_eq!(got["data"]["symbol"], "MTK/USD");
+    v1.expect_silence(Duration::from_millis(300)).await;
 }
 
 #[tokio::test]

@@ -13,10 +13,13 @@ use std::time::{Duration, Instant};
 
 use actix::{Actor, Context, Handler, Recipient, System};
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput};
-use rustorium_actors::event::Event;
-use rustorium_actors::filter::{ChannelKind, Filter};
+use rustorium_actors::channels::ChannelKind;
+use rustorium_actors::delivery::Progress;
+use rustorium_actors::event::{Draft, Event};
+use rustorium_actors::filter::Filter;
 use rustorium_actors::flow::Flow;
 use rustorium_actors::outbox::{self, Item, Outbox, OutboxLimits, Pushed, Wake};
+use rustorium_actors::position::Position;
 use rustorium_actors::protocol::{request, Dialect};
 use rustorium_actors::settings::Limits;
 use serde_json::{json, Map, Value};
@@ -47,8 +50,6 @@ const DRAIN_EVERY: u64 = 64;
 const LIMITS: OutboxLimits = OutboxLimits {
     queue_frames: 1 << 24,
     queue_bytes: usize::MAX / 4,
-    keep_frames: 1 << 24,
-    keep_bytes: usize::MAX / 4,
     stuck_after: Duration::from_secs(3600),
 };
 
@@ -78,13 +79,14 @@ fn tx_update(from: &str, to: &str) -> Value {
 
 /// A new event, its frames not rendered yet.
 fn fresh(channel: &Arc<str>, data: &Value) -> Event {
-    Event::new(
-        SEQ,
-        channel.clone(),
-        "update".to_owned(),
-        data.clone(),
-        None,
-    )
+    let draft = Draft {
+        channel: channel.clone(),
+        kind: "update".to_owned(),
+        data: data.clone(),
+        block: None,
+        is_block: false,
+    };
+    Event::new(SEQ, draft, None, Instant::now())
 }
 
 /// `render`: one event frame per dialect, from a fresh event each time (frames are
@@ -236,10 +238,7 @@ impl Sinks {
 fn push_all(outboxes: &[Outbox], event: &Arc<Event>) -> usize {
     let mut refused = 0;
     for ob in outboxes {
-        let item = Item {
-            event: event.clone(),
-            confirmations: None,
-        };
+        let item = Item::new(event.clone(), Position::event(event.seq), None);
         if outbox::lock(ob).push(item) != Pushed::Queued {
             refused += 1;
         }
@@ -247,14 +246,10 @@ fn push_all(outboxes: &[Outbox], event: &Arc<Event>) -> usize {
     refused
 }
 
-/// Empties every outbox as its connection would (drain, write, then a pong acknowledging
-/// everything written), so neither queue nor sent log grows.
+/// Empties every outbox as its connection would, so no queue grows.
 fn drain_all(outboxes: &[Outbox]) {
     for ob in outboxes {
-        let mut state = outbox::lock(ob);
-        drop(state.drain());
-        let position = state.position();
-        state.ack(position);
+        drop(outbox::lock(ob).drain());
     }
 }
 
@@ -266,12 +261,14 @@ fn fanout(c: &mut Criterion) {
     let max = FANOUT.iter().copied().max().unwrap_or(0);
     let sinks = Sinks::start(max);
     let flow = Arc::new(Flow::default());
+    let progress = Arc::new(Progress::default());
     let outboxes: Vec<Outbox> = sinks
         .recipients
         .iter()
-        .enumerate()
-        .map(|(conn, wake)| {
-            outbox::new_outbox(conn as u64, Dialect::Ws, wake.clone(), LIMITS, flow.clone())
+        .map(|wake| {
+            let ob = outbox::new_outbox(Dialect::Ws, LIMITS, flow.clone(), progress.clone());
+            outbox::lock(&ob).set_wake(wake.clone());
+            ob
         })
         .collect();
     let event = Arc::new(fresh(

@@ -1,32 +1,34 @@
 //! The `ChannelHub` actor: one per channel. It owns the channel's subscriptions and
-//! filters, tracks the chain head for `confirmations`, and fans each event out: one item
-//! (a pointer to the shared event, whose frame is rendered once per dialect) into the
-//! outbox of every matching connection, once per connection however many of its
-//! subscriptions match.
+//! filters and fans each batch out, step by step in sequence order: an event goes, once
+//! per connection however many of its subscriptions match, into the outbox of every
+//! matching connection (a pointer to the shared event, whose frame is rendered once per
+//! dialect); a rise of the chain head releases what `confirmations` subscriptions were
+//! waiting for ([`crate::confirmations`]).
 //!
-//! Pushing never waits: a full outbox turns its connection slow (closed 4005) and keeps
-//! what it can for resume; the hub goes on with the others.
+//! Pushing never waits: a full outbox turns its connection slow (closed 4005, resumed
+//! from history); the hub goes on with the others.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
-use actix::{Actor, Context, Handler};
+use actix::{Actor, Context, Handler, MessageResult};
 
+use crate::channels::ChannelKind;
+use crate::confirmations::{self, AtPublish, Gate};
+use crate::delivery::{Progress, Step};
 use crate::event::Event;
-use crate::filter::{ChannelKind, Filter, MAX_CONFIRMATIONS};
-use crate::messages::{
-    ConnId, ConnectionClosed, HeadAdvanced, PublishBatch, Reattach, Subscribe, Unsubscribe,
-};
+use crate::filter::Filter;
+use crate::messages::{Attach, Attached, ConnId, ConnectionClosed, PublishBatch, Unsubscribe};
 use crate::metrics::Metrics;
-use crate::outbox::{self, Item, Outbox, OutboxState, Pushed};
+use crate::outbox::{self, Item, Outbox, Pushed};
+use crate::position::Position;
 
 struct Sub {
     id: Arc<str>,
     filter: Filter,
-    /// The first hub sequence number this subscription may see: it gets only events
-    /// published after it was made.
-    from_seq: u64,
+    /// The last sequence number issued when it was made: it gets only later events.
+    created: u64,
 }
 
 struct Subscriber {
@@ -34,243 +36,236 @@ struct Subscriber {
     subs: Vec<Sub>,
 }
 
-/// Pushes one item into a locked outbox, counting a drop; false when the outbox is closed
-/// for good (the hub forgets the connection).
-fn push(outbox: &mut OutboxState, item: Item, metrics: &Metrics) -> bool {
-    match outbox.push(item) {
-        Pushed::Queued | Pushed::TurnedSlow => true,
-        Pushed::Dropped => {
-            metrics.drops.fetch_add(1, Ordering::Relaxed);
-            true
-        }
-        Pushed::Closed => false,
-    }
+/// What the hub was told when it started.
+pub struct HubSetup {
+    /// The channel's name.
+    pub name: Arc<str>,
+    /// Its kind.
+    pub kind: ChannelKind,
+    /// Shared counters.
+    pub metrics: Arc<Metrics>,
+    /// This channel's live subscription count, read by `/metrics`.
+    pub gauge: Arc<AtomicI64>,
+    /// The node's fan-out progress (new subscriptions start after its last batch).
+    pub progress: Arc<Progress>,
+    /// Most events held for `confirmations` (`limits.max_pending_confirmations`).
+    pub max_held: usize,
 }
 
 /// The hub actor for one channel.
 pub struct ChannelHub {
-    name: Arc<str>,
-    kind: ChannelKind,
-    metrics: Arc<Metrics>,
-    /// This channel's live subscription count, read by `/metrics`.
-    gauge: Arc<AtomicI64>,
-    mailbox: usize,
+    setup: HubSetup,
     /// Subscribers by connection; each connection's subscriptions are bounded by the
     /// per-connection cap, connections by admission.
     conns: HashMap<ConnId, Subscriber>,
     /// Which connection owns each subscription id.
     owner: HashMap<Arc<str>, ConnId>,
-    /// Highest block seen on `blocks`, as told by the publisher.
-    head: Option<u64>,
-    /// Events processed by this hub, for publish order and `from_seq`.
-    seq: u64,
-    /// Subscriptions with `confirmations` above 1; when zero nothing is held back.
+    /// The head as processed here and the events held for `confirmations`.
+    gate: Gate,
+    /// Subscriptions with `confirmations` above 1; when zero no release is computed.
     gated: usize,
-    /// Events held for `confirmations` subscriptions, by block number, in publish order.
-    pending: BTreeMap<u64, Vec<(u64, Arc<Event>)>>,
-    pending_len: usize,
-    max_pending: usize,
+    /// The last sequence number processed: where a resume's replay hands over to live.
+    processed: u64,
+}
+
+/// Which item, if any, an event makes for a connection with subscriptions `subs`: the
+/// first matching subscription decides, and one as published wins over a rewritten one
+/// (PROTOCOL.md 10.26: one frame per moment).
+fn item_for(subs: &[Sub], event: &Arc<Event>, head: Option<u64>) -> Option<Item> {
+    let mut decided: Option<Option<u64>> = None;
+    for sub in subs {
+        if event.seq <= sub.created || !sub.filter.matches(&event.data) {
+            continue;
+        }
+        match confirmations::on_publish(event.block, sub.filter.confirmations, head) {
+            AtPublish::Now(None) => {
+                decided = Some(None);
+                break;
+            }
+            AtPublish::Now(Some(c)) => {
+                decided.get_or_insert(Some(c));
+            }
+            AtPublish::Held => {}
+        }
+    }
+    decided.map(|confirmations| Item::new(event.clone(), Position::event(event.seq), confirmations))
 }
 
 impl ChannelHub {
-    /// A hub for channel `name` of `kind`.
-    pub fn new(
-        name: Arc<str>,
-        kind: ChannelKind,
-        metrics: Arc<Metrics>,
-        gauge: Arc<AtomicI64>,
-        mailbox: usize,
-        max_pending: usize,
-    ) -> ChannelHub {
+    /// A hub as set up.
+    pub fn new(setup: HubSetup) -> ChannelHub {
         ChannelHub {
-            name,
-            kind,
-            metrics,
-            gauge,
-            mailbox,
+            setup,
             conns: HashMap::new(),
             owner: HashMap::new(),
-            head: None,
-            seq: 0,
+            gate: Gate::default(),
             gated: 0,
-            pending: BTreeMap::new(),
-            pending_len: 0,
-            max_pending,
+            processed: 0,
         }
     }
 
-    /// Which item, if any, `event` makes for a connection with subscriptions `subs`:
-    /// `Some(None)` as published, `Some(Some(k))` rewritten to `k` confirmations.
-    fn item_for(
-        subs: &[Sub],
-        event: &Event,
-        block: Option<u64>,
-        head: Option<u64>,
-    ) -> Option<Option<u64>> {
-        // The first matching subscription decides the item; one as published wins over a
-        // rewritten one (PROTOCOL.md 10.26: one frame per moment).
-        let mut confirmations: Option<Option<u64>> = None;
-        for sub in subs {
-            if !sub.filter.matches(&event.data) {
-                continue;
-            }
-            let k = sub.filter.confirmations;
-            match (block, head) {
-                (Some(n), Some(h)) if k > 1 && n.saturating_add(k - 1) <= h => {
-                    confirmations.get_or_insert(Some(h - n + 1));
+    /// Fans a batch out. Heads in force at each step are worked out first (and held
+    /// events recorded); then each connection's outbox is locked once for the batch and
+    /// gets its items in sequence order.
+    fn fan_out(&mut self, steps: &[Step]) {
+        let has_blocks = self.setup.kind.has_blocks();
+        // The head before each step, and for a rise the head it rose from.
+        let mut heads = Vec::with_capacity(steps.len());
+        let mut releases_any = false;
+        for step in steps {
+            heads.push(self.gate.head);
+            match step {
+                Step::Event(e) if has_blocks => {
+                    let dropped = self.gate.hold(e.clone(), self.setup.max_held);
+                    if dropped > 0 {
+                        self.setup
+                            .metrics
+                            .pending_dropped
+                            .fetch_add(dropped as u64, Ordering::Relaxed);
+                    }
                 }
-                (Some(_), _) if k > 1 => {}
-                _ => return Some(None),
+                Step::Event(_) => {}
+                Step::Head { number, .. } => {
+                    if self.gate.head.is_none_or(|h| *number > h) {
+                        self.gate.head = Some(*number);
+                        releases_any = true;
+                    }
+                }
             }
+            self.processed = self.processed.max(step.seq());
         }
-        confirmations
-    }
-
-    /// Fans a batch out: each connection's outbox is locked once for the whole batch and
-    /// gets its matching events in publish order.
-    fn fan_out(&mut self, events: Vec<Arc<Event>>) {
-        let has_blocks = self.kind.has_blocks();
-        let block_of = |e: &Event| if has_blocks { e.block } else { None };
-        let head = self.head;
-        let metrics = &self.metrics;
+        let releases = releases_any && self.gated > 0;
+        let gate = &self.gate;
+        let metrics = &self.setup.metrics;
         let mut dead = Vec::new();
         for (conn, s) in &self.conns {
             let mut locked = None;
-            for event in &events {
-                let Some(confirmations) = Self::item_for(&s.subs, event, block_of(event), head)
-                else {
+            for (step, head) in steps.iter().zip(&heads) {
+                let items = match step {
+                    Step::Event(e) => item_for(&s.subs, e, *head).into_iter().collect(),
+                    Step::Head { number, by } if releases => {
+                        released(&s.subs, gate, *head, *number, *by)
+                    }
+                    Step::Head { .. } => Vec::new(),
+                };
+                if items.is_empty() {
                     continue;
-                };
+                }
                 let outbox = locked.get_or_insert_with(|| outbox::lock(&s.outbox));
-                let item = Item {
-                    event: event.clone(),
-                    confirmations,
-                };
-                if !push(outbox, item, metrics) {
-                    dead.push(*conn);
+                for item in items {
+                    match outbox.push(item) {
+                        Pushed::Queued => {}
+                        Pushed::Dropped => {
+                            metrics.drops.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Pushed::Closed => dead.push(*conn),
+                    }
+                }
+                if dead.last() == Some(conn) {
                     break;
                 }
             }
+        }
+        if let Some(h) = self.gate.head {
+            self.gate.trim(h);
         }
         self.drop_conns(dead);
-        for event in events {
-            self.seq += 1;
-            let Some(n) = block_of(&event) else { continue };
-            if self.gated == 0 {
-                continue;
-            }
-            self.pending.entry(n).or_default().push((self.seq, event));
-            self.pending_len += 1;
-            while self.pending_len > self.max_pending {
-                let Some((_, dropped)) = self.pending.pop_first() else {
-                    break;
-                };
-                self.pending_len -= dropped.len();
-                self.metrics
-                    .pending_dropped
-                    .fetch_add(dropped.len() as u64, Ordering::Relaxed);
-            }
-        }
-    }
-
-    /// Delivers what the head moving from `h0` to `h1` releases for `confirmations`
-    /// subscriptions: for each, the events of blocks N with h0 < N+k-1 <= h1.
-    fn release(&mut self, h0: Option<u64>, h1: u64) {
-        if self.gated > 0 {
-            let pending = &self.pending;
-            let metrics = &self.metrics;
-            let mut dead = Vec::new();
-            for (conn, s) in &self.conns {
-                let mut out: Vec<(u64, u64, &Arc<Event>)> = Vec::new();
-                for sub in s.subs.iter().filter(|s| s.filter.confirmations > 1) {
-                    let k = i128::from(sub.filter.confirmations);
-                    let hi = i128::from(h1) + 1 - k;
-                    let lo = h0.map_or(0, |h0| (i128::from(h0) + 2 - k).max(0));
-                    if hi < lo {
-                        continue;
-                    }
-                    for (n, events) in pending.range(lo as u64..=hi as u64) {
-                        for (hseq, e) in events {
-                            if *hseq >= sub.from_seq && sub.filter.matches(&e.data) {
-                                out.push((*n, *hseq, e));
-                            }
-                        }
-                    }
-                }
-                out.sort_unstable_by_key(|(n, hseq, _)| (*n, *hseq));
-                out.dedup_by_key(|(_, hseq, _)| *hseq);
-                if out.is_empty() {
-                    continue;
-                }
-                let mut outbox = outbox::lock(&s.outbox);
-                let alive = out.into_iter().all(|(n, _, e)| {
-                    let item = Item {
-                        event: e.clone(),
-                        confirmations: Some(h1 - n + 1),
-                    };
-                    push(&mut outbox, item, metrics)
-                });
-                if !alive {
-                    dead.push(*conn);
-                }
-            }
-            self.drop_conns(dead);
-        }
-        // Every subscription (k <= 64) has released the blocks N with N + 63 <= h1.
-        let Some(keep_from) = (h1 + 2).checked_sub(MAX_CONFIRMATIONS) else {
-            return;
-        };
-        let kept = self.pending.split_off(&keep_from);
-        let dropped = std::mem::replace(&mut self.pending, kept);
-        self.pending_len -= dropped.values().map(Vec::len).sum::<usize>();
     }
 
     fn drop_conns(&mut self, conns: Vec<ConnId>) {
         for conn in conns {
             if let Some(subscriber) = self.conns.remove(&conn) {
                 for sub in &subscriber.subs {
-                    self.remove_sub(sub);
+                    self.forget(sub);
                 }
             }
         }
     }
 
-    fn remove_sub(&mut self, sub: &Sub) {
+    fn forget(&mut self, sub: &Sub) {
         self.owner.remove(&sub.id);
         if sub.filter.confirmations > 1 {
             self.gated -= 1;
         }
-        self.gauge.fetch_sub(1, Ordering::Relaxed);
+        self.setup.gauge.fetch_sub(1, Ordering::Relaxed);
     }
+
+    /// Removes subscription `id` from whichever connection has it.
+    fn detach(&mut self, id: &str) -> Option<Sub> {
+        let conn = self.owner.get(id).copied()?;
+        let subscriber = self.conns.get_mut(&conn)?;
+        let pos = subscriber.subs.iter().position(|s| &*s.id == id)?;
+        let sub = subscriber.subs.swap_remove(pos);
+        if subscriber.subs.is_empty() {
+            self.conns.remove(&conn);
+        }
+        self.forget(&sub);
+        Some(sub)
+    }
+}
+
+/// The releases by the head rising from `from` to `to` with block event `by`, for one
+/// connection's gated subscriptions: each held event once, in sequence order, at `by.E`.
+fn released(subs: &[Sub], gate: &Gate, from: Option<u64>, to: u64, by: u64) -> Vec<Item> {
+    let mut out: Vec<Item> = Vec::new();
+    for sub in subs.iter().filter(|s| s.filter.confirmations > 1) {
+        let k = sub.filter.confirmations;
+        for e in gate.candidates(from, to) {
+            if e.seq <= sub.created || e.seq >= by || !sub.filter.matches(&e.data) {
+                continue;
+            }
+            let Some(n) = e.block else { continue };
+            if let Some(c) = confirmations::releases_at(n, k, from, to) {
+                out.push(Item::new(e.clone(), Position::release(by, e.seq), Some(c)));
+            }
+        }
+    }
+    out.sort_unstable_by_key(|i| i.position);
+    out.dedup_by_key(|i| i.position);
+    out
 }
 
 impl Actor for ChannelHub {
     type Context = Context<Self>;
 
-    fn started(&mut self, ctx: &mut Context<Self>) {
-        ctx.set_mailbox_capacity(self.mailbox);
-        log::debug!("hub for channel {} started", self.name);
+    fn started(&mut self, _: &mut Context<Self>) {
+        log::debug!("hub for channel {} started", self.setup.name);
     }
 }
 
-impl Handler<Subscribe> for ChannelHub {
-    type Result = ();
+impl Handler<Attach> for ChannelHub {
+    type Result = MessageResult<Attach>;
 
-    fn handle(&mut self, msg: Subscribe, _: &mut Context<Self>) {
-        if msg.filter.confirmations > 1 {
-            self.gated += 1;
+    fn handle(&mut self, msg: Attach, _: &mut Context<Self>) -> MessageResult<Attach> {
+        let now = self.setup.progress.begun();
+        let mut created = Vec::with_capacity(msg.subs.len());
+        for s in msg.subs {
+            // A move takes it from whichever connection had it (PROTOCOL.md 10.33).
+            self.detach(&s.id);
+            let c = s.created.unwrap_or(now);
+            created.push(c);
+            if s.filter.confirmations > 1 {
+                self.gated += 1;
+            }
+            self.setup.gauge.fetch_add(1, Ordering::Relaxed);
+            self.owner.insert(s.id.clone(), msg.conn);
+            self.conns
+                .entry(msg.conn)
+                .or_insert_with(|| Subscriber {
+                    outbox: msg.outbox.clone(),
+                    subs: Vec::new(),
+                })
+                .subs
+                .push(Sub {
+                    id: s.id,
+                    filter: s.filter,
+                    created: c,
+                });
         }
-        self.gauge.fetch_add(1, Ordering::Relaxed);
-        self.owner.insert(msg.subscription_id.clone(), msg.conn);
-        let subscriber = self.conns.entry(msg.conn).or_insert_with(|| Subscriber {
-            outbox: msg.outbox,
-            subs: Vec::new(),
-        });
-        subscriber.subs.push(Sub {
-            id: msg.subscription_id,
-            filter: msg.filter,
-            from_seq: self.seq + 1,
-        });
+        MessageResult(Attached {
+            created,
+            cut: self.processed,
+        })
     }
 }
 
@@ -281,62 +276,7 @@ impl Handler<Unsubscribe> for ChannelHub {
         if self.owner.get(&msg.subscription_id) != Some(&msg.conn) {
             return false;
         }
-        let Some(subscriber) = self.conns.get_mut(&msg.conn) else {
-            return false;
-        };
-        let Some(pos) = subscriber
-            .subs
-            .iter()
-            .position(|s| s.id == msg.subscription_id)
-        else {
-            return false;
-        };
-        let sub = subscriber.subs.swap_remove(pos);
-        if subscriber.subs.is_empty() {
-            self.conns.remove(&msg.conn);
-        }
-        self.remove_sub(&sub);
-        true
-    }
-}
-
-impl Handler<Reattach> for ChannelHub {
-    type Result = ();
-
-    fn handle(&mut self, msg: Reattach, _: &mut Context<Self>) {
-        let Some(old) = self.conns.get_mut(&msg.from) else {
-            return;
-        };
-        let mut moved = Vec::new();
-        old.subs.retain_mut(|sub| {
-            if msg.subscription_ids.contains(&sub.id) {
-                moved.push(Sub {
-                    id: sub.id.clone(),
-                    filter: sub.filter.clone(),
-                    from_seq: sub.from_seq,
-                });
-                false
-            } else {
-                true
-            }
-        });
-        if old.subs.is_empty() {
-            self.conns.remove(&msg.from);
-        }
-        if moved.is_empty() {
-            return;
-        }
-        for sub in &moved {
-            self.owner.insert(sub.id.clone(), msg.to);
-        }
-        self.conns
-            .entry(msg.to)
-            .or_insert_with(|| Subscriber {
-                outbox: msg.outbox,
-                subs: Vec::new(),
-            })
-            .subs
-            .extend(moved);
+        self.detach(&msg.subscription_id).is_some()
     }
 }
 
@@ -352,18 +292,8 @@ impl Handler<PublishBatch> for ChannelHub {
     type Result = ();
 
     fn handle(&mut self, msg: PublishBatch, _: &mut Context<Self>) {
-        self.fan_out(msg.0);
-    }
-}
-
-impl Handler<HeadAdvanced> for ChannelHub {
-    type Result = ();
-
-    fn handle(&mut self, msg: HeadAdvanced, _: &mut Context<Self>) {
-        if self.head.is_some_and(|h| h >= msg.0) {
-            return;
-        }
-        let h0 = self.head.replace(msg.0);
-        self.release(h0, msg.0);
+        self.fan_out(&msg.steps);
+        // Dropping the ticket here marks this hub's share of the batch fanned out.
+        drop(msg.ticket);
     }
 }

@@ -7,11 +7,14 @@ use std::time::Duration;
 use actix::{Actor, Addr, Arbiter};
 
 use crate::backend::Backend;
+use crate::delivery::{Delivery, Progress};
+use crate::engine::memory::MemoryEngine;
+use crate::engine::Engine;
 use crate::heartbeat::Heartbeat;
 use crate::hubs::Hubs;
 use crate::messages::CloseAll;
 use crate::metrics::Metrics;
-use crate::publisher::Publisher;
+use crate::publisher::{Publisher, PublisherParts};
 use crate::rate_limiter::RateLimiter;
 use crate::sessions::Sessions;
 use crate::settings::Settings;
@@ -32,8 +35,12 @@ pub struct Core {
     pub metrics: Arc<Metrics>,
     /// Answers commands.
     pub backend: Arc<dyn Backend>,
-    /// Which subscription belongs to which connection, and the parked ones.
+    /// Which live connection holds each subscription.
     pub sessions: Arc<Sessions>,
+    /// Sequence, history, chain head and parked subscriptions.
+    pub engine: Arc<dyn Engine>,
+    /// How far the node's fan-out has come (ordered outboxes drain up to it).
+    pub progress: Arc<Progress>,
     arbiter: Arbiter,
 }
 
@@ -48,27 +55,45 @@ impl Core {
         let arbiter = Arbiter::new();
         let handle = arbiter.handle();
         let metrics = Arc::new(Metrics::default());
+        let progress = Arc::new(Progress::default());
         let hubs = Arc::new(Hubs::start(
             handle.clone(),
             settings.clone(),
             metrics.clone(),
+            progress.clone(),
+        ));
+        let delivery = Arc::new(Delivery::new(
+            hubs.clone(),
+            progress.clone(),
+            settings.limits.hub_queue_batches,
+        ));
+        let engine: Arc<dyn Engine> = Arc::new(MemoryEngine::new(
+            settings.resume.history(),
+            settings.resume.max_parked,
+            delivery.clone(),
+            metrics.clone(),
         ));
         let (limits, m) = (settings.limits.clone(), metrics.clone());
         let limiter = RateLimiter::start_in_arbiter(&handle, move |_| RateLimiter::new(limits, m));
-        let sessions = Arc::new(Sessions::new(
-            Duration::from_millis(settings.resume.window_ms),
-            settings.resume.max_parked,
-        ));
         let interval = settings.heartbeat.interval();
-        let expiring = sessions.clone();
-        let heartbeat =
-            Heartbeat::start_in_arbiter(&handle, move |_| Heartbeat::new(interval, expiring));
-        let publisher = Publisher::new(
-            hubs.clone(),
-            settings.publish.max_batch_events,
-            Duration::from_millis(settings.publish.max_stall_ms),
-            metrics.clone(),
-        );
+        let heartbeat = Heartbeat::start_in_arbiter(&handle, move |_| Heartbeat::new(interval));
+        // Parked subscriptions and history leave by age even when nothing is published.
+        let expiring = engine.clone();
+        handle.spawn(async move {
+            let mut every = actix::clock::interval(interval);
+            loop {
+                every.tick().await;
+                expiring.expire(std::time::Instant::now());
+            }
+        });
+        let publisher = Publisher::new(PublisherParts {
+            hubs: hubs.clone(),
+            engine: engine.clone(),
+            delivery,
+            max_batch: settings.publish.max_batch_events,
+            max_stall: Duration::from_millis(settings.publish.max_stall_ms),
+            metrics: metrics.clone(),
+        });
         let backend = backend(&publisher);
         Arc::new(Core {
             settings,
@@ -78,13 +103,17 @@ impl Core {
             publisher,
             metrics,
             backend,
-            sessions,
+            sessions: Arc::new(Sessions::default()),
+            engine,
+            progress,
             arbiter,
         })
     }
 
-    /// Tells every connection to close with 1001; returns how many were told.
+    /// Refuses publishes from now on (`unavailable`) and tells every connection to close
+    /// with 1001; returns how many were told.
     pub async fn close_all(&self) -> usize {
+        self.publisher.close();
         self.heartbeat.send(CloseAll).await.unwrap_or(0)
     }
 

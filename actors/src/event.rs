@@ -1,47 +1,65 @@
-//! A published event, stamped with its broker message id, and its frames rendered once
-//! per dialect and shared by every subscriber.
+//! A published event, stamped with its place in the sequence, and its frame rendered once
+//! per dialect and shared by every subscriber that gets it at its own id.
 
 use std::sync::{Arc, OnceLock};
+use std::time::Instant;
 
 use bytestring::ByteString;
 use serde_json::Value;
 
+use crate::position::Position;
 use crate::protocol::{render, Dialect};
 
-/// An event as it travels from the publisher through a channel hub to connections.
+/// An event as it travels from the engine through a channel hub to connections, and as
+/// the channel's history keeps it for resume.
 #[derive(Debug)]
 pub struct Event {
-    /// The broker-assigned message id, unique within the broker, increasing in publish order.
+    /// Its number in the one sequence (PROTOCOL.md section 5); its id is the decimal string.
     pub seq: u64,
     /// `seq` as the string clients see in the frame's `id`.
     pub id: String,
     /// The channel it was published on.
     pub channel: Arc<str>,
-    /// The event `type` (`new_block`, `update`...).
+    /// The event `type` (`new_block`, `update`, or the publisher's own).
     pub kind: String,
     /// The payload, as published.
     pub data: Value,
-    /// The block the event names (`number` or `block_number`), for `confirmations`.
+    /// The block the event names (`number` or `block_number`), on block-naming channels.
     pub block: Option<u64>,
+    /// For a `blocks` event that raised the chain head: the new head (this block's number).
+    pub raises_head: Option<u64>,
+    /// When the engine appended it (the resume window counts from here).
+    pub appended: Instant,
     frames: [OnceLock<ByteString>; Dialect::COUNT],
 }
 
+/// An event before the engine sequenced it: validated, with its channel's routing facts.
+#[derive(Debug, Clone)]
+pub struct Draft {
+    /// The channel.
+    pub channel: Arc<str>,
+    /// The event `type`.
+    pub kind: String,
+    /// The payload.
+    pub data: Value,
+    /// The block it names, on block-naming channels.
+    pub block: Option<u64>,
+    /// Whether it is a `blocks` event (which may raise the chain head).
+    pub is_block: bool,
+}
+
 impl Event {
-    /// Stamps an already validated event with its message id.
-    pub fn new(
-        seq: u64,
-        channel: Arc<str>,
-        kind: String,
-        data: Value,
-        block: Option<u64>,
-    ) -> Event {
+    /// Stamps a draft with its sequence number (done by the engine only).
+    pub fn new(seq: u64, draft: Draft, raises_head: Option<u64>, appended: Instant) -> Event {
         Event {
             seq,
             id: seq.to_string(),
-            channel,
-            kind,
-            data,
-            block,
+            channel: draft.channel,
+            kind: draft.kind,
+            data: draft.data,
+            block: draft.block,
+            raises_head,
+            appended,
             frames: Default::default(),
         }
     }
@@ -52,33 +70,38 @@ impl Event {
             .get_or_init(|| render::event(dialect, &self.id, &self.channel, &self.kind, &self.data))
     }
 
-    /// The event frame for `dialect`, rendered on first use and shared afterwards.
+    /// The event frame for `dialect` at its own id, rendered on first use and shared.
     pub fn frame(&self, dialect: Dialect) -> ByteString {
         self.shared(dialect).clone()
     }
 
-    /// The length of the shared frame for `dialect`, without taking a reference to it.
+    /// The length of the shared frame for `dialect` (a release differs by a few digits).
     pub fn frame_len(&self, dialect: Dialect) -> usize {
         self.shared(dialect).len()
     }
 
-    /// The frame with `data.confirmations` set to `confirmations`, for subscriptions with
-    /// `confirmations` above 1 (PROTOCOL.md 10.6 and 10.20): only events whose data
-    /// already carries the field are rewritten; others get the shared frame.
-    pub fn frame_at_confirmations(&self, dialect: Dialect, confirmations: u64) -> ByteString {
-        match &self.data {
-            Value::Object(map) if map.contains_key("confirmations") => {
+    /// The frame at `position` (a release `B.E` carries that id) with `data.confirmations`
+    /// set to `confirmations` when given and the data already has the field (PROTOCOL.md
+    /// 10.6, 10.20). The shared frame when neither applies.
+    pub fn frame_at(
+        &self,
+        dialect: Dialect,
+        position: Position,
+        confirmations: Option<u64>,
+    ) -> ByteString {
+        let rewrite = match (&self.data, confirmations) {
+            (Value::Object(map), Some(c)) if map.contains_key("confirmations") => {
                 let mut data = map.clone();
-                data.insert("confirmations".into(), confirmations.into());
-                render::event(
-                    dialect,
-                    &self.id,
-                    &self.channel,
-                    &self.kind,
-                    &Value::Object(data),
-                )
+                data.insert("confirmations".into(), c.into());
+                Some(Value::Object(data))
             }
-            _ => self.frame(dialect),
+            _ => None,
+        };
+        if rewrite.is_none() && !position.is_release() {
+            return self.frame(dialect);
         }
+        let id = position.to_string();
+        let data = rewrite.as_ref().unwrap_or(&self.data);
+        render::event(dialect, &id, &self.channel, &self.kind, data)
     }
 }

@@ -1,8 +1,7 @@
 //! The `Heartbeat` actor: one timer for the whole broker. Every interval it renders the
 //! heartbeat frame once per dialect and sends a [`Tick`] to each registered connection,
 //! which writes it with a ping and applies the liveness rule (PROTOCOL.md section 6).
-//! It also knows every connection, so it carries the shutdown notice, and it sweeps the
-//! sessions parked past the resume window.
+//! It also knows every connection, so it carries the shutdown notice.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -10,9 +9,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use actix::{Actor, AsyncContext, Context, Handler, Recipient};
 
-use crate::messages::{CloseAll, ConnId, ConnectionClosed, Register, Shutdown, Tick, Unregister};
+use crate::messages::{CloseAll, ConnId, Register, Shutdown, Tick, Unregister};
 use crate::protocol::{render, Dialect};
-use crate::sessions::Sessions;
 
 struct Registered {
     tick: Recipient<Tick>,
@@ -22,18 +20,15 @@ struct Registered {
 /// The heartbeat actor. One per broker.
 pub struct Heartbeat {
     interval: Duration,
-    /// Swept every tick for sessions parked past the resume window.
-    sessions: Arc<Sessions>,
     /// Every open connection; bounded by the connections the limiter admitted.
     conns: HashMap<ConnId, Registered>,
 }
 
 impl Heartbeat {
-    /// A heartbeat firing every `interval`, sweeping `sessions` as it goes.
-    pub fn new(interval: Duration, sessions: Arc<Sessions>) -> Heartbeat {
+    /// A heartbeat firing every `interval`.
+    pub fn new(interval: Duration) -> Heartbeat {
         Heartbeat {
             interval,
-            sessions,
             conns: HashMap::new(),
         }
     }
@@ -49,11 +44,6 @@ impl Heartbeat {
             render::heartbeat(Dialect::V1, now, &rfc),
         ]);
         let at = Instant::now();
-        for (conn, hubs) in self.sessions.expire(at) {
-            for hub in hubs {
-                hub.addr.do_send(ConnectionClosed { conn });
-            }
-        }
         for reg in self.conns.values() {
             // A full mailbox means the connection is busy writing; it misses this beat.
             let _ = reg.tick.try_send(Tick {

@@ -8,8 +8,9 @@ use std::sync::{Arc, Mutex};
 
 use actix::{Actor, Addr, ArbiterHandle};
 
-use crate::channel_hub::ChannelHub;
-use crate::filter::{is_plain_name, ChannelKind};
+use crate::channel_hub::{ChannelHub, HubSetup};
+use crate::channels::{is_plain_name, ChannelKind};
+use crate::delivery::Progress;
 use crate::metrics::Metrics;
 use crate::settings::Settings;
 
@@ -62,17 +63,24 @@ pub struct Hubs {
     arbiter: ArbiterHandle,
     settings: Settings,
     metrics: Arc<Metrics>,
+    progress: Arc<Progress>,
 }
 
 impl Hubs {
     /// Starts the six documented hubs on `arbiter`.
-    pub fn start(arbiter: ArbiterHandle, settings: Settings, metrics: Arc<Metrics>) -> Hubs {
+    pub fn start(
+        arbiter: ArbiterHandle,
+        settings: Settings,
+        metrics: Arc<Metrics>,
+        progress: Arc<Progress>,
+    ) -> Hubs {
         let mut hubs = Hubs {
             known: Vec::new(),
             plain: Mutex::new(HashMap::new()),
             arbiter,
             settings,
             metrics,
+            progress,
         };
         hubs.known = ChannelKind::KNOWN
             .into_iter()
@@ -83,12 +91,16 @@ impl Hubs {
 
     fn spawn(&self, kind: ChannelKind, name: Arc<str>) -> HubRef {
         let gauge = Arc::new(AtomicI64::new(0));
-        let (metrics, limits) = (self.metrics.clone(), &self.settings.limits);
-        let (hub_name, hub_gauge) = (name.clone(), gauge.clone());
-        let (mailbox, max_pending) = (limits.hub_queue_batches, limits.max_pending_confirmations);
-        let addr = ChannelHub::start_in_arbiter(&self.arbiter, move |_| {
-            ChannelHub::new(hub_name, kind, metrics, hub_gauge, mailbox, max_pending)
-        });
+        let setup = HubSetup {
+            name: name.clone(),
+            kind,
+            metrics: self.metrics.clone(),
+            gauge: gauge.clone(),
+            progress: self.progress.clone(),
+            max_held: self.settings.limits.max_pending_confirmations,
+        };
+        // Unbounded mailbox: the delivery's in-flight permits bound the batches queued.
+        let addr = ChannelHub::start_in_arbiter(&self.arbiter, move |_| ChannelHub::new(setup));
         HubRef {
             kind,
             name,

@@ -1,51 +1,86 @@
 //! The actor system of rustorium-broker.
 //!
+//! Where each thing lives (one noun per file):
+//!
+//! | file | what |
+//! | --- | --- |
+//! | [`core`] | the actor system of one broker, started together |
+//! | [`connection`] | one admitted client: lifecycle, frames, flush, ticks; its [`connection::refused`] sibling answers refused ones |
+//! | `connection/requests.rs` | every request: quota, role, handler, one exit for replies and errors |
+//! | `connection/resume.rs` | `reconnect`: claim, attach, replay, then live |
+//! | [`disconnect`] | every reason a connection ends: code, reason, metric |
+//! | [`channel_hub`] | one channel's subscriptions and its fan-out |
+//! | [`confirmations`] | the `confirmations` gate: held events, the head, release ids `B.E` |
+//! | [`channels`] | the catalogue: names, event types, routing fields, publish validation |
+//! | [`filter`] | subscription filters: parse, match |
+//! | [`engine`] | the seam: sequence, history, head, parked subscriptions ([`engine::memory`] now) |
+//! | [`history`] | one channel's kept events and the head's timeline |
+//! | [`resume`] | what a resume replays from history, and whether it is complete |
+//! | [`position`] | message ids and their place in the sequence |
+//! | [`delivery`] | the node's fan-out: batches to hubs in sequence order, the watermark |
+//! | [`outbox`] | the bounded per-connection queue, drained in sequence order |
+//! | [`flow`] | publisher back-pressure |
+//! | [`publisher`] | validation, then the engine |
+//! | [`sessions`] | which live connection holds each subscription |
+//! | [`rate_limiter`], [`heartbeat`], [`metrics`], [`settings`], [`backend`], [`keys`], [`protocol`], [`messages`], [`event`] | as named |
+//!
 //! Who sends what to whom:
 //!
 //! - The HTTP layer resolves a key, asks the [`rate_limiter::RateLimiter`] to admit the
-//!   connection ([`messages::Admit`]), and starts a [`connection::Connection`] actor.
-//! - A connection parses client frames ([`protocol::request`]), sends
-//!   [`messages::Subscribe`] / [`messages::Unsubscribe`] to the
-//!   [`channel_hub::ChannelHub`] of the channel (found in [`hubs::Hubs`]), and answers in
-//!   its dialect ([`protocol::render`]). Per-message quotas are checked on the
-//!   [`rate_limiter::ConnectionQuota`] it was given at admission.
-//! - A publish goes through [`publisher::Publisher`]: validated ([`filter`]), stamped with
-//!   a message id ([`event::Event`]), and sent as [`messages::PublishBatch`] to each hub,
-//!   then [`messages::HeadAdvanced`] when `blocks` moved the chain head.
+//!   connection ([`messages::Admit`]), and starts a [`connection::Connection`] (or a
+//!   [`connection::refused::Refused`] that writes one error and closes).
+//! - A connection parses client frames ([`protocol::request`]) and sends
+//!   [`messages::Attach`] / [`messages::Unsubscribe`] to the [`channel_hub::ChannelHub`]
+//!   of the channel (found in [`hubs::Hubs`]); it answers in its dialect
+//!   ([`protocol::render`]).
+//! - A publish goes through [`publisher::Publisher`] (validated against [`channels`]) to
+//!   the [`engine::Engine`], which in one step gives each event its id in the one
+//!   sequence, appends it to its channel's [`history`], raises the chain head, and hands
+//!   the batch to [`delivery::Delivery`]; that queues each hub its steps
+//!   ([`messages::PublishBatch`]) in sequence order.
 //! - A hub pushes each matching event, once per connection, into the connection's
-//!   [`outbox`] (a bounded queue plus the log of what was written, for resume) and wakes the
-//!   connection ([`outbox::Wake`]) when the queue was empty; the connection writes the
-//!   event's frame, rendered once per dialect and shared by every subscriber. A queue past
-//!   its bound makes the connection a slow consumer (closed 4005).
-//! - The [`sessions::Sessions`] registry knows which subscription belongs to which
-//!   connection and key; a connection that ends any way but a client close 1000 is parked
-//!   there for the resume window, and a `reconnect` claims its subscriptions, moving them
-//!   inside each hub ([`messages::Reattach`]) before replaying what was missed.
+//!   [`outbox`] and wakes it; releases by `confirmations` go in at `B.E`. The connection
+//!   writes the event's frame, rendered once per dialect and shared by every subscriber.
+//!   An outbox fed by several hubs drains only up to the watermark
+//!   ([`delivery::Progress`]) so frames leave in sequence order; past its bound the
+//!   connection is a slow consumer (closed 4005) and resumes from history.
+//! - A connection that ends any way but a client close 1000 parks its subscriptions in
+//!   the engine for the resume window; a `reconnect` claims them (or moves them from a
+//!   live connection, [`sessions`]), attaches them, and replays from history
+//!   ([`resume`]) up to each hub's cut, merged with what arrives live after it.
 //! - The [`heartbeat::Heartbeat`] actor ticks once for the whole broker and sends
-//!   [`messages::Tick`] to every connection, which writes the heartbeat and a ping (whose
-//!   pong acknowledges the outbox's sent log) and closes itself 4004 when the client has
-//!   been silent too long. Each tick also sweeps expired parked sessions.
+//!   [`messages::Tick`] to every connection, which writes the heartbeat and a ping and
+//!   closes itself 4004 when the client has been silent too long.
 //! - Commands go to the [`backend::Backend`] the broker was started with.
 //!
-//! Per-message path: client frame → `Connection` → (subscribe) hub; publish →
-//! `Publisher` → hub → outbox → `Connection` → socket.
+//! Per-message path: publish → `Publisher` (parse, validate) → engine (sequence,
+//! history) → `Delivery` → hub (fan-out) → outbox → `Connection` (frame rendered once,
+//! write).
 
 pub mod backend;
 pub mod channel_hub;
+pub mod channels;
+pub mod confirmations;
 pub mod connection;
 pub mod core;
+pub mod delivery;
+pub mod disconnect;
+pub mod engine;
 pub mod event;
 pub mod filter;
 pub mod flow;
 pub mod heartbeat;
+pub mod history;
 pub mod hubs;
 pub mod keys;
 pub mod messages;
 pub mod metrics;
 pub mod outbox;
+pub mod position;
 pub mod protocol;
 pub mod publisher;
 pub mod rate_limiter;
+pub mod resume;
 pub mod sessions;
 pub mod settings;
 

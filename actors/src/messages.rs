@@ -6,9 +6,9 @@ use std::time::Instant;
 use actix::{Message, Recipient};
 use bytestring::ByteString;
 
+use crate::delivery::{Step, Ticket};
 use crate::outbox::Outbox;
 
-use crate::event::Event;
 use crate::filter::Filter;
 use crate::keys::ApiKey;
 use crate::protocol::Dialect;
@@ -17,42 +17,45 @@ use crate::rate_limiter::{Admission, AdmitError};
 /// Identifies one WebSocket connection for the lifetime of the broker.
 pub type ConnId = u64;
 
-/// Connection → ChannelHub: register a subscription. Returns once it is live, so that
-/// an event published after the reply reaches it.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Subscribe {
-    /// The subscribing connection.
-    pub conn: ConnId,
-    /// The new subscription's id.
-    pub subscription_id: Arc<str>,
+/// One subscription to attach to a hub.
+pub struct AttachSub {
+    /// Its id.
+    pub id: Arc<str>,
     /// What it matches.
     pub filter: Filter,
-    /// Where matching events go.
-    pub outbox: Outbox,
+    /// For a resumed subscription, the sequence number last issued when it was made;
+    /// `None` for a new one (the hub takes the last number handed to it).
+    pub created: Option<u64>,
 }
 
-/// Connection (reconnect) → ChannelHub: move these subscriptions of `from` to `to`, whose
-/// outbox receives their events from now on. Filters and pending `confirmations` releases
-/// move with them. Returns once moved.
+/// Connection → ChannelHub: attach subscriptions to connection `conn`, whose outbox
+/// receives their events from the next step on. A subscription another connection holds
+/// is moved (a `reconnect`, PROTOCOL.md 10.9 and 10.33). Returns [`Attached`].
 #[derive(Message)]
-#[rtype(result = "()")]
-pub struct Reattach {
-    /// The connection that had them.
-    pub from: ConnId,
-    /// The connection that takes them.
-    pub to: ConnId,
-    /// Which subscriptions.
-    pub subscription_ids: Vec<Arc<str>>,
-    /// The new connection's outbox.
+#[rtype(result = "Attached")]
+pub struct Attach {
+    /// The connection taking them.
+    pub conn: ConnId,
+    /// Its outbox.
     pub outbox: Outbox,
+    /// The subscriptions.
+    pub subs: Vec<AttachSub>,
 }
 
-/// Sessions → Connection: a reconnect elsewhere claimed this connection's subscriptions;
-/// close without keeping them.
+/// What [`Attach`] did.
+pub struct Attached {
+    /// Each subscription's created-at sequence number, in the order given.
+    pub created: Vec<u64>,
+    /// The last sequence number the hub had processed: a replay covers the channel's
+    /// history up to here, live delivery everything after.
+    pub cut: u64,
+}
+
+/// Sessions (on a reconnect elsewhere) → Connection: these subscriptions moved to
+/// another connection; forget them and stay open with the rest (PROTOCOL.md 10.33).
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Evict;
+pub struct Moved(pub Vec<Arc<str>>);
 
 /// Connection → ChannelHub: end a subscription. Returns whether it existed for `conn`.
 #[derive(Message)]
@@ -72,16 +75,16 @@ pub struct ConnectionClosed {
     pub conn: ConnId,
 }
 
-/// Publisher → ChannelHub: events for this channel, in publish order. Returns when the
-/// hub has fanned them out (publishers wait, so hub queues stay bounded).
+/// Delivery → ChannelHub: this channel's steps of one appended batch, in sequence order.
+/// The hub drops the ticket when it has fanned them out.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct PublishBatch(pub Vec<Arc<Event>>);
-
-/// Publisher → ChannelHub: the highest block seen on `blocks` rose to this number.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct HeadAdvanced(pub u64);
+pub struct PublishBatch {
+    /// Events and head rises, in sequence order.
+    pub steps: Vec<Step>,
+    /// Shared by every hub's share of the batch.
+    pub ticket: Arc<Ticket>,
+}
 
 /// HTTP upgrade handler → RateLimiter: admit a connection for `key`. Returns the
 /// connection's quotas and a ticket that frees the slot when dropped.

@@ -73,10 +73,12 @@ impl Rejection {
 pub struct Gauges {
     /// Live subscriptions per channel.
     pub subscriptions: Vec<(Arc<str>, i64)>,
-    /// Parked sessions.
+    /// Parked subscriptions.
     pub parked: usize,
-    /// Largest queue of one live connection, in bytes.
-    pub queued_bytes_max: usize,
+    /// Events kept in the channels' history.
+    pub history_events: usize,
+    /// Bytes kept in the channels' history.
+    pub history_bytes: usize,
 }
 
 /// The broker's metrics; shared by every actor through an `Arc`.
@@ -92,8 +94,8 @@ pub struct Metrics {
     pub messages_out: AtomicU64,
     /// Events accepted from publishers.
     pub events_published: AtomicU64,
-    /// Events not kept for a connection because its outbox was past the resume bound
-    /// (a resume that needs them answers `recovered: false`).
+    /// Events not queued for a connection because it had just turned slow consumer
+    /// (it resumes them from history).
     pub drops: AtomicU64,
     /// Publisher flow control (congested connections, stalls).
     pub flow: std::sync::Arc<crate::flow::Flow>,
@@ -105,6 +107,12 @@ pub struct Metrics {
     pub resumes_recovered: AtomicU64,
     /// Events replayed by reconnects.
     pub replayed: AtomicU64,
+    /// History events evicted because they left the resume window.
+    pub history_evicted_age: AtomicU64,
+    /// History events evicted by the per-channel event or byte bound.
+    pub history_evicted_bound: AtomicU64,
+    /// Subscriptions not parked because `resume.max_parked` were parked already.
+    pub parked_refused: AtomicU64,
     rejections: [AtomicU64; Rejection::ALL.len()],
 }
 
@@ -128,7 +136,7 @@ impl Metrics {
             self.resumes_recovered.load(Relaxed),
         );
         // f64, so a time keeps its fraction; whole counts still print with no decimals.
-        let scalars: [(&str, &str, &str, f64); 15] = [
+        let scalars: [(&str, &str, &str, f64); 17] = [
             (
                 "rustorium_connections",
                 "gauge",
@@ -196,16 +204,28 @@ impl Metrics {
                 self.replayed.load(Relaxed) as f64,
             ),
             (
-                "rustorium_parked_sessions",
+                "rustorium_parked_subscriptions",
                 "gauge",
-                "Disconnected connections whose subscriptions are kept for resume.",
+                "Subscriptions of ended connections kept for resume.",
                 gauges.parked as f64,
             ),
             (
-                "rustorium_queued_bytes_max",
+                "rustorium_parked_refused_total",
+                "counter",
+                "Subscriptions not kept for resume because resume.max_parked were kept already.",
+                self.parked_refused.load(Relaxed) as f64,
+            ),
+            (
+                "rustorium_history_events",
                 "gauge",
-                "Largest number of bytes queued, not yet written, for one live connection.",
-                gauges.queued_bytes_max as f64,
+                "Events kept in the channels' history for resume.",
+                gauges.history_events as f64,
+            ),
+            (
+                "rustorium_history_bytes",
+                "gauge",
+                "Bytes (rendered frames) kept in the channels' history for resume.",
+                gauges.history_bytes as f64,
             ),
             (
                 "rustorium_publish_stalls_total",
@@ -232,6 +252,20 @@ impl Metrics {
         );
         for (channel, n) in subscriptions {
             let _ = writeln!(out, "rustorium_subscriptions{{channel=\"{channel}\"}} {n}");
+        }
+        let _ = writeln!(
+            out,
+            "# HELP rustorium_history_evicted_total History events evicted: past the resume window (age) or the per-channel bound (bound).\n# TYPE rustorium_history_evicted_total counter"
+        );
+        for (reason, n) in [
+            ("age", &self.history_evicted_age),
+            ("bound", &self.history_evicted_bound),
+        ] {
+            let _ = writeln!(
+                out,
+                "rustorium_history_evicted_total{{reason=\"{reason}\"}} {}",
+                n.load(Relaxed)
+            );
         }
         let _ = writeln!(
             out,

@@ -1,53 +1,68 @@
-//! A connection's outbox: the bounded queue hubs push events into, and the log of what was
-//! written but may not have reached the client, kept for resume (PROTOCOL.md section 7).
+//! A connection's outbox: the bounded queue hubs push its items into, in sequence order.
 //!
-//! Hubs push items and wake the connection only when the queue goes from empty to
-//! non-empty; the connection drains the queue in one go, writes the frames, and moves the
-//! items to the sent log. Pings carry the sent log's position: a pong acknowledges every
-//! item before it, so the log holds only what may still be in flight.
+//! Hubs push items and wake the connection when the queue goes from empty to non-empty;
+//! the connection drains the queue in one go and writes the frames. An outbox fed by one
+//! hub is drained whole. One fed by several ([`OutboxState::set_ordered`]) is drained up
+//! to the node's fan-out watermark ([`Progress`]): everything below it has arrived from
+//! every hub, so frames leave in sequence order across channels (PROTOCOL.md section 5).
 //!
-//! Bounds: while attached, `queue_frames` / `queue_bytes` (past them the connection is a
-//! slow consumer: closed 4005, fed no more); while parked or slow, everything held (queue
-//! and sent log) stays within `keep_frames` / `keep_bytes`, past which items are refused
-//! (or, in the sent log, evicted) and resume reports `recovered: false`.
+//! Bounds: `queue_frames` / `queue_bytes` of live items (a single item of any size
+//! passes, PROTOCOL.md 10.31); past them the connection is a slow consumer, closed 4005
+//! and fed no more: it resumes from the channels' history. Items a resume replays are
+//! bounded by that history and not counted.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use actix::{Message, Recipient};
+use bytestring::ByteString;
 
+use crate::delivery::Progress;
 use crate::event::Event;
 use crate::flow::Flow;
-use crate::messages::ConnId;
+use crate::position::Position;
 use crate::protocol::Dialect;
 
-/// Outbox → Connection: the queue went non-empty (or the connection turned slow).
+/// Outbox or Progress → Connection: there is something to write (or the connection
+/// turned slow).
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Wake;
 
-/// One event for one connection: the event and, for `confirmations` releases, the
-/// confirmations to write into its data.
+/// One frame for one connection: the event, where it sits in the sequence (its own id,
+/// or a release `B.E`), and the confirmations to write into its data.
 #[derive(Debug, Clone)]
 pub struct Item {
     /// The event (shared with every other subscriber).
     pub event: Arc<Event>,
+    /// Its place, and so its id.
+    pub position: Position,
     /// `Some(k)`: the frame's `data.confirmations` becomes `k`.
     pub confirmations: Option<u64>,
+    /// Put here by a resume's replay (not counted against the queue bound).
+    replayed: bool,
 }
 
 impl Item {
-    /// The frame for `dialect`.
-    pub fn frame(&self, dialect: Dialect) -> bytestring::ByteString {
-        match self.confirmations {
-            Some(c) => self.event.frame_at_confirmations(dialect, c),
-            None => self.event.frame(dialect),
+    /// A live item.
+    pub fn new(event: Arc<Event>, position: Position, confirmations: Option<u64>) -> Item {
+        Item {
+            event,
+            position,
+            confirmations,
+            replayed: false,
         }
     }
 
+    /// The frame for `dialect`.
+    pub fn frame(&self, dialect: Dialect) -> ByteString {
+        self.event
+            .frame_at(dialect, self.position, self.confirmations)
+    }
+
     fn bytes(&self, dialect: Dialect) -> usize {
-        // The shared frame's length; rewritten frames differ by a few digits at most.
+        // The shared frame's length; a release differs by a few digits at most.
         self.event.frame_len(dialect)
     }
 }
@@ -55,16 +70,12 @@ impl Item {
 /// The outbox's bounds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OutboxLimits {
-    /// Items queued for an attached connection before it is a slow consumer.
+    /// Live items queued before the connection is a slow consumer.
     pub queue_frames: usize,
-    /// Bytes queued for an attached connection before it is a slow consumer.
+    /// Live bytes queued before the connection is a slow consumer.
     pub queue_bytes: usize,
-    /// Items kept in all (queue and sent log) for resume.
-    pub keep_frames: usize,
-    /// Bytes kept in all for resume.
-    pub keep_bytes: usize,
     /// A congested outbox not drained for this long stops holding publishers back.
-    pub stuck_after: std::time::Duration,
+    pub stuck_after: Duration,
 }
 
 /// Where the outbox's connection is.
@@ -72,40 +83,29 @@ pub struct OutboxLimits {
 pub enum Mode {
     /// A live connection drains it.
     Attached,
-    /// The live connection fell behind past the queue bound; it is being closed 4005.
+    /// The connection fell behind past the queue bound; it is being closed 4005 and is
+    /// fed no more.
     Slow,
-    /// The connection ended; held for resume since the instant given.
-    Parked(Instant),
-    /// Given up: nothing is kept any more.
+    /// The connection ended.
     Closed,
 }
 
 /// The state behind the lock.
 pub struct OutboxState {
-    /// How frames are rendered for the attached connection.
+    /// How frames are rendered for the connection.
     pub dialect: Dialect,
-    /// The attached connection's id.
-    pub conn: ConnId,
     wake: Option<Recipient<Wake>>,
     wake_pending: bool,
-    /// Items not yet written.
-    pub queue: VecDeque<Item>,
-    queue_bytes: usize,
-    /// Items written, oldest first, not yet acknowledged by a pong.
-    pub sent: VecDeque<Item>,
-    sent_bytes: usize,
-    /// Position (count of items ever written) of `sent[0]`.
-    sent_base: u64,
-    /// Id of the last item a pong acknowledged.
-    pub last_acked: Option<String>,
-    /// Whether an unacknowledged written item was evicted from the sent log: a resume from
-    /// before it cannot be complete.
-    pub evicted: bool,
-    /// Whether an item was refused over the resume bound: no resume can be complete.
-    pub dropped: bool,
+    /// Items not yet written, in sequence order.
+    queue: VecDeque<Item>,
+    live_frames: usize,
+    live_bytes: usize,
     /// Current mode.
     pub mode: Mode,
     limits: OutboxLimits,
+    /// Several hubs feed it: drain only up to the watermark.
+    ordered: bool,
+    progress: Option<Arc<Progress>>,
     /// Publisher flow control, told when the queue passes half its bound and drains.
     flow: Option<Arc<Flow>>,
     congested: bool,
@@ -117,16 +117,16 @@ pub struct OutboxState {
 /// A connection's outbox, shared by the hubs (which push) and the connection (which drains).
 pub type Outbox = Arc<Mutex<OutboxState>>;
 
-/// A new, attached outbox.
+/// A new, attached outbox; its connection gives it a wake-up address when it starts.
 pub fn new_outbox(
-    conn: ConnId,
     dialect: Dialect,
-    wake: Recipient<Wake>,
     limits: OutboxLimits,
     flow: Arc<Flow>,
+    progress: Arc<Progress>,
 ) -> Outbox {
-    let mut state = OutboxState::new(conn, dialect, Some(wake), limits);
+    let mut state = OutboxState::new(dialect, None, limits);
     state.flow = Some(flow);
+    state.progress = Some(progress);
     Arc::new(Mutex::new(state))
 }
 
@@ -139,38 +139,27 @@ pub fn lock(outbox: &Outbox) -> MutexGuard<'_, OutboxState> {
 /// What [`OutboxState::push`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pushed {
-    /// Queued.
+    /// Queued (or, for a slow consumer, let go: it resumes from history).
     Queued,
-    /// Queued, and this push made the connection a slow consumer.
-    TurnedSlow,
-    /// Not kept: over the resume bound (the outbox is now lossy).
+    /// This push made the connection a slow consumer; the item was not kept.
     Dropped,
     /// The outbox is closed; the hub should forget this subscriber.
     Closed,
 }
 
 impl OutboxState {
-    fn new(
-        conn: ConnId,
-        dialect: Dialect,
-        wake: Option<Recipient<Wake>>,
-        limits: OutboxLimits,
-    ) -> OutboxState {
+    fn new(dialect: Dialect, wake: Option<Recipient<Wake>>, limits: OutboxLimits) -> OutboxState {
         OutboxState {
             dialect,
-            conn,
             wake,
             wake_pending: false,
             queue: VecDeque::new(),
-            queue_bytes: 0,
-            sent: VecDeque::new(),
-            sent_bytes: 0,
-            sent_base: 0,
-            last_acked: None,
-            evicted: false,
-            dropped: false,
+            live_frames: 0,
+            live_bytes: 0,
             mode: Mode::Attached,
             limits,
+            ordered: false,
+            progress: None,
             flow: None,
             congested: false,
             stuck: false,
@@ -188,137 +177,119 @@ impl OutboxState {
         }
     }
 
-    fn held_frames(&self) -> usize {
-        self.queue.len() + self.sent.len()
+    /// Where to send wake-ups (the connection, once started).
+    pub fn set_wake(&mut self, wake: Recipient<Wake>) {
+        if self.mode != Mode::Closed {
+            self.wake = Some(wake);
+        }
     }
 
-    fn held_bytes(&self) -> usize {
-        self.queue_bytes + self.sent_bytes
+    /// From now on several hubs feed this outbox: drain in sequence order.
+    pub fn set_ordered(&mut self) {
+        self.ordered = true;
     }
 
-    /// Queues an item; wakes the connection when the queue was empty.
-    pub fn push(&mut self, item: Item) -> Pushed {
-        let bytes = item.bytes(self.dialect);
-        let mut result = Pushed::Queued;
-        match self.mode {
-            Mode::Closed => return Pushed::Closed,
-            Mode::Attached => {
-                let l = self.limits;
-                if self.queue.len() >= l.queue_frames || self.queue_bytes + bytes > l.queue_bytes {
-                    self.mode = Mode::Slow;
-                    self.set_congested(false);
-                    result = Pushed::TurnedSlow;
-                } else if self.congested {
-                    if self.last_drain.elapsed() > l.stuck_after {
-                        // Not reading at all: let publishers go on; the bound will cut it.
-                        self.stuck = true;
-                        self.set_congested(false);
-                    }
-                } else if !self.stuck
-                    && (self.queue.len() >= l.queue_frames / 2
-                        || self.queue_bytes + bytes > l.queue_bytes / 2)
-                {
-                    self.set_congested(true);
-                }
+    fn insert(&mut self, item: Item) {
+        // Almost always an append; items of several hubs may interleave.
+        let at = match self.queue.back() {
+            Some(last) if last.position > item.position => {
+                self.queue.partition_point(|i| i.position <= item.position)
             }
-            Mode::Slow | Mode::Parked(_) => {}
-        }
-        // Over the resume bound, the oldest written items go first (most likely read
-        // already); only a queue that alone fills the bound refuses the new item.
-        while self.held_frames() >= self.limits.keep_frames
-            || self.held_bytes() + bytes > self.limits.keep_bytes
-        {
-            if !self.evict_oldest() {
-                self.dropped = true;
-                return Pushed::Dropped;
-            }
-        }
-        self.queue_bytes += bytes;
-        self.queue.push_back(item);
-        if !self.wake_pending && matches!(self.mode, Mode::Attached | Mode::Slow) {
+            _ => self.queue.len(),
+        };
+        self.queue.insert(at, item);
+    }
+
+    fn wake(&mut self) {
+        if !self.wake_pending {
             if let Some(w) = &self.wake {
-                // A full mailbox already holds a Wake or will be drained soon.
+                // A full mailbox already holds a Wake or a Tick, either of which flushes.
                 self.wake_pending = w.try_send(Wake).is_ok();
             }
         }
-        result
     }
 
-    /// Takes every queued item for writing, returning the frames to write, and moves the
-    /// items to the sent log (evicting the oldest unacknowledged items past the resume
-    /// bound). Called by the connection.
-    pub fn drain(&mut self) -> Vec<bytestring::ByteString> {
+    /// Queues a live item; wakes the connection when the queue was empty.
+    pub fn push(&mut self, item: Item) -> Pushed {
+        match self.mode {
+            Mode::Closed => return Pushed::Closed,
+            Mode::Slow => return Pushed::Queued,
+            Mode::Attached => {}
+        }
+        let bytes = item.bytes(self.dialect);
+        let l = self.limits;
+        let over = self.live_frames >= l.queue_frames
+            || (self.live_frames > 0 && self.live_bytes.saturating_add(bytes) > l.queue_bytes);
+        if over {
+            self.mode = Mode::Slow;
+            self.set_congested(false);
+            self.wake_pending = false;
+            self.wake();
+            return Pushed::Dropped;
+        }
+        if self.congested {
+            if self.last_drain.elapsed() > l.stuck_after {
+                // Not reading at all: let publishers go on; the bound will cut it.
+                self.stuck = true;
+                self.set_congested(false);
+            }
+        } else if !self.stuck
+            && (self.live_frames >= l.queue_frames / 2
+                || self.live_bytes.saturating_add(bytes) > l.queue_bytes / 2)
+        {
+            self.set_congested(true);
+        }
+        self.live_frames += 1;
+        self.live_bytes = self.live_bytes.saturating_add(bytes);
+        self.insert(item);
+        self.wake();
+        Pushed::Queued
+    }
+
+    /// Merges a resume's replay into the queue, in sequence order.
+    pub fn replay(&mut self, items: Vec<Item>) {
+        for mut item in items {
+            item.replayed = true;
+            self.insert(item);
+        }
+    }
+
+    /// Takes the items that may be written now (all of them, or for an ordered outbox
+    /// those up to the watermark) and returns their frames. When items stay behind, the
+    /// connection is woken again once the watermark passes the first of them.
+    pub fn drain(&mut self) -> Vec<ByteString> {
         self.wake_pending = false;
         self.set_congested(false);
         self.stuck = false;
         self.last_drain = Instant::now();
-        let mut frames = Vec::with_capacity(self.queue.len());
-        for item in self.queue.drain(..) {
-            frames.push(item.frame(self.dialect));
-            self.sent_bytes += item.bytes(self.dialect);
-            self.sent.push_back(item);
-        }
-        self.queue_bytes = 0;
-        while self.sent.len() > self.limits.keep_frames || self.sent_bytes > self.limits.keep_bytes
-        {
-            if !self.evict_oldest() {
+        let mut frames = Vec::new();
+        loop {
+            let upto = match (&self.progress, self.ordered) {
+                (Some(p), true) => p.complete(),
+                _ => u64::MAX,
+            };
+            while let Some(first) = self.queue.front() {
+                if first.position.major > upto {
+                    break;
+                }
+                let Some(item) = self.queue.pop_front() else {
+                    break;
+                };
+                if !item.replayed {
+                    self.live_frames = self.live_frames.saturating_sub(1);
+                    self.live_bytes = self.live_bytes.saturating_sub(item.bytes(self.dialect));
+                }
+                frames.push(item.frame(self.dialect));
+            }
+            let (Some(first), Some(p), Some(w)) = (self.queue.front(), &self.progress, &self.wake)
+            else {
+                break;
+            };
+            if p.wait_for(first.position.major, w) {
                 break;
             }
         }
         frames
-    }
-
-    /// Evicts the oldest unacknowledged written item; false when the sent log is empty.
-    fn evict_oldest(&mut self) -> bool {
-        let Some(old) = self.sent.pop_front() else {
-            return false;
-        };
-        self.sent_bytes -= old.bytes(self.dialect).min(self.sent_bytes);
-        self.sent_base += 1;
-        self.evicted = true;
-        true
-    }
-
-    /// Whether the sent log holds a quarter of the resume bound: time to ask for an
-    /// acknowledgement.
-    pub fn wants_ack(&self) -> bool {
-        self.sent.len() > self.limits.keep_frames / 4
-            || self.sent_bytes > self.limits.keep_bytes / 4
-    }
-
-    /// Records replayed items as written (they go out before anything queued).
-    pub fn record_sent(&mut self, items: &[Item]) {
-        for item in items {
-            self.sent_bytes += item.bytes(self.dialect);
-            self.sent.push_back(item.clone());
-        }
-    }
-
-    /// The position after the last written item: a ping's payload.
-    pub fn position(&self) -> u64 {
-        self.sent_base + self.sent.len() as u64
-    }
-
-    /// A pong for `position` came back: the client has read everything before it.
-    pub fn ack(&mut self, position: u64) {
-        while self.sent_base < position {
-            let Some(old) = self.sent.pop_front() else {
-                break;
-            };
-            self.sent_bytes -= old.bytes(self.dialect).min(self.sent_bytes);
-            self.sent_base += 1;
-            self.last_acked = Some(old.event.id.clone());
-        }
-    }
-
-    /// Parks the outbox: its connection ended; hubs keep filling it for resume.
-    pub fn park(&mut self, now: Instant) {
-        self.set_congested(false);
-        if self.mode != Mode::Closed {
-            self.mode = Mode::Parked(now);
-            self.wake = None;
-            self.wake_pending = false;
-        }
     }
 
     /// Closes the outbox and frees what it holds.
@@ -327,14 +298,13 @@ impl OutboxState {
         self.mode = Mode::Closed;
         self.wake = None;
         self.queue.clear();
-        self.sent.clear();
-        self.queue_bytes = 0;
-        self.sent_bytes = 0;
+        self.live_frames = 0;
+        self.live_bytes = 0;
     }
 
-    /// Bytes queued and not yet written (for the metrics).
+    /// Bytes of live items queued and not yet written (for the metrics).
     pub fn queued_bytes(&self) -> usize {
-        self.queue_bytes
+        self.live_bytes
     }
 }
 
@@ -347,72 +317,91 @@ impl Drop for OutboxState {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event::Draft;
     use serde_json::json;
 
+    fn event(seq: u64, bytes: usize) -> Arc<Event> {
+        let draft = Draft {
+            channel: Arc::from("c"),
+            kind: "update".into(),
+            data: json!({ "pad": "x".repeat(bytes) }),
+            block: None,
+            is_block: false,
+        };
+        Arc::new(Event::new(seq, draft, None, Instant::now()))
+    }
+
     fn item(seq: u64) -> Item {
-        Item {
-            event: Arc::new(Event::new(
-                seq,
-                Arc::from("c"),
-                "update".into(),
-                json!({}),
-                None,
-            )),
-            confirmations: None,
-        }
+        Item::new(event(seq, 0), Position::event(seq), None)
     }
 
     fn state(limits: OutboxLimits) -> OutboxState {
-        OutboxState::new(1, Dialect::Ws, None, limits)
+        OutboxState::new(Dialect::Ws, None, limits)
     }
 
     const LIMITS: OutboxLimits = OutboxLimits {
-        queue_frames: 3,
+        queue_frames: 4,
         queue_bytes: 1 << 20,
-        keep_frames: 5,
-        keep_bytes: 1 << 20,
-        stuck_after: std::time::Duration::from_millis(500),
+        stuck_after: Duration::from_millis(500),
     };
 
     #[test]
-    fn the_queue_bound_makes_a_slow_consumer_and_the_keep_bound_a_lossy_one() {
+    fn the_queue_bound_makes_a_slow_consumer_that_is_fed_no_more() {
         let mut s = state(LIMITS);
-        assert_eq!(s.push(item(1)), Pushed::Queued);
-        assert_eq!(s.push(item(2)), Pushed::Queued);
-        assert_eq!(s.push(item(3)), Pushed::Queued);
-        assert_eq!(s.push(item(4)), Pushed::TurnedSlow);
-        assert_eq!(s.push(item(5)), Pushed::Queued);
-        assert!(!s.dropped);
-        assert_eq!(s.push(item(6)), Pushed::Dropped);
-        assert!(s.dropped);
+        for n in 1..=4 {
+            assert_eq!(s.push(item(n)), Pushed::Queued);
+        }
+        assert_eq!(s.push(item(5)), Pushed::Dropped);
+        assert_eq!(s.mode, Mode::Slow);
+        assert_eq!(s.push(item(6)), Pushed::Queued);
+        assert_eq!(s.queue.len(), 4);
     }
 
     #[test]
-    fn the_resume_bound_evicts_written_items_before_refusing_new_ones() {
+    fn one_item_larger_than_the_byte_bound_still_passes() {
+        let mut s = state(OutboxLimits {
+            queue_bytes: 1024,
+            ..LIMITS
+        });
+        let big = Item::new(event(1, 4096), Position::event(1), None);
+        assert_eq!(s.push(big), Pushed::Queued);
+        assert_eq!(s.mode, Mode::Attached);
+        assert_eq!(s.push(item(2)), Pushed::Dropped, "but not a second one");
+    }
+
+    #[test]
+    fn items_of_several_hubs_are_kept_in_sequence_order() {
         let mut s = state(LIMITS);
-        for n in 1..=3 {
-            assert_eq!(s.push(item(n)), Pushed::Queued);
-        }
-        s.drain();
-        for n in 4..=6 {
-            assert_eq!(s.push(item(n)), Pushed::Queued);
-        }
-        assert!(s.evicted && !s.dropped);
-        assert_eq!(s.sent.len() + s.queue.len(), 5);
+        s.push(item(5));
+        s.push(Item::new(event(3, 0), Position::release(7, 3), None));
+        s.push(item(2));
+        s.push(item(7));
+        let order: Vec<Position> = s.queue.iter().map(|i| i.position).collect();
+        let want = [
+            Position::event(2),
+            Position::event(5),
+            Position::event(7),
+            Position::release(7, 3),
+        ];
+        assert_eq!(order, want);
+    }
+
+    #[test]
+    fn replayed_items_do_not_count_against_the_bound() {
+        let mut s = state(LIMITS);
+        s.replay((1..=100).map(item).collect());
+        assert_eq!(s.push(item(101)), Pushed::Queued);
+        assert_eq!(s.drain().len(), 101);
     }
 
     #[test]
     fn past_half_its_bound_an_outbox_holds_publishers_back_until_drained() {
         let flow = Arc::new(Flow::default());
-        let limits = OutboxLimits {
-            queue_frames: 4,
-            ..LIMITS
-        };
-        let mut s = state(limits);
+        let mut s = state(LIMITS);
         s.flow = Some(flow.clone());
         s.push(item(1));
-        assert_eq!(flow.congested(), 0);
         s.push(item(2));
+        assert_eq!(flow.congested(), 0);
         s.push(item(3));
         assert_eq!(flow.congested(), 1, "two queued of four: congested");
         s.drain();
@@ -428,42 +417,23 @@ mod tests {
     #[test]
     fn a_congested_outbox_that_is_not_drained_is_stuck_and_stops_holding_publishers() {
         let flow = Arc::new(Flow::default());
-        let limits = OutboxLimits {
+        let mut s = state(OutboxLimits {
             queue_frames: 8,
-            keep_frames: 64,
-            stuck_after: std::time::Duration::ZERO,
+            stuck_after: Duration::ZERO,
             ..LIMITS
-        };
-        let mut s = state(limits);
+        });
         s.flow = Some(flow.clone());
         for n in 1..=5 {
             s.push(item(n));
         }
         assert_eq!(flow.congested(), 1);
-        std::thread::sleep(std::time::Duration::from_millis(2));
+        std::thread::sleep(Duration::from_millis(2));
         s.push(item(6));
         assert_eq!(flow.congested(), 0, "not drained for stuck_after: stuck");
         s.push(item(7));
         assert_eq!(flow.congested(), 0, "a stuck outbox is not marked again");
-        for n in 8..=9 {
-            s.push(item(n));
-        }
+        s.push(item(8));
+        s.push(item(9));
         assert_eq!(s.mode, Mode::Slow, "and it is still cut at its bound");
-    }
-
-    #[test]
-    fn pongs_trim_the_sent_log() {
-        let mut s = state(LIMITS);
-        for n in 1..=3 {
-            s.push(item(n));
-        }
-        assert_eq!(s.drain().len(), 3);
-        let p = s.position();
-        s.push(item(4));
-        s.drain();
-        s.ack(p);
-        assert_eq!(s.sent.len(), 1);
-        assert_eq!(s.last_acked.as_deref(), Some("3"));
-        assert!(!s.evicted);
     }
 }

@@ -1,22 +1,19 @@
-//! The publisher: validates events, stamps them with message ids, and hands each channel's
-//! events to its hub. Every publish path (HTTP, an embedding application's Rust handle,
-//! later WebSocket) goes through [`Publisher::publish`].
-//!
-//! This is the seam where a publish leaves the process: `Publisher::dispatch` is the one
-//! place that hands stamped events to local fan-out, and where a shared engine (Redis) will
-//! sit between processes.
+//! The publisher: validates events against the channel catalogue and hands the batch to
+//! the engine, which sequences it, appends it to history and feeds the fan-out in one
+//! step. Every publish path (HTTP, WebSocket, an embedding application's Rust handle, the
+//! built-in ledger) goes through [`Publisher::publish`].
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::event::Event;
-use crate::filter::{validate_event, ChannelKind, MAX_CHANNEL_NAME};
-use crate::hubs::{HubRef, Hubs};
-use crate::messages::{HeadAdvanced, PublishBatch};
+use crate::channels::{self, validate_event, ChannelKind};
+use crate::delivery::Delivery;
+use crate::engine::{Engine, EngineError};
+use crate::event::Draft;
+use crate::hubs::Hubs;
 use crate::metrics::Metrics;
 
 /// An event to publish, before validation.
@@ -56,8 +53,9 @@ pub enum PublishError {
         /// The configured maximum.
         max: usize,
     },
-    /// The broker is stopping; the events may not all have been delivered.
-    Unavailable,
+    /// The broker cannot take the batch now (shutting down, or its engine unreachable):
+    /// nothing was published; the client may retry (PROTOCOL.md item 34).
+    Unavailable(String),
 }
 
 impl std::fmt::Display for PublishError {
@@ -67,7 +65,9 @@ impl std::fmt::Display for PublishError {
             PublishError::BatchSize { max } => {
                 write!(f, "a batch holds from 1 to {max} events")
             }
-            PublishError::Unavailable => write!(f, "the broker is shutting down"),
+            PublishError::Unavailable(why) => {
+                write!(f, "unavailable: {why}; nothing was published")
+            }
         }
     }
 }
@@ -76,13 +76,14 @@ impl std::error::Error for PublishError {}
 
 struct Inner {
     hubs: Arc<Hubs>,
-    next_seq: AtomicU64,
-    /// Highest block seen on `blocks`, plus one; 0 when none.
-    head: AtomicU64,
+    engine: Arc<dyn Engine>,
+    delivery: Arc<Delivery>,
     max_batch: usize,
     /// Longest wait per batch for congested connections (flow control).
     max_stall: Duration,
     metrics: Arc<Metrics>,
+    /// Set when the broker starts shutting down: publishes are refused `unavailable`.
+    closing: AtomicBool,
 }
 
 /// A cheap, cloneable handle that publishes into the broker.
@@ -98,30 +99,42 @@ fn invalid(index: usize, message: impl Into<String>) -> PublishError {
     }
 }
 
+/// What a publisher is built from.
+pub struct PublisherParts {
+    /// Channel hubs, for the catalogue (and plain channels).
+    pub hubs: Arc<Hubs>,
+    /// Sequence and history.
+    pub engine: Arc<dyn Engine>,
+    /// The fan-out, for its in-flight bound.
+    pub delivery: Arc<Delivery>,
+    /// Most events per batch.
+    pub max_batch: usize,
+    /// Longest flow-control wait per batch.
+    pub max_stall: Duration,
+    /// Counters.
+    pub metrics: Arc<Metrics>,
+}
+
 impl Publisher {
-    /// A publisher into `hubs`. Message ids start from the current time in microseconds,
-    /// so they keep increasing across restarts. Each batch waits up to `max_stall` while
-    /// connections are congested (see [`crate::flow`]).
-    pub fn new(
-        hubs: Arc<Hubs>,
-        max_batch: usize,
-        max_stall: Duration,
-        metrics: Arc<Metrics>,
-    ) -> Publisher {
-        let start = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_micros() as u64)
-            .unwrap_or(1);
+    /// A publisher from its parts. Each batch waits up to `max_stall` while connections
+    /// are congested (see [`crate::flow`]).
+    pub fn new(parts: PublisherParts) -> Publisher {
         Publisher {
             inner: Arc::new(Inner {
-                hubs,
-                next_seq: AtomicU64::new(start),
-                head: AtomicU64::new(0),
-                max_batch,
-                max_stall,
-                metrics,
+                hubs: parts.hubs,
+                engine: parts.engine,
+                delivery: parts.delivery,
+                max_batch: parts.max_batch,
+                max_stall: parts.max_stall,
+                metrics: parts.metrics,
+                closing: AtomicBool::new(false),
             }),
         }
+    }
+
+    /// From now on every publish is refused `unavailable` (the broker is shutting down).
+    pub fn close(&self) {
+        self.inner.closing.store(true, Ordering::Release);
     }
 
     /// The most events one [`Publisher::publish`] call takes.
@@ -173,9 +186,9 @@ impl Publisher {
             .collect()
     }
 
-    /// Validates the whole batch, stamps message ids, and fans it out. Returns the ids in
-    /// batch order once every hub has fanned its events out (after waiting while flow
-    /// control holds publishers back). One bad event publishes nothing.
+    /// Validates the whole batch, has the engine sequence and append it, and waits until
+    /// the node's hubs have fanned it out (after waiting while flow control holds
+    /// publishers back). Returns the ids in batch order. One bad event publishes nothing.
     pub async fn publish(&self, events: Vec<NewEvent>) -> Result<Vec<String>, PublishError> {
         let inner = &self.inner;
         if events.is_empty() || events.len() > inner.max_batch {
@@ -183,91 +196,42 @@ impl Publisher {
                 max: inner.max_batch,
             });
         }
-        let mut checked = Vec::with_capacity(events.len());
+        let mut drafts = Vec::with_capacity(events.len());
         for (i, ev) in events.into_iter().enumerate() {
             let hub = inner
                 .hubs
                 .get(&ev.channel)
                 .map_err(|e| invalid(i, format!("channel: {e}")))?;
-            let kind = match (hub.kind, ev.kind) {
-                (ChannelKind::Plain, None) => "update".to_owned(),
-                (ChannelKind::Plain, Some(t)) if !t.is_empty() && t.len() <= MAX_CHANNEL_NAME => t,
-                (ChannelKind::Plain, Some(_)) => {
-                    return Err(invalid(i, "type must be 1 to 64 characters"))
-                }
-                (k, None) => k.event_type().to_owned(),
-                (k, Some(t)) if t == k.event_type() => t,
-                (k, Some(_)) => {
-                    return Err(invalid(
-                        i,
-                        format!(
-                            "type must be \"{}\" on channel {} (or omitted)",
-                            k.event_type(),
-                            k.name()
-                        ),
-                    ))
-                }
-            };
+            let kind = channels::event_type(hub.kind, ev.kind).map_err(|m| invalid(i, m))?;
             let block = validate_event(hub.kind, &ev.data).map_err(|m| invalid(i, m))?;
-            checked.push((hub, kind, ev.data, block));
+            drafts.push(Draft {
+                channel: hub.name.clone(),
+                kind,
+                data: ev.data,
+                block,
+                is_block: hub.kind == ChannelKind::Blocks,
+            });
         }
-        let n = checked.len() as u64;
+        let n = drafts.len() as u64;
+        let shutting_down = || PublishError::Unavailable("the broker is shutting down".into());
+        if inner.closing.load(Ordering::Acquire) {
+            return Err(shutting_down());
+        }
         inner.metrics.flow.wait(inner.max_stall).await;
-        let first = inner.next_seq.fetch_add(n, Ordering::Relaxed);
-        let stamped: Vec<(HubRef, Arc<Event>)> = checked
-            .into_iter()
-            .zip(first..)
-            .map(|((hub, kind, data, block), seq)| {
-                let event = Event::new(seq, hub.name.clone(), kind, data, block);
-                (hub, Arc::new(event))
-            })
-            .collect();
-        let ids = stamped.iter().map(|(_, e)| e.id.clone()).collect();
-        self.dispatch(stamped).await?;
+        let permit = inner.delivery.permit().await.ok_or_else(shutting_down)?;
+        let appended = inner
+            .engine
+            .append(drafts)
+            .await
+            .map_err(|EngineError::Unavailable(why)| PublishError::Unavailable(why))?;
+        let ids = appended.events.iter().map(|e| e.id.clone()).collect();
+        // Fanned out (or the hubs stopped, which only happens at shutdown).
+        let _ = appended.delivered.await;
+        drop(permit);
         inner
             .metrics
             .events_published
             .fetch_add(n, Ordering::Relaxed);
         Ok(ids)
-    }
-
-    /// Hands stamped events to their hubs, grouped per hub in publish order, then tells the
-    /// block-naming hubs if `blocks` moved the head.
-    async fn dispatch(&self, stamped: Vec<(HubRef, Arc<Event>)>) -> Result<(), PublishError> {
-        let mut new_head = None;
-        let mut groups: HashMap<Arc<str>, (HubRef, Vec<Arc<Event>>)> = HashMap::new();
-        for (hub, event) in stamped {
-            if hub.kind == ChannelKind::Blocks {
-                new_head = new_head.max(event.block);
-            }
-            groups
-                .entry(hub.name.clone())
-                .or_insert_with(|| (hub, Vec::new()))
-                .1
-                .push(event);
-        }
-        // Every hub's batch is queued at once (`send` enqueues before it is awaited), so
-        // hubs on several channels work in parallel; each hub still gets its events in
-        // publish order. Waiting for every hub to have fanned its batch out (rather than
-        // only queued it) is what lets flow control see congestion before the next batch.
-        let sent: Vec<_> = groups
-            .into_values()
-            .map(|(hub, events)| hub.addr.send(PublishBatch(events)))
-            .collect();
-        for done in futures_util::future::join_all(sent).await {
-            done.map_err(|_| PublishError::Unavailable)?;
-        }
-        if let Some(n) = new_head {
-            let before = self.inner.head.fetch_max(n + 1, Ordering::AcqRel);
-            if n + 1 > before {
-                for hub in self.inner.hubs.block_hubs() {
-                    hub.addr
-                        .send(HeadAdvanced(n))
-                        .await
-                        .map_err(|_| PublishError::Unavailable)?;
-                }
-            }
-        }
-        Ok(())
     }
 }

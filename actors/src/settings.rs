@@ -57,7 +57,8 @@ pub struct Limits {
     pub connection_queue_frames: usize,
     /// Bytes queued for one connection before it counts as a slow consumer. Default 1 MiB.
     pub connection_queue_bytes: usize,
-    /// Publish batches queued for one channel hub before publishers wait. Default 1024.
+    /// Publish batches in the channel hubs at once, not yet fanned out; past it
+    /// publishers wait. Default 1024.
     pub hub_queue_batches: usize,
     /// Longest string accepted as a filter value (`address`, `key_prefix`...), in bytes. Default 256.
     pub max_filter_value_bytes: usize,
@@ -192,35 +193,31 @@ impl HeartbeatSettings {
     }
 }
 
-/// Resume after reconnect (`[resume]`).
+/// Resume after reconnect (`[resume]`): the channels' history and the parked
+/// subscriptions.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(default, deny_unknown_fields)]
 pub struct ResumeSettings {
-    /// Milliseconds a dropped connection's subscriptions, and the events they match, are
-    /// kept for a `reconnect`. Default 120000. Expiry is checked every heartbeat interval.
+    /// Milliseconds each channel's events, and a dropped connection's subscriptions, are
+    /// kept for a `reconnect`. Default 120000.
     pub window_ms: u64,
-    /// Events kept per connection for resume: unacknowledged sent frames plus frames
-    /// queued while disconnected. Default 16384; past it `recovered` is false.
-    pub keep_frames: usize,
-    /// Bytes kept per connection for resume. Default 4 MiB; past it `recovered` is false.
-    pub keep_bytes: usize,
-    /// Disconnected connections kept at once; past it a dropped connection is not kept.
-    /// Default 100000.
+    /// Most events kept per channel (the oldest go first). Default 1000000.
+    pub history_events: usize,
+    /// Most bytes (rendered frames) kept per channel; the newest event is always kept.
+    /// Default 268435456 (256 MiB).
+    pub history_bytes: usize,
+    /// Most subscriptions of ended connections kept at once; past it a dropped
+    /// connection's subscriptions are not kept (counted). Default 100000.
     pub max_parked: usize,
-    /// Milliseconds between the pings that ask a receiving connection to acknowledge what
-    /// it was sent (the pong trims the resume log, so events are not held for the whole
-    /// heartbeat interval). Default 250.
-    pub ack_interval_ms: u64,
 }
 
 impl Default for ResumeSettings {
     fn default() -> Self {
         ResumeSettings {
             window_ms: 120_000,
-            keep_frames: 16_384,
-            keep_bytes: 4 * 1024 * 1024,
+            history_events: 1_000_000,
+            history_bytes: 256 * 1024 * 1024,
             max_parked: 100_000,
-            ack_interval_ms: 250,
         }
     }
 }
@@ -228,8 +225,18 @@ impl Default for ResumeSettings {
 impl ResumeSettings {
     /// Checks every field; the error names the first bad one.
     pub fn validate(&self) -> Result<(), SettingError> {
-        at_least("resume.keep_frames", self.keep_frames as u64, 16)?;
-        at_least("resume.keep_bytes", self.keep_bytes as u64, 1024)
+        at_least("resume.window_ms", self.window_ms, 1)?;
+        at_least("resume.history_events", self.history_events as u64, 1)?;
+        at_least("resume.history_bytes", self.history_bytes as u64, 1024)
+    }
+
+    /// The history bounds these settings give.
+    pub fn history(&self) -> crate::history::HistoryLimits {
+        crate::history::HistoryLimits {
+            window: Duration::from_millis(self.window_ms),
+            max_events: self.history_events,
+            max_bytes: self.history_bytes,
+        }
     }
 }
 
@@ -312,18 +319,6 @@ impl Settings {
         self.limits.validate()?;
         self.heartbeat.validate()?;
         self.resume.validate()?;
-        if self.resume.keep_frames < self.limits.connection_queue_frames {
-            return Err(SettingError {
-                field: "resume.keep_frames".into(),
-                message: "must be at least limits.connection_queue_frames".into(),
-            });
-        }
-        if self.resume.keep_bytes < self.limits.connection_queue_bytes {
-            return Err(SettingError {
-                field: "resume.keep_bytes".into(),
-                message: "must be at least limits.connection_queue_bytes".into(),
-            });
-        }
         self.publish.validate()
     }
 }

@@ -25,10 +25,12 @@ pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
 /// `GET /metrics`: Prometheus text exposition.
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     let core = &state.core;
+    let (history_events, history_bytes) = core.engine.history_size();
     let gauges = Gauges {
         subscriptions: core.hubs.subscription_counts(),
-        parked: core.sessions.parked(),
-        queued_bytes_max: core.sessions.max_queued_bytes(),
+        parked: core.engine.parked(),
+        history_events,
+        history_bytes,
     };
     let body = core.metrics.render(&gauges);
     HttpResponse::Ok()

@@ -105,11 +105,11 @@ pub async fn publish(
         Ok(ids) => {
             HttpResponse::Ok().json(json!({"success": true, "data": {"ids": ids}, "error": null}))
         }
-        Err(PublishError::Unavailable) => failure(
+        Err(e @ PublishError::Unavailable(_)) => failure(
             &state,
             StatusCode::SERVICE_UNAVAILABLE,
             "unavailable",
-            &PublishError::Unavailable.to_string(),
+            &e.to_string(),
         ),
         Err(e) => bad(&e.to_string()),
     }

@@ -4,7 +4,9 @@
 
 use actix_web::{web, Error, HttpRequest, HttpResponse};
 use actix_web_actors::ws::WsResponseBuilder;
-use rustorium_actors::connection::{Admitted, Connection, Refusal};
+use rustorium_actors::connection::refused::Refused;
+use rustorium_actors::connection::{Admitted, Connection};
+use rustorium_actors::disconnect::Disconnect;
 use rustorium_actors::messages::Admit;
 use rustorium_actors::metrics::Rejection;
 use rustorium_actors::protocol::Dialect;
@@ -44,7 +46,7 @@ async fn upgrade(
     let admitted = match key {
         None => {
             core.metrics.reject(Rejection::InvalidToken);
-            Err(Refusal::InvalidToken)
+            Err(Disconnect::InvalidToken)
         }
         Some(key) => {
             if key.has(Role::Publish) {
@@ -57,20 +59,22 @@ async fn upgrade(
             match core.limiter.send(asked).await {
                 Ok(Ok(admission)) => Ok(Admitted { key, admission }),
                 Ok(Err(AdmitError::TooManyConnections { max })) => {
-                    Err(Refusal::TooManyConnections { max })
+                    Err(Disconnect::TooManyConnections { max })
                 }
                 Err(_) => return Ok(HttpResponse::ServiceUnavailable().finish()),
             }
         }
     };
-    if let Ok(a) = &admitted {
-        log::debug!("admitting connection for key {}", a.key.name);
+    match admitted {
+        Ok(admitted) => {
+            log::debug!("admitting connection for key {}", admitted.key.name);
+            let connection = Connection::new(core, dialect, admitted, max_frame);
+            WsResponseBuilder::new(connection, &req, stream)
+                .frame_size(max_frame)
+                .start()
+        }
+        Err(why) => WsResponseBuilder::new(Refused::new(core, dialect, why), &req, stream)
+            .frame_size(max_frame)
+            .start(),
     }
-    WsResponseBuilder::new(
-        Connection::new(core, dialect, admitted, max_frame),
-        &req,
-        stream,
-    )
-    .frame_size(max_frame)
-    .start()
 }

@@ -47,6 +47,9 @@ pub enum ErrorKind {
     CommandFailed,
     /// The key lacks the role the request needs (4006, `forbidden`).
     Forbidden,
+    /// The broker cannot take the request now: shutting down, or its engine unreachable
+    /// (4007, `unavailable`; PROTOCOL.md item 34). Nothing was done; retry.
+    Unavailable,
 }
 
 impl ErrorKind {
@@ -58,6 +61,7 @@ impl ErrorKind {
             ErrorKind::InvalidRequest => 4002,
             ErrorKind::SubscriptionError | ErrorKind::CommandFailed => 4003,
             ErrorKind::Forbidden => 4006,
+            ErrorKind::Unavailable => 4007,
         }
     }
 
@@ -70,22 +74,7 @@ impl ErrorKind {
             ErrorKind::SubscriptionError => "subscription_error",
             ErrorKind::CommandFailed => "command_failed",
             ErrorKind::Forbidden => "forbidden",
+            ErrorKind::Unavailable => "unavailable",
         }
     }
-}
-
-/// Close codes the broker sends (PROTOCOL.md section 3).
-pub mod close_code {
-    /// Server shutting down.
-    pub const GOING_AWAY: u16 = 1001;
-    /// Frame larger than the limit.
-    pub const TOO_BIG: u16 = 1009;
-    /// Missing or unknown key.
-    pub const INVALID_TOKEN: u16 = 4000;
-    /// Too many connections for the key, or a client that keeps flooding.
-    pub const RATE_LIMITED: u16 = 4001;
-    /// No frame from the client for the heartbeat timeout.
-    pub const HEARTBEAT_TIMEOUT: u16 = 4004;
-    /// The client did not read fast enough; reconnect and resume.
-    pub const SLOW_CONSUMER: u16 = 4005;
 }

@@ -1,0 +1,400 @@
+//! The per-connection actor of an admitted client: its lifecycle (register, park or
+//! forget its subscriptions at the end), the frames it reads (text, binary, fragments,
+//! pings, close), the events it writes from its outbox, and the heartbeat ticks.
+//!
+//! What it answers lives beside it: `requests.rs` (every request, one `Result` each,
+//! rendered at one exit) and `resume.rs` (`reconnect`). A refused client never gets a
+//! `Connection`: [`refused::Refused`] answers it.
+
+pub mod refused;
+mod requests;
+mod resume;
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::{Actor, ActorContext, AsyncContext, Handler, StreamHandler};
+use actix_http::ws::Item as Fragment;
+use actix_web_actors::ws::{self, CloseCode, CloseReason, ProtocolError};
+use bytestring::ByteString;
+
+use crate::core::Core;
+use crate::disconnect::Disconnect;
+use crate::engine::ParkedSub;
+use crate::keys::ApiKey;
+use crate::messages::{ConnId, ConnectionClosed, Moved, Register, Shutdown, Tick, Unregister};
+use crate::metrics::Rejection;
+use crate::outbox::{self, Mode, Outbox, OutboxLimits, Wake};
+use crate::protocol::{Dialect, ErrorKind};
+use crate::rate_limiter::Admission;
+use crate::sessions::LiveSub;
+
+/// An admitted connection's key and quotas.
+pub struct Admitted {
+    /// The key, for roles.
+    pub key: Arc<ApiKey>,
+    /// Quotas and the slot ticket.
+    pub admission: Admission,
+}
+
+/// Capacity of the connection actor's mailbox, which carries only control messages
+/// (wake-ups, heartbeat ticks, moves, shutdown); events travel in the outbox.
+const CONTROL_MAILBOX: usize = 64;
+
+/// A fragmented message being reassembled, bounded by the frame limit.
+struct Fragments {
+    text: bool,
+    buf: Vec<u8>,
+}
+
+/// The connection actor. One per admitted WebSocket.
+pub struct Connection {
+    core: Arc<Core>,
+    dialect: Dialect,
+    key: Arc<ApiKey>,
+    /// The key's configured name, as sessions and parked subscriptions record it.
+    key_name: Arc<str>,
+    admission: Admission,
+    /// Largest message accepted, in bytes (frames are capped by the codec too).
+    max_message: usize,
+    /// This connection's subscriptions; bounded by the subscription cap.
+    subs: HashMap<Arc<str>, LiveSub>,
+    /// Where hubs put this connection's events.
+    outbox: Outbox,
+    /// When the client last sent any frame.
+    last_seen: Instant,
+    /// The client closed with 1000: its subscriptions go with it.
+    clean_close: bool,
+    /// Messages refused in the current cap period, and when that period began.
+    rejected: u32,
+    window_start: Instant,
+    fragments: Option<Fragments>,
+    closing: bool,
+}
+
+impl Connection {
+    /// An admitted connection on `dialect`; `max_message` is the frame limit the upgrade
+    /// was given.
+    pub fn new(
+        core: Arc<Core>,
+        dialect: Dialect,
+        admitted: Admitted,
+        max_message: usize,
+    ) -> Connection {
+        let now = Instant::now();
+        let limits = &core.settings.limits;
+        let outbox = outbox::new_outbox(
+            dialect,
+            OutboxLimits {
+                queue_frames: limits.connection_queue_frames,
+                queue_bytes: limits.connection_queue_bytes,
+                stuck_after: Duration::from_millis(core.settings.publish.stuck_reader_ms),
+            },
+            core.metrics.flow.clone(),
+            core.progress.clone(),
+        );
+        Connection {
+            key_name: Arc::from(admitted.key.name.as_str()),
+            key: admitted.key,
+            admission: admitted.admission,
+            core,
+            dialect,
+            max_message,
+            subs: HashMap::new(),
+            outbox,
+            last_seen: now,
+            clean_close: false,
+            rejected: 0,
+            window_start: now,
+            fragments: None,
+            closing: false,
+        }
+    }
+
+    fn conn(&self) -> ConnId {
+        self.admission.conn
+    }
+
+    /// Writes one frame the actor rendered itself (a reply, an error, a heartbeat).
+    fn write(&self, ctx: &mut ws::WebsocketContext<Self>, frame: ByteString) {
+        if self.closing {
+            return;
+        }
+        self.core
+            .metrics
+            .messages_out
+            .fetch_add(1, Ordering::Relaxed);
+        ctx.text(frame);
+    }
+
+    /// Closes with `why`'s code and reason, counting it.
+    fn disconnect(&mut self, ctx: &mut ws::WebsocketContext<Self>, why: Disconnect) {
+        if self.closing {
+            return;
+        }
+        if let Some(r) = why.rejection() {
+            self.core.metrics.reject(r);
+        }
+        close(ctx, &why, &self.core);
+        self.closing = true;
+    }
+
+    /// Marks the outbox fed by several hubs when this connection's subscriptions span
+    /// more than one channel (plus `also`, about to be added).
+    fn order_outbox(&self, also: Option<&str>) {
+        let mut channels: Vec<&str> = self.subs.values().map(|s| &*s.hub.name).collect();
+        channels.extend(also);
+        channels.sort_unstable();
+        channels.dedup();
+        if channels.len() > 1 {
+            outbox::lock(&self.outbox).set_ordered();
+        }
+    }
+
+    /// Writes what the outbox lets go now, or closes 4005 when the connection fell
+    /// behind past the queue bound.
+    fn flush(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
+        if self.closing {
+            return;
+        }
+        let mut state = outbox::lock(&self.outbox);
+        if state.mode == Mode::Slow {
+            drop(state);
+            return self.disconnect(ctx, Disconnect::SlowConsumer);
+        }
+        let frames = state.drain();
+        drop(state);
+        // One count for the whole drain: the counter is shared by every connection.
+        self.core
+            .metrics
+            .messages_out
+            .fetch_add(frames.len() as u64, Ordering::Relaxed);
+        for frame in frames {
+            ctx.text(frame);
+        }
+    }
+
+    fn handle_fragment(&mut self, ctx: &mut ws::WebsocketContext<Self>, item: Fragment) {
+        let (text, chunk, last) = match item {
+            Fragment::FirstText(b) => (Some(true), b, false),
+            Fragment::FirstBinary(b) => (Some(false), b, false),
+            Fragment::Continue(b) => (None, b, false),
+            Fragment::Last(b) => (None, b, true),
+        };
+        if let Some(text) = text {
+            self.fragments = Some(Fragments {
+                text,
+                buf: Vec::new(),
+            });
+        }
+        let Some(frag) = self.fragments.as_mut() else {
+            let msg = "Invalid message format: continuation frame without a first frame";
+            return self.send_error(ctx, None, ErrorKind::InvalidRequest, msg);
+        };
+        if frag.buf.len().saturating_add(chunk.len()) > self.max_message {
+            let max = self.max_message;
+            return self.disconnect(ctx, Disconnect::TooBig { max });
+        }
+        frag.buf.extend_from_slice(&chunk);
+        if !last {
+            return;
+        }
+        let Some(frag) = self.fragments.take() else {
+            return;
+        };
+        match (frag.text, String::from_utf8(frag.buf)) {
+            (true, Ok(text)) => self.handle_message(ctx, &text),
+            (true, Err(_)) => {
+                let msg = "Invalid message format: text message is not UTF-8";
+                self.send_error(ctx, None, ErrorKind::InvalidRequest, msg)
+            }
+            (false, _) => self.handle_binary(ctx),
+        }
+    }
+
+    /// The subscriptions this connection still holds, as they are parked.
+    fn to_park(&self) -> Vec<ParkedSub> {
+        let ids: Vec<Arc<str>> = self.subs.keys().cloned().collect();
+        self.core
+            .sessions
+            .take_conn(self.conn(), &ids)
+            .into_iter()
+            .map(|s| ParkedSub {
+                id: s.id,
+                key: self.key_name.clone(),
+                channel: s.hub.name.clone(),
+                filter: s.filter,
+                created: s.created,
+            })
+            .collect()
+    }
+}
+
+/// Sends the close frame for `why` and stops the actor after the closing grace.
+fn close<A>(ctx: &mut ws::WebsocketContext<A>, why: &Disconnect, core: &Core)
+where
+    A: Actor<Context = ws::WebsocketContext<A>>,
+{
+    ctx.close(Some(CloseReason {
+        code: CloseCode::from(why.code()),
+        description: Some(why.reason()),
+    }));
+    // Closing handshake: wait for the client's close frame (see the stream handlers),
+    // but not longer than the grace period.
+    let grace = Duration::from_millis(core.settings.limits.close_grace_ms);
+    ctx.run_later(grace, |_, ctx| ctx.stop());
+}
+
+impl Actor for Connection {
+    type Context = ws::WebsocketContext<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(CONTROL_MAILBOX);
+        outbox::lock(&self.outbox).set_wake(ctx.address().recipient());
+        let metrics = &self.core.metrics;
+        metrics.connections.fetch_add(1, Ordering::Relaxed);
+        metrics.connections_total.fetch_add(1, Ordering::Relaxed);
+        self.core.heartbeat.do_send(Register {
+            conn: self.conn(),
+            tick: ctx.address().recipient(),
+            shutdown: ctx.address().recipient(),
+        });
+        log::debug!(
+            "connection {} opened for key {}",
+            self.conn(),
+            self.key.name
+        );
+    }
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        let conn = self.conn();
+        self.core
+            .metrics
+            .connections
+            .fetch_sub(1, Ordering::Relaxed);
+        self.core.heartbeat.do_send(Unregister { conn });
+        outbox::lock(&self.outbox).close();
+        // Only a client close 1000 drops the subscriptions; any other ending parks them
+        // for the resume window (those moved to another connection are not ours).
+        let parked = self.to_park();
+        if !self.clean_close && !parked.is_empty() {
+            let engine = self.core.engine.clone();
+            actix::spawn(async move {
+                engine.park(parked, Instant::now()).await;
+            });
+        }
+        let mut hubs: Vec<_> = self.subs.values().map(|s| s.hub.clone()).collect();
+        hubs.sort_by(|a, b| a.name.cmp(&b.name));
+        hubs.dedup_by(|a, b| a.name == b.name);
+        for hub in hubs {
+            hub.addr.do_send(ConnectionClosed { conn });
+        }
+        log::debug!("connection {conn} closed");
+    }
+}
+
+impl StreamHandler<Result<ws::Message, ProtocolError>> for Connection {
+    fn handle(&mut self, msg: Result<ws::Message, ProtocolError>, ctx: &mut Self::Context) {
+        if self.closing {
+            // Waiting for the client's half of the closing handshake.
+            if matches!(msg, Ok(ws::Message::Close(_)) | Err(_)) {
+                ctx.stop();
+            }
+            return;
+        }
+        let msg = match msg {
+            Ok(msg) => msg,
+            Err(ProtocolError::Overflow) => {
+                let max = self.max_message;
+                return self.disconnect(ctx, Disconnect::TooBig { max });
+            }
+            Err(e) => {
+                log::debug!("protocol error: {e}");
+                return self.disconnect(ctx, Disconnect::ProtocolError);
+            }
+        };
+        self.last_seen = Instant::now();
+        self.core
+            .metrics
+            .messages_in
+            .fetch_add(1, Ordering::Relaxed);
+        match msg {
+            ws::Message::Text(text) => self.handle_message(ctx, &text),
+            ws::Message::Binary(_) => self.handle_binary(ctx),
+            ws::Message::Continuation(item) => self.handle_fragment(ctx, item),
+            ws::Message::Ping(payload) => ctx.pong(&payload),
+            ws::Message::Pong(_) | ws::Message::Nop => {}
+            ws::Message::Close(reason) => {
+                self.clean_close = reason.as_ref().is_some_and(|r| r.code == CloseCode::Normal);
+                self.closing = true;
+                ctx.close(reason);
+                ctx.stop();
+            }
+        }
+    }
+
+    fn finished(&mut self, ctx: &mut Self::Context) {
+        ctx.stop();
+    }
+}
+
+impl Handler<Wake> for Connection {
+    type Result = ();
+
+    fn handle(&mut self, _: Wake, ctx: &mut Self::Context) {
+        self.flush(ctx);
+    }
+}
+
+impl Handler<Moved> for Connection {
+    type Result = ();
+
+    fn handle(&mut self, moved: Moved, _: &mut Self::Context) {
+        for id in moved.0 {
+            if self.subs.remove(&id).is_some() {
+                self.admission.quota.remove_subscription();
+            }
+        }
+    }
+}
+
+impl Handler<Tick> for Connection {
+    type Result = ();
+
+    fn handle(&mut self, tick: Tick, ctx: &mut Self::Context) {
+        let timeout = self.core.settings.heartbeat.timeout();
+        if tick.at.saturating_duration_since(self.last_seen) > timeout {
+            let ms = timeout.as_millis();
+            return self.disconnect(ctx, Disconnect::HeartbeatTimeout { ms });
+        }
+        // A safety net: anything queued whose wake-up was lost goes out now.
+        self.flush(ctx);
+        if self.closing {
+            return;
+        }
+        self.write(ctx, tick.frames[self.dialect.index()].clone());
+        ctx.ping(b"");
+    }
+}
+
+impl Handler<Shutdown> for Connection {
+    type Result = ();
+
+    fn handle(&mut self, _: Shutdown, ctx: &mut Self::Context) {
+        self.disconnect(ctx, Disconnect::Shutdown);
+    }
+}
+
+/// Counts a refused request under its kind.
+fn rejection_of(kind: ErrorKind) -> Option<Rejection> {
+    match kind {
+        ErrorKind::InvalidRequest => Some(Rejection::InvalidRequest),
+        ErrorKind::SubscriptionError => Some(Rejection::SubscriptionError),
+        ErrorKind::Forbidden => Some(Rejection::Forbidden),
+        ErrorKind::RateLimited => Some(Rejection::RateLimited),
+        ErrorKind::CommandFailed => Some(Rejection::CommandFailed),
+        ErrorKind::InvalidToken | ErrorKind::Unavailable => None,
+    }
+}

@@ -1,0 +1,89 @@
+//! Every reason the broker ends a connection: its close code, the reason text the client
+//! reads, the metric it counts under, and whether the client should come back
+//! (PROTOCOL.md sections 1, 3 and 6). Subscriptions survive every one of them for the
+//! resume window; only the client's own close 1000 drops them.
+
+use crate::metrics::Rejection;
+
+/// Why the broker closes a connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Disconnect {
+    /// Missing, empty or unknown key at connect (4000). Do not retry with the same key.
+    InvalidToken,
+    /// The key already has its maximum connections (4001).
+    TooManyConnections {
+        /// The key's cap.
+        max: u32,
+    },
+    /// The client kept sending past its message cap (4001).
+    Flooding,
+    /// A frame or message larger than the limit (1009).
+    TooBig {
+        /// The limit, in bytes.
+        max: usize,
+    },
+    /// A frame that breaks the WebSocket protocol (1002).
+    ProtocolError,
+    /// No frame from the client for the heartbeat timeout (4004). Reconnect and resume.
+    HeartbeatTimeout {
+        /// The timeout, in milliseconds.
+        ms: u128,
+    },
+    /// The client did not read fast enough (4005). Reconnect and resume.
+    SlowConsumer,
+    /// The broker is shutting down (1001). Reconnect (elsewhere) and resume.
+    Shutdown,
+}
+
+impl Disconnect {
+    /// The close code.
+    pub fn code(&self) -> u16 {
+        match self {
+            Disconnect::InvalidToken => 4000,
+            Disconnect::TooManyConnections { .. } | Disconnect::Flooding => 4001,
+            Disconnect::TooBig { .. } => 1009,
+            Disconnect::ProtocolError => 1002,
+            Disconnect::HeartbeatTimeout { .. } => 4004,
+            Disconnect::SlowConsumer => 4005,
+            Disconnect::Shutdown => 1001,
+        }
+    }
+
+    /// The close reason, in words a client author can act on.
+    pub fn reason(&self) -> String {
+        match self {
+            Disconnect::InvalidToken => "Invalid token: missing or unknown API key".into(),
+            Disconnect::TooManyConnections { max } => {
+                format!("Rate limited: this key already has its maximum of {max} connections")
+            }
+            Disconnect::Flooding => "rate limited: too many messages over the cap".into(),
+            Disconnect::TooBig { max } => format!("message larger than {max} bytes"),
+            Disconnect::ProtocolError => "WebSocket protocol error".into(),
+            Disconnect::HeartbeatTimeout { ms } => {
+                format!("heartbeat timeout: no frame from the client for {ms} ms")
+            }
+            Disconnect::SlowConsumer => {
+                "slow consumer: events arrived faster than this client read them; reconnect and resume".into()
+            }
+            Disconnect::Shutdown => "server shutting down".into(),
+        }
+    }
+
+    /// The refusal it counts as in `/metrics` (shutdown and protocol errors count none).
+    pub fn rejection(&self) -> Option<Rejection> {
+        match self {
+            Disconnect::InvalidToken => Some(Rejection::InvalidToken),
+            Disconnect::TooManyConnections { .. } => Some(Rejection::ConnectionLimit),
+            Disconnect::Flooding => Some(Rejection::Flooding),
+            Disconnect::TooBig { .. } => Some(Rejection::FrameTooLarge),
+            Disconnect::HeartbeatTimeout { .. } => Some(Rejection::HeartbeatTimeout),
+            Disconnect::SlowConsumer => Some(Rejection::SlowConsumer),
+            Disconnect::ProtocolError | Disconnect::Shutdown => None,
+        }
+    }
+
+    /// Whether a client should reconnect (and resume) after it.
+    pub fn reconnect(&self) -> bool {
+        !matches!(self, Disconnect::InvalidToken)
+    }
+}

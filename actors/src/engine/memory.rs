@@ -1,0 +1,260 @@
+//! The in-memory engine, for one broker process: a counter for the sequence, a
+//! [`ChannelHistory`] per channel, the head's [`HeadTimeline`] and the parked
+//! subscriptions, behind one lock each. Appending and handing the batch to the sink happen
+//! under the same lock, so batches reach the fan-out in sequence order.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use super::{Appended, Engine, EngineError, EngineFuture, ParkedSub, Range, Sink, Snapshot};
+use crate::event::{Draft, Event};
+use crate::history::{ChannelHistory, HeadRaise, HeadTimeline, HistoryLimits};
+use crate::metrics::Metrics;
+use crate::position::Position;
+
+struct Log {
+    /// The first sequence number this engine issues.
+    first: u64,
+    /// The next one.
+    next: u64,
+    head: Option<u64>,
+    timeline: HeadTimeline,
+    /// Bounded: the six channels plus at most `channels.max_plain` plain ones.
+    channels: HashMap<Arc<str>, ChannelHistory>,
+}
+
+#[derive(Default)]
+struct Parked {
+    by_id: HashMap<Arc<str>, (ParkedSub, Instant)>,
+    /// Park order, for expiry; entries whose id was claimed are skipped.
+    order: VecDeque<(Instant, Arc<str>)>,
+}
+
+/// The in-memory engine.
+pub struct MemoryEngine {
+    log: Mutex<Log>,
+    /// Mirrors `log.next - 1`, for [`Engine::last_issued`] without the lock.
+    last: AtomicU64,
+    parked: Mutex<Parked>,
+    limits: HistoryLimits,
+    max_parked: usize,
+    sink: Arc<dyn Sink>,
+    metrics: Arc<Metrics>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl MemoryEngine {
+    /// An engine keeping `limits` of history per channel and at most `max_parked` parked
+    /// subscriptions, feeding `sink`. Sequence numbers start from the current time in
+    /// microseconds, so ids keep increasing across restarts of the process.
+    pub fn new(
+        limits: HistoryLimits,
+        max_parked: usize,
+        sink: Arc<dyn Sink>,
+        metrics: Arc<Metrics>,
+    ) -> MemoryEngine {
+        let first = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| u64::try_from(d.as_micros()).unwrap_or(1))
+            .unwrap_or(1)
+            .max(1);
+        MemoryEngine {
+            log: Mutex::new(Log {
+                first,
+                next: first,
+                head: None,
+                timeline: HeadTimeline::default(),
+                channels: HashMap::new(),
+            }),
+            last: AtomicU64::new(first - 1),
+            parked: Mutex::new(Parked::default()),
+            limits,
+            max_parked,
+            sink,
+            metrics,
+        }
+    }
+
+    fn count_evicted(&self, e: crate::history::Evicted) {
+        let m = &self.metrics;
+        m.history_evicted_age.fetch_add(e.by_age, Ordering::Relaxed);
+        m.history_evicted_bound
+            .fetch_add(e.by_bound, Ordering::Relaxed);
+    }
+
+    fn append_now(&self, drafts: Vec<Draft>) -> Result<Appended, EngineError> {
+        let now = Instant::now();
+        let mut log = lock(&self.log);
+        let n = drafts.len() as u64;
+        let first = log.next;
+        let Some(next) = first.checked_add(n) else {
+            return Err(EngineError::Unavailable("the sequence is exhausted".into()));
+        };
+        log.next = next;
+        let mut events = Vec::with_capacity(drafts.len());
+        for (seq, draft) in (first..).zip(drafts) {
+            let raises_head = match (draft.is_block, draft.block) {
+                (true, Some(b)) if log.head.is_none_or(|h| b > h) => Some(b),
+                _ => None,
+            };
+            if let Some(b) = raises_head {
+                log.head = Some(b);
+                let raise = HeadRaise {
+                    seq,
+                    number: b,
+                    at: now,
+                };
+                log.timeline.push(raise, &self.limits, now);
+            }
+            let event = Arc::new(Event::new(seq, draft, raises_head, now));
+            let evicted = log.channels.entry(event.channel.clone()).or_default().push(
+                event.clone(),
+                &self.limits,
+                now,
+            );
+            self.count_evicted(evicted);
+            events.push(event);
+        }
+        self.last.store(next - 1, Ordering::Release);
+        // Still under the lock: the sink sees batches in sequence order.
+        let delivered = self.sink.deliver(&events);
+        Ok(Appended { events, delivered })
+    }
+}
+
+impl Engine for MemoryEngine {
+    fn append(&self, drafts: Vec<Draft>) -> EngineFuture<'_, Result<Appended, EngineError>> {
+        let result = self.append_now(drafts);
+        Box::pin(std::future::ready(result))
+    }
+
+    fn last_issued(&self) -> u64 {
+        self.last.load(Ordering::Acquire)
+    }
+
+    fn read(
+        &self,
+        ranges: Vec<Range>,
+        release: Option<Position>,
+    ) -> EngineFuture<'_, Result<Snapshot, EngineError>> {
+        let now = Instant::now();
+        let mut log = lock(&self.log);
+        let (lo, hi) = ranges.iter().fold((u64::MAX, 0), |(lo, hi), r| {
+            (lo.min(r.after), hi.max(r.upto))
+        });
+        let mut channels = Vec::with_capacity(ranges.len());
+        for r in &ranges {
+            let read = match log.channels.get_mut(&r.channel) {
+                Some(h) => {
+                    let evicted = h.trim(&self.limits, now);
+                    self.count_evicted(evicted);
+                    let mut part = ChannelHistory::default();
+                    part.evicted_upto = h.evicted_upto;
+                    part.evicted_max_block = h.evicted_max_block;
+                    for e in h.range(r.after, r.upto) {
+                        part.push(e, &unbounded(), now);
+                    }
+                    part
+                }
+                None => ChannelHistory::default(),
+            };
+            channels.push(read);
+        }
+        let snapshot = Snapshot {
+            channels,
+            heads: log.timeline.slice(lo.min(hi), hi),
+            issued: (log.next > log.first).then(|| (log.first, log.next - 1)),
+            release_block_known: release.is_some_and(|p| log.timeline.is_raise(p.major)),
+        };
+        Box::pin(std::future::ready(Ok(snapshot)))
+    }
+
+    fn park(&self, subs: Vec<ParkedSub>, now: Instant) -> EngineFuture<'_, usize> {
+        let mut parked = lock(&self.parked);
+        let mut kept = 0;
+        for sub in subs {
+            if parked.by_id.len() >= self.max_parked {
+                self.metrics.parked_refused.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            parked.order.push_back((now, sub.id.clone()));
+            parked.by_id.insert(sub.id.clone(), (sub, now));
+            kept += 1;
+        }
+        Box::pin(std::future::ready(kept))
+    }
+
+    fn claim(&self, key: &str, ids: &[String], now: Instant) -> EngineFuture<'_, Vec<ParkedSub>> {
+        let mut parked = lock(&self.parked);
+        let window = self.limits.window;
+        let mut claimed = Vec::new();
+        for id in ids {
+            let usable = parked.by_id.get(id.as_str()).is_some_and(|(s, at)| {
+                *s.key == *key && now.saturating_duration_since(*at) <= window
+            });
+            if usable {
+                if let Some((sub, _)) = parked.by_id.remove(id.as_str()) {
+                    claimed.push(sub);
+                }
+            }
+        }
+        Box::pin(std::future::ready(claimed))
+    }
+
+    fn expire(&self, now: Instant) {
+        let window = self.limits.window;
+        {
+            let mut parked = lock(&self.parked);
+            while let Some((at, _)) = parked.order.front() {
+                if now.saturating_duration_since(*at) <= window {
+                    break;
+                }
+                let Some((at, id)) = parked.order.pop_front() else {
+                    break;
+                };
+                if parked.by_id.get(&id).is_some_and(|(_, a)| *a == at) {
+                    parked.by_id.remove(&id);
+                }
+            }
+            // Entries claimed earlier leave `order` only by age; keep it bounded too.
+            if parked.order.len() > self.max_parked.saturating_mul(2) {
+                let live: std::collections::HashSet<Arc<str>> =
+                    parked.by_id.keys().cloned().collect();
+                parked.order.retain(|(_, id)| live.contains(id));
+            }
+        }
+        let mut log = lock(&self.log);
+        let mut total = crate::history::Evicted::default();
+        for h in log.channels.values_mut() {
+            let e = h.trim(&self.limits, now);
+            total.by_age += e.by_age;
+            total.by_bound += e.by_bound;
+        }
+        self.count_evicted(total);
+    }
+
+    fn parked(&self) -> usize {
+        lock(&self.parked).by_id.len()
+    }
+
+    fn history_size(&self) -> (usize, usize) {
+        let log = lock(&self.log);
+        log.channels
+            .values()
+            .fold((0, 0), |(n, b), h| (n + h.len(), b + h.bytes()))
+    }
+}
+
+/// Bounds that keep everything (for a snapshot's copy of a range).
+fn unbounded() -> HistoryLimits {
+    HistoryLimits {
+        window: Duration::MAX,
+        max_events: usize::MAX,
+        max_bytes: usize::MAX,
+    }
+}
