@@ -479,3 +479,96 @@ async fn a_reader_that_keeps_up_gets_a_stream_far_larger_than_the_resume_bound()
         m.text
     );
 }
+
+fn id_of(frame: &Value) -> String {
+    frame["id"].as_str().expect("id").to_owned()
+}
+
+/// The case pong acknowledgement broke: the client's library answered the pings for
+/// everything it received, but the client resumes from the last event it *processed*.
+/// Then it does so again from the same id after another drop.
+#[tokio::test]
+async fn resume_from_an_id_the_transport_acknowledged_and_again_from_the_same_id() {
+    let mut cfg = config();
+    cfg.heartbeat.interval_ms = 50;
+    let b = start(cfg);
+    let mut c = Client::ws(b.addr, SUB_KEY).await;
+    let sid = c.subscribe("blocks", json!({})).await;
+    let ids = publish_ok(b.addr, &json!((1..=6).map(block).collect::<Vec<_>>())).await;
+    for id in &ids {
+        assert_eq!(id_of(&c.recv().await), *id);
+    }
+    // Several pings answered by the client's library meanwhile.
+    c.expect_silence(Duration::from_millis(300)).await;
+    c.drop_tcp();
+    let more = publish_ok(b.addr, &block(7)).await;
+    let want: Vec<String> = ids[2..].iter().chain(&more).cloned().collect();
+    for round in 0..2 {
+        let mut c = Client::ws(b.addr, SUB_KEY).await;
+        let r = reconnect(&mut c, Some(&ids[1]), std::slice::from_ref(&sid)).await;
+        assert_eq!(r["data"]["recovered"], true, "round {round}: {r}");
+        assert_eq!(r["data"]["replayed"], want.len(), "round {round}");
+        for id in &want {
+            assert_eq!(id_of(&c.recv().await), *id, "round {round}");
+        }
+        c.expect_silence(QUIET).await;
+        c.drop_tcp();
+    }
+}
+
+/// A `reconnect` that moves a subscription off a live connection may name an id that
+/// connection received long ago: the replay still comes from history.
+#[tokio::test]
+async fn resume_after_a_move_from_an_earlier_id() {
+    let b = start(config());
+    let mut old = Client::ws(b.addr, SUB_KEY).await;
+    let sid = old.subscribe("blocks", json!({})).await;
+    let ids = publish_ok(b.addr, &json!((1..=5).map(block).collect::<Vec<_>>())).await;
+    for id in &ids {
+        assert_eq!(id_of(&old.recv().await), *id);
+    }
+    let mut new = Client::ws(b.addr, SUB_KEY).await;
+    let r = reconnect(&mut new, Some(&ids[1]), std::slice::from_ref(&sid)).await;
+    assert_eq!(r["data"]["recovered"], true, "{r}");
+    assert_eq!(r["data"]["replayed"], 3);
+    for id in &ids[2..] {
+        assert_eq!(id_of(&new.recv().await), *id);
+    }
+    new.expect_silence(QUIET).await;
+}
+
+/// `last_message_id` null: everything since the subscription was made, nothing before.
+#[tokio::test]
+async fn resume_with_a_null_id_replays_from_the_start_of_the_subscription() {
+    let b = start(config());
+    publish_ok(b.addr, &block(1)).await;
+    let mut c = Client::v1(b.addr, SUB_KEY).await;
+    let r = c
+        .request(json!({"type": "subscribe", "id": "s", "data": {"channel": "blocks"}}))
+        .await;
+    let sid = r["data"]["subscription_id"]
+        .as_str()
+        .expect("subscribed")
+        .to_owned();
+    let ids = publish_ok(b.addr, &json!([block(2), block(3)])).await;
+    assert_eq!(id_of(&c.recv().await), ids[0]);
+    c.drop_tcp();
+    for last in [Value::Null, json!("absent")] {
+        let mut c = Client::v1(b.addr, SUB_KEY).await;
+        let data = if last.is_null() {
+            json!({"last_message_id": null, "subscriptions": [sid]})
+        } else {
+            json!({"subscriptions": [sid]})
+        };
+        let r = c
+            .request(json!({"type": "reconnect", "id": "r", "data": data}))
+            .await;
+        assert_eq!(r["type"], "reconnect_confirmation", "{r}");
+        assert_eq!(r["data"]["recovered"], true, "{r}");
+        assert_eq!(r["data"]["replayed"], 2, "{r}");
+        assert_eq!(id_of(&c.recv().await), ids[0]);
+        assert_eq!(id_of(&c.recv().await), ids[1]);
+        c.expect_silence(QUIET).await;
+        c.drop_tcp();
+    }
+}

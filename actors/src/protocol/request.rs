@@ -212,9 +212,16 @@ pub fn parse(text: &str) -> Result<Request, RequestError> {
 fn reconnect(data: &Map<String, Value>) -> Result<RequestBody, String> {
     let last_message_id = match data.get("last_message_id") {
         None | Some(Value::Null) => None,
-        Some(Value::String(s)) if s.len() <= 64 => Some(s.clone()),
+        // Any string or number is read as an id; one the broker never issued (garbage
+        // included) resumes with `recovered: false`. No id is longer than 41 characters,
+        // so a longer string is kept only as far as it can still be told apart.
+        Some(Value::String(s)) => Some(s.chars().take(64).collect()),
         Some(Value::Number(n)) => Some(n.to_string()),
-        Some(_) => return Err("data.last_message_id must be a message id (a string)".into()),
+        Some(_) => {
+            return Err(
+                "data.last_message_id must be a message id (a string or a number), or null".into(),
+            )
+        }
     };
     let bad = || {
         format!(
