@@ -5,7 +5,11 @@
 //! - stall: the broker's peak RSS while `--readers` subscribers read a burst of
 //!   `--burst` 1 KiB events, with and without one extra subscriber that reads nothing.
 //!
-//! `cargo bench --bench resume -- [--events N] [--readers N] [--burst N]`
+//! - history (with `--history-secs S`): events of ~200 bytes published at `--rate R` per
+//!   second for S seconds, all kept by the resume window: the broker's RSS and the
+//!   history gauges every 10 s.
+//!
+//! `cargo bench --bench resume -- [--events N] [--readers N] [--burst N] [--history-secs S --rate R]`
 
 mod common;
 mod loadgen;
@@ -179,12 +183,75 @@ async fn stall(readers: usize, burst: usize, with_stalled: bool) -> Result<u64, 
     Ok(peak)
 }
 
+/// Reads one series from the broker's `/metrics`.
+fn gauge(addr: std::net::SocketAddr, name: &str) -> Option<f64> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// Publishes ~200-byte events at `rate` per second for `secs` seconds (batches of 1% of
+/// the rate every 10 ms) and reports the RSS as the history fills.
+fn history(secs: usize, rate: usize) -> Result<(), String> {
+    let (broker, addr) = spawn_broker("", "[resume]\nhistory_events = 2000000\n")?;
+    let pid = broker.pid.unwrap_or(0);
+    let per_tick = (rate / 100).max(1);
+    let base = rss_kib(pid);
+    println!("history: {rate} events/s of ~200 bytes for {secs} s; broker RSS {base} KiB at start");
+    let start = Instant::now();
+    let mut sent = 0;
+    let mut next_report = 10;
+    while start.elapsed() < Duration::from_secs(secs as u64) {
+        let due = (start.elapsed().as_secs_f64() * rate as f64) as usize;
+        if sent < due {
+            publish(addr, &events(sent, per_tick, 100))?;
+            sent += per_tick;
+        } else {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        if start.elapsed().as_secs() >= next_report {
+            next_report += 10;
+            println!(
+                "  {:>4} s: {sent} published, history {} events / {:.1} MiB, RSS {} KiB",
+                start.elapsed().as_secs(),
+                gauge(addr, "rustorium_history_events").unwrap_or(-1.0),
+                gauge(addr, "rustorium_history_bytes").unwrap_or(-1.0) / 1048576.0,
+                rss_kib(pid)
+            );
+        }
+    }
+    let rss = rss_kib(pid);
+    let held = gauge(addr, "rustorium_history_events").unwrap_or(0.0);
+    println!(
+        "history: {sent} published in {:.1} s, {held} held; RSS {rss} KiB ({:.0} bytes per held event over the start)",
+        start.elapsed().as_secs_f64(),
+        (rss.saturating_sub(base) as f64 * 1024.0) / held.max(1.0)
+    );
+    drop(broker);
+    Ok(())
+}
+
 fn main() {
     let (events, readers, burst) = (
         arg("--events", 50_000),
         arg("--readers", 100),
         arg("--burst", 20_000),
     );
+    let (history_secs, rate) = (arg("--history-secs", 0), arg("--rate", 10_000));
+    if history_secs > 0 {
+        rustorium_broker::server::raise_file_limit();
+        if let Err(e) = history(history_secs, rate) {
+            eprintln!("bench failed: {e}");
+            std::process::exit(1);
+        }
+        return;
+    }
     common::run_bench(async move {
         replay(events).await?;
         let none = stall(readers, burst, false).await?;
