@@ -4,6 +4,8 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::*;
 use serde_json::{json, Value};
 
@@ -107,4 +109,31 @@ async fn the_publishers_own_cap_refuses_what_is_over_it() {
     // Refilling 100 takes a full second; the next frame comes within milliseconds.
     let r = p.request(batch(100)).await;
     assert_eq!(r["data"]["code"], "rate_limited", "{r}");
+}
+
+/// PROTOCOL.md item 34: once the broker is shutting down, publishing is refused
+/// `unavailable` on every path and nothing is published.
+#[tokio::test]
+async fn publishing_while_shutting_down_is_unavailable_on_both_dialects_and_http() {
+    let b = start(config());
+    let mut sub = Client::ws(b.addr, SUB_KEY).await;
+    sub.subscribe("blocks", json!({})).await;
+    let mut ws = Client::ws(b.addr, PUB_KEY).await;
+    let mut v1 = Client::v1(b.addr, PUB_KEY).await;
+    // What shutdown does first, before it closes the connections with 1001.
+    b.broker.publisher().close();
+    let r = ws
+        .request(json!({"type": "publish", "id": 1, "data": block(1)}))
+        .await;
+    assert_eq!(r["error"]["code"], 4007, "{r}");
+    assert_eq!(r["id"], 1);
+    let r = v1
+        .request(json!({"type": "publish", "id": "p", "data": block(2)}))
+        .await;
+    assert_eq!(r["type"], "error", "{r}");
+    assert_eq!(r["data"]["code"], "unavailable", "{r}");
+    let r = publish(b.addr, PUB_KEY, &block(3)).await;
+    assert_eq!(r.status, 503, "{}", r.text);
+    assert_eq!(r.body["error"]["code"], "unavailable");
+    sub.expect_silence(Duration::from_millis(300)).await;
 }

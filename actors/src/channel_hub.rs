@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, MutexGuard};
 
 use actix::{Actor, Context, Handler, MessageResult};
 
@@ -21,7 +21,7 @@ use crate::event::Event;
 use crate::filter::Filter;
 use crate::messages::{Attach, Attached, ConnId, ConnectionClosed, PublishBatch, Unsubscribe};
 use crate::metrics::Metrics;
-use crate::outbox::{self, Item, Outbox, Pushed};
+use crate::outbox::{self, Item, Outbox, OutboxState, Pushed};
 use crate::position::Position;
 
 struct Sub {
@@ -140,28 +140,23 @@ impl ChannelHub {
         let mut dead = Vec::new();
         for (conn, s) in &self.conns {
             let mut locked = None;
+            let mut alive = true;
             for (step, head) in steps.iter().zip(&heads) {
-                let items = match step {
-                    Step::Event(e) => item_for(&s.subs, e, *head).into_iter().collect(),
-                    Step::Head { number, by } if releases => {
-                        released(&s.subs, gate, *head, *number, *by)
-                    }
-                    Step::Head { .. } => Vec::new(),
-                };
-                if items.is_empty() {
-                    continue;
-                }
-                let outbox = locked.get_or_insert_with(|| outbox::lock(&s.outbox));
-                for item in items {
-                    match outbox.push(item) {
-                        Pushed::Queued => {}
-                        Pushed::Dropped => {
-                            metrics.drops.fetch_add(1, Ordering::Relaxed);
+                match step {
+                    Step::Event(e) => {
+                        if let Some(item) = item_for(&s.subs, e, *head) {
+                            alive = push(&mut locked, &s.outbox, item, metrics);
                         }
-                        Pushed::Closed => dead.push(*conn),
                     }
+                    Step::Head { number, by } if releases => {
+                        for item in released(&s.subs, gate, *head, *number, *by) {
+                            alive = push(&mut locked, &s.outbox, item, metrics);
+                        }
+                    }
+                    Step::Head { .. } => {}
                 }
-                if dead.last() == Some(conn) {
+                if !alive {
+                    dead.push(*conn);
                     break;
                 }
             }
@@ -201,6 +196,25 @@ impl ChannelHub {
         }
         self.forget(&sub);
         Some(sub)
+    }
+}
+
+/// Pushes one item, locking the outbox on first use (once per batch); false when the
+/// outbox is closed for good (the hub forgets the connection).
+fn push<'a>(
+    locked: &mut Option<MutexGuard<'a, OutboxState>>,
+    outbox: &'a Outbox,
+    item: Item,
+    metrics: &Metrics,
+) -> bool {
+    let state = locked.get_or_insert_with(|| outbox::lock(outbox));
+    match state.push(item) {
+        Pushed::Queued => true,
+        Pushed::Dropped => {
+            metrics.drops.fetch_add(1, Ordering::Relaxed);
+            true
+        }
+        Pushed::Closed => false,
     }
 }
 

@@ -71,8 +71,10 @@ impl Sessions {
         }
     }
 
-    /// Forgets the subscriptions `conn` still holds (those not moved away) and returns them.
-    pub fn take_conn(&self, conn: ConnId, ids: &[Arc<str>]) -> Vec<LiveSub> {
+    /// Forgets the subscriptions `conn` still holds (those not moved away) and hands them
+    /// to `then` (which parks them) before anyone else can look: a `reconnect` finds each
+    /// either still live here or already parked, never neither.
+    pub fn end_conn(&self, conn: ConnId, ids: &[Arc<str>], then: impl FnOnce(Vec<LiveSub>)) {
         let mut subs = self.lock();
         let mut taken = Vec::new();
         for id in ids {
@@ -80,7 +82,7 @@ impl Sessions {
                 taken.extend(subs.remove(&**id).map(|h| h.sub));
             }
         }
-        taken
+        then(taken);
     }
 
     /// Moves the named subscriptions that live connections of `key` (other than `to`)

@@ -214,21 +214,31 @@ impl Connection {
         }
     }
 
-    /// The subscriptions this connection still holds, as they are parked.
-    fn to_park(&self) -> Vec<ParkedSub> {
+    /// Parks the subscriptions this connection still holds (any ending but a client close
+    /// 1000), or forgets them.
+    fn park_or_forget(&self) {
         let ids: Vec<Arc<str>> = self.subs.keys().cloned().collect();
-        self.core
-            .sessions
-            .take_conn(self.conn(), &ids)
-            .into_iter()
-            .map(|s| ParkedSub {
-                id: s.id,
-                key: self.key_name.clone(),
-                channel: s.hub.name.clone(),
-                filter: s.filter,
-                created: s.created,
-            })
-            .collect()
+        let (engine, key, keep) = (&self.core.engine, &self.key_name, !self.clean_close);
+        self.core.sessions.end_conn(self.conn(), &ids, |subs| {
+            if !keep || subs.is_empty() {
+                return;
+            }
+            let parked = subs
+                .into_iter()
+                .map(|s| ParkedSub {
+                    id: s.id,
+                    key: key.clone(),
+                    channel: s.hub.name.clone(),
+                    filter: s.filter,
+                    created: s.created,
+                })
+                .collect();
+            // Parked as of this call; the future only reports how many were kept.
+            let kept = engine.park(parked, Instant::now());
+            actix::spawn(async move {
+                kept.await;
+            });
+        });
     }
 }
 
@@ -278,13 +288,7 @@ impl Actor for Connection {
         outbox::lock(&self.outbox).close();
         // Only a client close 1000 drops the subscriptions; any other ending parks them
         // for the resume window (those moved to another connection are not ours).
-        let parked = self.to_park();
-        if !self.clean_close && !parked.is_empty() {
-            let engine = self.core.engine.clone();
-            actix::spawn(async move {
-                engine.park(parked, Instant::now()).await;
-            });
-        }
+        self.park_or_forget();
         let mut hubs: Vec<_> = self.subs.values().map(|s| s.hub.clone()).collect();
         hubs.sort_by(|a, b| a.name.cmp(&b.name));
         hubs.dedup_by(|a, b| a.name == b.name);

@@ -174,7 +174,7 @@ impl Engine for MemoryEngine {
         Box::pin(std::future::ready(Ok(snapshot)))
     }
 
-    fn park(&self, subs: Vec<ParkedSub>, now: Instant) -> EngineFuture<'_, usize> {
+    fn park(&self, subs: Vec<ParkedSub>, now: Instant) -> EngineFuture<'static, usize> {
         let mut parked = lock(&self.parked);
         let mut kept = 0;
         for sub in subs {

@@ -112,8 +112,10 @@ pub trait Engine: Send + Sync {
     ) -> EngineFuture<'_, Result<Snapshot, EngineError>>;
 
     /// Keeps subscriptions for the resume window. Past the bound on parked subscriptions
-    /// they are not kept; returns how many were kept.
-    fn park(&self, subs: Vec<ParkedSub>, now: Instant) -> EngineFuture<'_, usize>;
+    /// they are not kept; resolves to how many were kept. A `claim` on this node made after
+    /// `park` returns must find them (the call takes effect at once; the future only
+    /// reports), so a client that reconnects at once does not race its old connection.
+    fn park(&self, subs: Vec<ParkedSub>, now: Instant) -> EngineFuture<'static, usize>;
 
     /// Takes the named parked subscriptions of `key` (each once); others stay.
     fn claim(&self, key: &str, ids: &[String], now: Instant) -> EngineFuture<'_, Vec<ParkedSub>>;
