@@ -141,7 +141,7 @@ fn http_batch(round: u64) -> Vec<Value> {
 }
 
 fn ws_event(i: u64) -> Value {
-    if i % 2 == 0 {
+    if i.is_multiple_of(2) {
         json!({"channel": "market_data", "data": {"symbol": format!("S{}/USD", i % 3),
             "price": format!("{i}"), "change_24h": "0", "volume_24h": "0",
             "timestamp": "2024-01-01T12:00:00Z"}})
@@ -169,7 +169,7 @@ async fn sixty_clients_dropping_at_random_get_exactly_what_the_model_says_in_ord
         clients.push(tokio::spawn(async move {
             let mut rng = rand::rngs::StdRng::seed_from_u64(1000 + n);
             let subs = subs_for(&mut rng);
-            let mut c = if n % 2 == 0 {
+            let mut c = if n.is_multiple_of(2) {
                 Client::ws(addr, SUB_KEY).await
             } else {
                 Client::v1(addr, SUB_KEY).await
