@@ -40,15 +40,24 @@ fn seq(frame: &Value) -> u64 {
         .unwrap_or_else(|| panic!("event frame without a plain id: {frame}"))
 }
 
+/// Subscribes to the four channels on either dialect; `blocks` last, since the ledger's
+/// blocks may start flowing as soon as it is subscribed.
 async fn subscribe_all(c: &mut Client) -> Vec<String> {
     let mut subs = Vec::new();
     for ch in [
-        "blocks",
         "market_data",
         "token_updates",
         "transaction_updates",
+        "blocks",
     ] {
-        subs.push(c.subscribe(ch, json!({})).await);
+        let r = c
+            .request(json!({"type": "subscribe", "id": ch, "data": {"channel": ch}}))
+            .await;
+        let sid = r["data"]["subscription_id"].as_str();
+        subs.push(
+            sid.unwrap_or_else(|| panic!("not subscribed: {r}"))
+                .to_owned(),
+        );
     }
     subs
 }
@@ -74,23 +83,7 @@ async fn several_publishers_on_several_channels_reach_one_subscriber_in_sequence
     let b = start(cfg);
     let addr = b.addr;
     let mut c = Client::v1(addr, SUB_KEY).await;
-    let mut subs = Vec::new();
-    for ch in [
-        "blocks",
-        "market_data",
-        "token_updates",
-        "transaction_updates",
-    ] {
-        let r = c
-            .request(json!({"type": "subscribe", "id": ch, "data": {"channel": ch}}))
-            .await;
-        subs.push(
-            r["data"]["subscription_id"]
-                .as_str()
-                .expect("subscribed")
-                .to_owned(),
-        );
-    }
+    let subs = subscribe_all(&mut c).await;
 
     let mut publishers = Vec::new();
     for p in 0..3u64 {

@@ -10,6 +10,7 @@ use crate::backend::Backend;
 use crate::delivery::{Delivery, Progress};
 use crate::engine::memory::MemoryEngine;
 use crate::engine::Engine;
+use crate::flow::Flow;
 use crate::heartbeat::Heartbeat;
 use crate::hubs::Hubs;
 use crate::messages::CloseAll;
@@ -33,6 +34,8 @@ pub struct Core {
     pub publisher: Publisher,
     /// Counters and gauges.
     pub metrics: Arc<Metrics>,
+    /// Publisher back-pressure: outboxes mark themselves congested, publishers wait.
+    pub flow: Arc<Flow>,
     /// Answers commands.
     pub backend: Arc<dyn Backend>,
     /// Which live connection holds each subscription.
@@ -86,7 +89,9 @@ impl Core {
                 expiring.expire(std::time::Instant::now());
             }
         });
+        let flow = Arc::new(Flow::default());
         let publisher = Publisher::new(PublisherParts {
+            flow: flow.clone(),
             hubs: hubs.clone(),
             engine: engine.clone(),
             delivery,
@@ -102,6 +107,7 @@ impl Core {
             heartbeat,
             publisher,
             metrics,
+            flow,
             backend,
             sessions: Arc::new(Sessions::default()),
             engine,

@@ -3,14 +3,15 @@
 //! a replay recomputes `confirmations` releases with the ids they had live.
 //!
 //! Both are plain data kept by an engine ([`crate::engine`]); what a resume reads from
-//! them is computed in [`crate::resume`].
+//! them is computed in [`crate::resume`]. History keeps each event compactly
+//! ([`Stored`]: its data as JSON text, not a parsed tree, and no rendered frames), since
+//! it holds minutes of traffic and is read only by a resume.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::event::Event;
-use crate::protocol::Dialect;
+use crate::event::{Draft, Event};
 
 /// How much history each channel keeps (from `[resume]`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,15 +33,67 @@ pub struct Evicted {
     pub by_bound: u64,
 }
 
-/// The size an event counts for against the byte bound.
-fn size(event: &Event) -> usize {
-    event.frame_len(Dialect::Ws)
+/// An event as history keeps it.
+#[derive(Debug, Clone)]
+pub struct Stored {
+    /// Its sequence number.
+    pub seq: u64,
+    /// Its channel.
+    pub channel: Arc<str>,
+    /// Its `type`.
+    pub kind: Box<str>,
+    /// Its data, as compact JSON text.
+    pub data: Box<str>,
+    /// The block it names, on block-naming channels.
+    pub block: Option<u64>,
+    /// For a `blocks` event that raised the head: the new head.
+    pub raises_head: Option<u64>,
+    /// When it was appended.
+    pub appended: Instant,
+}
+
+impl Stored {
+    /// The compact record of a sequenced event whose data serializes to `data`.
+    pub fn of(event: &Event, data: Box<str>) -> Stored {
+        Stored {
+            seq: event.seq,
+            channel: event.channel.clone(),
+            kind: event.kind.as_str().into(),
+            data,
+            block: event.block,
+            raises_head: event.raises_head,
+            appended: event.appended,
+        }
+    }
+
+    /// The bytes it counts for against the byte bound: its text and its record.
+    pub fn size(&self) -> usize {
+        self.data.len() + self.kind.len() + std::mem::size_of::<Stored>()
+    }
+
+    /// The event again, for a replay (its frames are rendered anew when written). `None`
+    /// if the data no longer parses, which cannot happen for data the engine serialized.
+    pub fn event(&self) -> Option<Event> {
+        let data = serde_json::from_str(&self.data).ok()?;
+        let draft = Draft {
+            channel: self.channel.clone(),
+            kind: self.kind.to_string(),
+            data,
+            block: self.block,
+            is_block: self.raises_head.is_some(),
+        };
+        Some(Event::new(self.seq, draft, self.raises_head, self.appended))
+    }
+}
+
+fn size(stored: &Stored) -> usize {
+    stored.size()
 }
 
 /// One channel's kept events, oldest first, in sequence order.
 #[derive(Debug, Default)]
 pub struct ChannelHistory {
-    events: VecDeque<Arc<Event>>,
+    events: VecDeque<Stored>,
     bytes: usize,
     /// Highest sequence number evicted from this channel (0: nothing evicted yet).
     pub evicted_upto: u64,
@@ -50,7 +103,7 @@ pub struct ChannelHistory {
 
 impl ChannelHistory {
     /// Appends an event (newer than every kept one) and evicts past the bounds.
-    pub fn push(&mut self, event: Arc<Event>, limits: &HistoryLimits, now: Instant) -> Evicted {
+    pub fn push(&mut self, event: Stored, limits: &HistoryLimits, now: Instant) -> Evicted {
         self.bytes = self.bytes.saturating_add(size(&event));
         self.events.push_back(event);
         self.trim(limits, now)
@@ -89,7 +142,7 @@ impl ChannelHistory {
     }
 
     /// Kept events with `after < seq <= upto`, in sequence order.
-    pub fn range(&self, after: u64, upto: u64) -> Vec<Arc<Event>> {
+    pub fn range(&self, after: u64, upto: u64) -> Vec<Stored> {
         let start = self.events.partition_point(|e| e.seq <= after);
         self.events
             .range(start..)

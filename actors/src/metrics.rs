@@ -79,6 +79,10 @@ pub struct Gauges {
     pub history_events: usize,
     /// Bytes kept in the channels' history.
     pub history_bytes: usize,
+    /// Publish batches that waited for congested connections ([`crate::flow::Flow`]).
+    pub publish_stalls: u64,
+    /// Microseconds they waited in all.
+    pub publish_stalled_us: u64,
 }
 
 /// The broker's metrics; shared by every actor through an `Arc`.
@@ -97,8 +101,6 @@ pub struct Metrics {
     /// Events not queued for a connection because it had just turned slow consumer
     /// (it resumes them from history).
     pub drops: AtomicU64,
-    /// Publisher flow control (congested connections, stalls).
-    pub flow: std::sync::Arc<crate::flow::Flow>,
     /// Events dropped from a hub's confirmations backlog because it was full.
     pub pending_dropped: AtomicU64,
     /// `reconnect` requests.
@@ -231,13 +233,13 @@ impl Metrics {
                 "rustorium_publish_stalls_total",
                 "counter",
                 "Publish batches that waited for congested connections to drain.",
-                self.flow.stalls.load(Relaxed) as f64,
+                gauges.publish_stalls as f64,
             ),
             (
                 "rustorium_publish_stalled_seconds_total",
                 "counter",
                 "Time publish batches waited for congested connections to drain.",
-                self.flow.stalled_us.load(Relaxed) as f64 / 1e6,
+                gauges.publish_stalled_us as f64 / 1e6,
             ),
         ];
         for (name, kind, help, value) in scalars {

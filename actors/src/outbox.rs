@@ -301,11 +301,6 @@ impl OutboxState {
         self.live_frames = 0;
         self.live_bytes = 0;
     }
-
-    /// Bytes of live items queued and not yet written (for the metrics).
-    pub fn queued_bytes(&self) -> usize {
-        self.live_bytes
-    }
 }
 
 impl Drop for OutboxState {

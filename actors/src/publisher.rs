@@ -13,6 +13,7 @@ use crate::channels::{self, validate_event, ChannelKind};
 use crate::delivery::Delivery;
 use crate::engine::{Engine, EngineError};
 use crate::event::Draft;
+use crate::flow::Flow;
 use crate::hubs::Hubs;
 use crate::metrics::Metrics;
 
@@ -81,6 +82,7 @@ struct Inner {
     max_batch: usize,
     /// Longest wait per batch for congested connections (flow control).
     max_stall: Duration,
+    flow: Arc<Flow>,
     metrics: Arc<Metrics>,
     /// Set when the broker starts shutting down: publishes are refused `unavailable`.
     closing: AtomicBool,
@@ -111,6 +113,8 @@ pub struct PublisherParts {
     pub max_batch: usize,
     /// Longest flow-control wait per batch.
     pub max_stall: Duration,
+    /// Flow control, shared with every outbox.
+    pub flow: Arc<Flow>,
     /// Counters.
     pub metrics: Arc<Metrics>,
 }
@@ -126,6 +130,7 @@ impl Publisher {
                 delivery: parts.delivery,
                 max_batch: parts.max_batch,
                 max_stall: parts.max_stall,
+                flow: parts.flow,
                 metrics: parts.metrics,
                 closing: AtomicBool::new(false),
             }),
@@ -217,7 +222,7 @@ impl Publisher {
         if inner.closing.load(Ordering::Acquire) {
             return Err(shutting_down());
         }
-        inner.metrics.flow.wait(inner.max_stall).await;
+        inner.flow.wait(inner.max_stall).await;
         let permit = inner.delivery.permit().await.ok_or_else(shutting_down)?;
         let appended = inner
             .engine

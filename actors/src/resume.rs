@@ -3,10 +3,12 @@
 //! last id and after each subscription was made, up to where live delivery takes over,
 //! with `confirmations` releases at the ids they had live; and whether that is all of it.
 
+use std::sync::Arc;
+
 use crate::confirmations::{self, AtPublish};
 use crate::engine::Snapshot;
 use crate::filter::Filter;
-use crate::history::HeadAt;
+use crate::history::{HeadAt, Stored};
 use crate::outbox::Item;
 use crate::position::Position;
 
@@ -98,10 +100,18 @@ pub fn replay(snapshot: &Snapshot, subs: &[ReplaySub<'_>], from: ResumeFrom) -> 
                 complete = false;
             }
         }
-        for e in history.range(needed, sub.cut) {
-            if e.seq <= sub.created || !sub.filter.matches(&e.data) {
+        let start = history.events.partition_point(|e| e.seq <= needed);
+        let stored = history.events[start..]
+            .iter()
+            .take_while(|e| e.seq <= sub.cut);
+        for e in stored
+            .filter(|e| e.seq > sub.created)
+            .filter_map(Stored::event)
+        {
+            if !sub.filter.matches(&e.data) {
                 continue;
             }
+            let e = Arc::new(e);
             let head = match heads.head_before(e.seq) {
                 HeadAt::None => None,
                 HeadAt::Block(h) => Some(h),

@@ -31,6 +31,8 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
         parked: core.engine.parked(),
         history_events,
         history_bytes,
+        publish_stalls: core.flow.stalls.load(Ordering::Relaxed),
+        publish_stalled_us: core.flow.stalled_us.load(Ordering::Relaxed),
     };
     let body = core.metrics.render(&gauges);
     HttpResponse::Ok()

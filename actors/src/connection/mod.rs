@@ -92,7 +92,7 @@ impl Connection {
                 queue_bytes: limits.connection_queue_bytes,
                 stuck_after: Duration::from_millis(core.settings.publish.stuck_reader_ms),
             },
-            core.metrics.flow.clone(),
+            core.flow.clone(),
             core.progress.clone(),
         );
         Connection {

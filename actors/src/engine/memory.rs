@@ -6,11 +6,13 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use super::{Appended, Engine, EngineError, EngineFuture, ParkedSub, Range, Sink, Snapshot};
+use super::{
+    Appended, ChannelRead, Engine, EngineError, EngineFuture, ParkedSub, Range, Sink, Snapshot,
+};
 use crate::event::{Draft, Event};
-use crate::history::{ChannelHistory, HeadRaise, HeadTimeline, HistoryLimits};
+use crate::history::{ChannelHistory, HeadRaise, HeadTimeline, HistoryLimits, Stored};
 use crate::metrics::Metrics;
 use crate::position::Position;
 
@@ -88,6 +90,8 @@ impl MemoryEngine {
     }
 
     fn append_now(&self, drafts: Vec<Draft>) -> Result<Appended, EngineError> {
+        // History keeps the data as text; it is written before the lock is taken.
+        let texts: Vec<Box<str>> = drafts.iter().map(|d| d.data.to_string().into()).collect();
         let now = Instant::now();
         let mut log = lock(&self.log);
         let n = drafts.len() as u64;
@@ -97,7 +101,7 @@ impl MemoryEngine {
         };
         log.next = next;
         let mut events = Vec::with_capacity(drafts.len());
-        for (seq, draft) in (first..).zip(drafts) {
+        for ((seq, draft), text) in (first..).zip(drafts).zip(texts) {
             let raises_head = match (draft.is_block, draft.block) {
                 (true, Some(b)) if log.head.is_none_or(|h| b > h) => Some(b),
                 _ => None,
@@ -113,7 +117,7 @@ impl MemoryEngine {
             }
             let event = Arc::new(Event::new(seq, draft, raises_head, now));
             let evicted = log.channels.entry(event.channel.clone()).or_default().push(
-                event.clone(),
+                Stored::of(&event, text),
                 &self.limits,
                 now,
             );
@@ -153,15 +157,13 @@ impl Engine for MemoryEngine {
                 Some(h) => {
                     let evicted = h.trim(&self.limits, now);
                     self.count_evicted(evicted);
-                    let mut part = ChannelHistory::default();
-                    part.evicted_upto = h.evicted_upto;
-                    part.evicted_max_block = h.evicted_max_block;
-                    for e in h.range(r.after, r.upto) {
-                        part.push(e, &unbounded(), now);
+                    ChannelRead {
+                        events: h.range(r.after, r.upto),
+                        evicted_upto: h.evicted_upto,
+                        evicted_max_block: h.evicted_max_block,
                     }
-                    part
                 }
-                None => ChannelHistory::default(),
+                None => ChannelRead::default(),
             };
             channels.push(read);
         }
@@ -247,14 +249,5 @@ impl Engine for MemoryEngine {
         log.channels
             .values()
             .fold((0, 0), |(n, b), h| (n + h.len(), b + h.bytes()))
-    }
-}
-
-/// Bounds that keep everything (for a snapshot's copy of a range).
-fn unbounded() -> HistoryLimits {
-    HistoryLimits {
-        window: Duration::MAX,
-        max_events: usize::MAX,
-        max_bytes: usize::MAX,
     }
 }

@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use crate::event::{Draft, Event};
 use crate::filter::Filter;
-use crate::history::{ChannelHistory, HeadTimeline};
+use crate::history::{HeadTimeline, Stored};
 use crate::position::Position;
 
 /// A boxed future, so that engines may do I/O.
@@ -73,13 +73,24 @@ pub struct ParkedSub {
 /// timeline over it, taken at one instant.
 pub struct Snapshot {
     /// Per channel asked, in the order asked.
-    pub channels: Vec<ChannelHistory>,
+    pub channels: Vec<ChannelRead>,
     /// The head's timeline over the range.
     pub heads: HeadTimeline,
     /// The first and last sequence numbers this engine issued (`None`: none yet).
     pub issued: Option<(u64, u64)>,
     /// Whether the `B` of a release id asked about is a block that raised the head.
     pub release_block_known: bool,
+}
+
+/// What a snapshot holds of one channel.
+#[derive(Debug, Default)]
+pub struct ChannelRead {
+    /// The kept events of the range, in sequence order.
+    pub events: Vec<Stored>,
+    /// The highest sequence number the channel evicted (0: none yet).
+    pub evicted_upto: u64,
+    /// The highest block number an evicted event named.
+    pub evicted_max_block: Option<u64>,
 }
 
 /// One channel's range to read.
