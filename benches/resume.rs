@@ -199,7 +199,10 @@ fn gauge(addr: std::net::SocketAddr, name: &str) -> Option<f64> {
 /// Publishes ~200-byte events at `rate` per second for `secs` seconds (batches of 1% of
 /// the rate every 10 ms) and reports the RSS as the history fills.
 fn history(secs: usize, rate: usize) -> Result<(), String> {
-    let (broker, addr) = spawn_broker("", "[resume]\nhistory_events = 2000000\n")?;
+    let (broker, addr) = spawn_broker(
+        "",
+        "[resume]\nhistory_events = 2000000\nhistory_bytes = 1073741824\n",
+    )?;
     let pid = broker.pid.unwrap_or(0);
     let per_tick = (rate / 100).max(1);
     let base = rss_kib(pid);

@@ -5,6 +5,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use bytestring::ByteString;
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 use crate::position::Position;
@@ -30,6 +31,9 @@ pub struct Event {
     pub raises_head: Option<u64>,
     /// When the engine appended it (the resume window counts from here).
     pub appended: Instant,
+    /// For an event restored from history without parsing: its data as JSON text (then
+    /// `data` is null and frames are rendered from this text).
+    raw: Option<Box<RawValue>>,
     frames: [OnceLock<ByteString>; Dialect::COUNT],
 }
 
@@ -60,14 +64,36 @@ impl Event {
             block: draft.block,
             raises_head,
             appended,
+            raw: None,
             frames: Default::default(),
+        }
+    }
+
+    /// An event restored from history whose data stays JSON text: enough to write its
+    /// frames, not to match filters or rewrite confirmations.
+    pub fn restored_raw(
+        seq: u64,
+        draft: Draft,
+        raises_head: Option<u64>,
+        appended: Instant,
+        raw: Box<RawValue>,
+    ) -> Event {
+        let mut event = Event::new(seq, draft, raises_head, appended);
+        event.raw = Some(raw);
+        event
+    }
+
+    fn render(&self, dialect: Dialect, id: &str, data: Option<&Value>) -> ByteString {
+        match (data, &self.raw) {
+            (Some(data), _) => render::event(dialect, id, &self.channel, &self.kind, data),
+            (None, Some(raw)) => render::event(dialect, id, &self.channel, &self.kind, &**raw),
+            (None, None) => render::event(dialect, id, &self.channel, &self.kind, &self.data),
         }
     }
 
     /// The shared frame for `dialect`, rendered on first use.
     fn shared(&self, dialect: Dialect) -> &ByteString {
-        self.frames[dialect.index()]
-            .get_or_init(|| render::event(dialect, &self.id, &self.channel, &self.kind, &self.data))
+        self.frames[dialect.index()].get_or_init(|| self.render(dialect, &self.id, None))
     }
 
     /// The event frame for `dialect` at its own id, rendered on first use and shared.
@@ -100,8 +126,6 @@ impl Event {
         if rewrite.is_none() && !position.is_release() {
             return self.frame(dialect);
         }
-        let id = position.to_string();
-        let data = rewrite.as_ref().unwrap_or(&self.data);
-        render::event(dialect, &id, &self.channel, &self.kind, data)
+        self.render(dialect, &position.to_string(), rewrite.as_ref())
     }
 }

@@ -79,6 +79,17 @@ fn str_field<'a>(data: &'a Value, field: &str) -> Option<&'a str> {
 }
 
 impl Filter {
+    /// Whether the filter matches every event of its channel (no field given besides
+    /// `confirmations`).
+    pub fn matches_all(&self) -> bool {
+        self.tx_hash.is_none()
+            && self.key.is_none()
+            && self.key_prefix.is_none()
+            && self.token_id.is_none()
+            && self.address.is_none()
+            && self.symbols.is_none()
+    }
+
     /// Parses the filter of a `subscribe` request: `data.filter` and flat fields beside
     /// `channel` (PROTOCOL.md 10.4 and 10.18). The error names the field.
     pub fn parse(

@@ -11,6 +11,9 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use serde_json::value::RawValue;
+use serde_json::Value;
+
 use crate::event::{Draft, Event};
 
 /// How much history each channel keeps (from `[resume]`).
@@ -43,7 +46,7 @@ pub struct Stored {
     /// Its `type`.
     pub kind: Box<str>,
     /// Its data, as compact JSON text.
-    pub data: Box<str>,
+    pub data: Box<RawValue>,
     /// The block it names, on block-naming channels.
     pub block: Option<u64>,
     /// For a `blocks` event that raised the head: the new head.
@@ -54,7 +57,7 @@ pub struct Stored {
 
 impl Stored {
     /// The compact record of a sequenced event whose data serializes to `data`.
-    pub fn of(event: &Event, data: Box<str>) -> Stored {
+    pub fn of(event: &Event, data: Box<RawValue>) -> Stored {
         Stored {
             seq: event.seq,
             channel: event.channel.clone(),
@@ -68,21 +71,42 @@ impl Stored {
 
     /// The bytes it counts for against the byte bound: its text and its record.
     pub fn size(&self) -> usize {
-        self.data.len() + self.kind.len() + std::mem::size_of::<Stored>()
+        self.data.get().len() + self.kind.len() + std::mem::size_of::<Stored>()
     }
 
-    /// The event again, for a replay (its frames are rendered anew when written). `None`
-    /// if the data no longer parses, which cannot happen for data the engine serialized.
-    pub fn event(&self) -> Option<Event> {
-        let data = serde_json::from_str(&self.data).ok()?;
-        let draft = Draft {
+    fn draft(&self, data: Value) -> Draft {
+        Draft {
             channel: self.channel.clone(),
             kind: self.kind.to_string(),
             data,
             block: self.block,
             is_block: self.raises_head.is_some(),
-        };
-        Some(Event::new(self.seq, draft, self.raises_head, self.appended))
+        }
+    }
+
+    /// The event again with its data parsed, for a replay that matches filters or
+    /// rewrites confirmations. `None` if the data no longer parses, which cannot happen
+    /// for data the engine serialized.
+    pub fn event(&self) -> Option<Event> {
+        let data = serde_json::from_str(self.data.get()).ok()?;
+        Some(Event::new(
+            self.seq,
+            self.draft(data),
+            self.raises_head,
+            self.appended,
+        ))
+    }
+
+    /// The event again with its data left as text: for a replay that only writes it.
+    pub fn event_unparsed(&self) -> Event {
+        let draft = self.draft(Value::Null);
+        Event::restored_raw(
+            self.seq,
+            draft,
+            self.raises_head,
+            self.appended,
+            self.data.clone(),
+        )
     }
 }
 

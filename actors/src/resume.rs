@@ -8,7 +8,7 @@ use std::sync::Arc;
 use crate::confirmations::{self, AtPublish};
 use crate::engine::Snapshot;
 use crate::filter::Filter;
-use crate::history::{HeadAt, Stored};
+use crate::history::HeadAt;
 use crate::outbox::Item;
 use crate::position::Position;
 
@@ -104,13 +104,17 @@ pub fn replay(snapshot: &Snapshot, subs: &[ReplaySub<'_>], from: ResumeFrom) -> 
         let stored = history.events[start..]
             .iter()
             .take_while(|e| e.seq <= sub.cut);
-        for e in stored
-            .filter(|e| e.seq > sub.created)
-            .filter_map(Stored::event)
-        {
-            if !sub.filter.matches(&e.data) {
-                continue;
-            }
+        // Parsing is what a replay costs most: only filters and rewrites need the data.
+        let parse = !sub.filter.matches_all() || k > 1;
+        for s in stored.filter(|e| e.seq > sub.created) {
+            let e = if parse {
+                match s.event() {
+                    Some(e) if sub.filter.matches(&e.data) => e,
+                    _ => continue,
+                }
+            } else {
+                s.event_unparsed()
+            };
             let e = Arc::new(e);
             let head = match heads.head_before(e.seq) {
                 HeadAt::None => None,

@@ -91,7 +91,12 @@ impl MemoryEngine {
 
     fn append_now(&self, drafts: Vec<Draft>) -> Result<Appended, EngineError> {
         // History keeps the data as text; it is written before the lock is taken.
-        let texts: Vec<Box<str>> = drafts.iter().map(|d| d.data.to_string().into()).collect();
+        let mut texts = Vec::with_capacity(drafts.len());
+        for d in &drafts {
+            let text = serde_json::value::to_raw_value(&d.data)
+                .map_err(|e| EngineError::Unavailable(format!("event data: {e}")))?;
+            texts.push(text);
+        }
         let now = Instant::now();
         let mut log = lock(&self.log);
         let n = drafts.len() as u64;

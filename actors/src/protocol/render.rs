@@ -186,27 +186,34 @@ pub fn heartbeat(dialect: Dialect, unix_seconds: u64, rfc3339: &str) -> ByteStri
 }
 
 #[derive(Serialize)]
-struct WsEvent<'a> {
+struct WsEvent<'a, D: ?Sized> {
     #[serde(rename = "type")]
     kind: &'a str,
     id: &'a str,
-    data: &'a Value,
+    data: &'a D,
     error: (),
     channel: &'a str,
 }
 
 #[derive(Serialize)]
-struct V1Event<'a> {
+struct V1Event<'a, D: ?Sized> {
     id: &'a str,
     #[serde(rename = "type")]
     kind: &'a str,
-    data: &'a Value,
+    data: &'a D,
     channel: &'a str,
 }
 
 /// An event frame. Called once per event and dialect by the channel hub; the result is
-/// shared by every subscriber.
-pub fn event(dialect: Dialect, id: &str, channel: &str, kind: &str, data: &Value) -> ByteString {
+/// shared by every subscriber. `data` is a parsed [`Value`] or, for an event restored
+/// from history, its JSON text as a [`serde_json::value::RawValue`].
+pub fn event<D: Serialize + ?Sized>(
+    dialect: Dialect,
+    id: &str,
+    channel: &str,
+    kind: &str,
+    data: &D,
+) -> ByteString {
     match dialect {
         Dialect::Ws => to_frame(&WsEvent {
             kind,
