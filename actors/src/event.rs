@@ -5,9 +5,9 @@ use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use bytestring::ByteString;
-use serde_json::value::RawValue;
 use serde_json::Value;
 
+use crate::history::Stored;
 use crate::position::Position;
 use crate::protocol::{render, Dialect};
 
@@ -33,7 +33,7 @@ pub struct Event {
     pub appended: Instant,
     /// For an event restored from history without parsing: its data as JSON text (then
     /// `data` is null and frames are rendered from this text).
-    raw: Option<Box<RawValue>>,
+    raw: Option<Arc<Stored>>,
     frames: [OnceLock<ByteString>; Dialect::COUNT],
 }
 
@@ -71,22 +71,18 @@ impl Event {
 
     /// An event restored from history whose data stays JSON text: enough to write its
     /// frames, not to match filters or rewrite confirmations.
-    pub fn restored_raw(
-        seq: u64,
-        draft: Draft,
-        raises_head: Option<u64>,
-        appended: Instant,
-        raw: Box<RawValue>,
-    ) -> Event {
-        let mut event = Event::new(seq, draft, raises_head, appended);
-        event.raw = Some(raw);
+    pub fn restored_raw(draft: Draft, stored: Arc<Stored>) -> Event {
+        let mut event = Event::new(stored.seq, draft, stored.raises_head, stored.appended);
+        event.raw = Some(stored);
         event
     }
 
     fn render(&self, dialect: Dialect, id: &str, data: Option<&Value>) -> ByteString {
         match (data, &self.raw) {
             (Some(data), _) => render::event(dialect, id, &self.channel, &self.kind, data),
-            (None, Some(raw)) => render::event(dialect, id, &self.channel, &self.kind, &**raw),
+            (None, Some(stored)) => {
+                render::event(dialect, id, &self.channel, &self.kind, &*stored.data)
+            }
             (None, None) => render::event(dialect, id, &self.channel, &self.kind, &self.data),
         }
     }

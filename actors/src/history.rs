@@ -69,9 +69,10 @@ impl Stored {
         }
     }
 
-    /// The bytes it counts for against the byte bound: its text and its record.
+    /// The bytes it counts for against the byte bound.
     pub fn size(&self) -> usize {
-        self.data.get().len() + self.kind.len() + std::mem::size_of::<Stored>()
+        // The record, its two reference counts, its text.
+        self.data.get().len() + self.kind.len() + std::mem::size_of::<Stored>() + 16
     }
 
     fn draft(&self, data: Value) -> Draft {
@@ -98,15 +99,9 @@ impl Stored {
     }
 
     /// The event again with its data left as text: for a replay that only writes it.
-    pub fn event_unparsed(&self) -> Event {
+    pub fn event_unparsed(self: &Arc<Stored>) -> Event {
         let draft = self.draft(Value::Null);
-        Event::restored_raw(
-            self.seq,
-            draft,
-            self.raises_head,
-            self.appended,
-            self.data.clone(),
-        )
+        Event::restored_raw(draft, self.clone())
     }
 }
 
@@ -117,7 +112,7 @@ fn size(stored: &Stored) -> usize {
 /// One channel's kept events, oldest first, in sequence order.
 #[derive(Debug, Default)]
 pub struct ChannelHistory {
-    events: VecDeque<Stored>,
+    events: VecDeque<Arc<Stored>>,
     bytes: usize,
     /// Highest sequence number evicted from this channel (0: nothing evicted yet).
     pub evicted_upto: u64,
@@ -127,7 +122,7 @@ pub struct ChannelHistory {
 
 impl ChannelHistory {
     /// Appends an event (newer than every kept one) and evicts past the bounds.
-    pub fn push(&mut self, event: Stored, limits: &HistoryLimits, now: Instant) -> Evicted {
+    pub fn push(&mut self, event: Arc<Stored>, limits: &HistoryLimits, now: Instant) -> Evicted {
         self.bytes = self.bytes.saturating_add(size(&event));
         self.events.push_back(event);
         self.trim(limits, now)
@@ -166,7 +161,7 @@ impl ChannelHistory {
     }
 
     /// Kept events with `after < seq <= upto`, in sequence order.
-    pub fn range(&self, after: u64, upto: u64) -> Vec<Stored> {
+    pub fn range(&self, after: u64, upto: u64) -> Vec<Arc<Stored>> {
         let start = self.events.partition_point(|e| e.seq <= after);
         self.events
             .range(start..)

@@ -116,14 +116,16 @@ pub fn replay(snapshot: &Snapshot, subs: &[ReplaySub<'_>], from: ResumeFrom) -> 
                 s.event_unparsed()
             };
             let e = Arc::new(e);
+            // Only a held-back event needs the head it met.
+            let gated = k > 1 && e.block.is_some();
             let head = match heads.head_before(e.seq) {
+                _ if !gated => None,
                 HeadAt::None => None,
                 HeadAt::Block(h) => Some(h),
-                HeadAt::Unknown if k > 1 && e.block.is_some() => {
+                HeadAt::Unknown => {
                     complete = false;
                     continue;
                 }
-                HeadAt::Unknown => None,
             };
             let placed = match confirmations::on_publish(e.block, k, head) {
                 AtPublish::Now(c) => Some((Position::event(e.seq), c)),

@@ -122,7 +122,7 @@ impl MemoryEngine {
             }
             let event = Arc::new(Event::new(seq, draft, raises_head, now));
             let evicted = log.channels.entry(event.channel.clone()).or_default().push(
-                Stored::of(&event, text),
+                Arc::new(Stored::of(&event, text)),
                 &self.limits,
                 now,
             );

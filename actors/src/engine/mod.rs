@@ -86,7 +86,7 @@ pub struct Snapshot {
 #[derive(Debug, Default)]
 pub struct ChannelRead {
     /// The kept events of the range, in sequence order.
-    pub events: Vec<Stored>,
+    pub events: Vec<Arc<Stored>>,
     /// The highest sequence number the channel evicted (0: none yet).
     pub evicted_upto: u64,
     /// The highest block number an evicted event named.
