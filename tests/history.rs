@@ -164,3 +164,34 @@ async fn an_event_as_large_as_the_publish_limit_reaches_ws_and_v1_readers() {
         Some(0.0)
     );
 }
+
+#[tokio::test]
+async fn the_total_bound_evicts_the_oldest_events_of_any_channel_first() {
+    let mut cfg = config();
+    cfg.resume.history_bytes = 64 * 1024;
+    cfg.resume.history_total_bytes = 64 * 1024;
+    let b = start(cfg);
+    let mut c = Client::ws(b.addr, SUB_KEY).await;
+    let sid = c.subscribe("market_data", json!({})).await;
+    let tick = |i: u64| {
+        json!({"channel": "market_data", "data": {"symbol": "MTK/USD", "price": i.to_string(),
+            "change_24h": "0", "volume_24h": "0", "timestamp": "2024-01-01T12:00:00Z"}})
+    };
+    let first = publish_ok(b.addr, &tick(1)).await.remove(0);
+    assert_eq!(c.recv().await["id"], first.as_str());
+    c.drop_tcp();
+    publish_ok(b.addr, &tick(2)).await;
+    // Blocks on another channel push the whole history past its total: the two ticks are
+    // the oldest events anywhere, so they go first, although their channel holds little.
+    for start in (0..400).step_by(100) {
+        let blocks: Vec<Value> = (start..start + 100).map(block).collect();
+        publish_ok(b.addr, &json!(blocks)).await;
+    }
+    let mut c = Client::ws(b.addr, SUB_KEY).await;
+    let r = reconnect(&mut c, json!(first), std::slice::from_ref(&sid)).await;
+    assert_eq!(r["data"]["recovered"], false, "{r}");
+    assert_eq!(r["data"]["subscriptions"], json!([sid]));
+    let m = metrics(b.addr).await;
+    let bytes = metric(&m, "rustorium_history_bytes").unwrap_or(f64::MAX);
+    assert!(bytes <= 64.0 * 1024.0, "history holds {bytes} bytes: {m}");
+}

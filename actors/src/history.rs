@@ -23,8 +23,11 @@ pub struct HistoryLimits {
     pub window: Duration,
     /// Most events kept per channel.
     pub max_events: usize,
-    /// Most bytes (rendered ws frames) kept per channel.
+    /// Most bytes kept per channel (see [`Stored::size`]).
     pub max_bytes: usize,
+    /// Most bytes kept by all channels together; past it the oldest event of the whole
+    /// history goes first.
+    pub max_total_bytes: usize,
 }
 
 /// What eviction removed, for `/metrics`.
@@ -147,6 +150,18 @@ impl ChannelHistory {
             self.evict_front();
         }
         evicted
+    }
+
+    /// The sequence number of the oldest kept event.
+    pub fn front_seq(&self) -> Option<u64> {
+        self.events.front().map(|e| e.seq)
+    }
+
+    /// Evicts the oldest kept event (over the total bound); false when there is none.
+    pub fn evict_oldest(&mut self) -> bool {
+        let any = !self.events.is_empty();
+        self.evict_front();
+        any
     }
 
     fn evict_front(&mut self) {

@@ -203,9 +203,13 @@ pub struct ResumeSettings {
     pub window_ms: u64,
     /// Most events kept per channel (the oldest go first). Default 1000000.
     pub history_events: usize,
-    /// Most bytes (rendered frames) kept per channel; the newest event is always kept.
-    /// Default 268435456 (256 MiB).
+    /// Most bytes kept per channel (each event's data as JSON text plus a record of about
+    /// 100 bytes; the process holds about 1.4 times this); the newest event is always kept.
+    /// Default 536870912 (512 MiB: 120 s of 10,000 events/s of 200 bytes).
     pub history_bytes: usize,
+    /// Most bytes kept by all channels together; past it the oldest events of the whole
+    /// history go first. Default 2147483648 (2 GiB).
+    pub history_total_bytes: usize,
     /// Most subscriptions of ended connections kept at once; past it a dropped
     /// connection's subscriptions are not kept (counted). Default 100000.
     pub max_parked: usize,
@@ -216,7 +220,8 @@ impl Default for ResumeSettings {
         ResumeSettings {
             window_ms: 120_000,
             history_events: 1_000_000,
-            history_bytes: 256 * 1024 * 1024,
+            history_bytes: 512 * 1024 * 1024,
+            history_total_bytes: 2048 * 1024 * 1024,
             max_parked: 100_000,
         }
     }
@@ -227,7 +232,12 @@ impl ResumeSettings {
     pub fn validate(&self) -> Result<(), SettingError> {
         at_least("resume.window_ms", self.window_ms, 1)?;
         at_least("resume.history_events", self.history_events as u64, 1)?;
-        at_least("resume.history_bytes", self.history_bytes as u64, 1024)
+        at_least("resume.history_bytes", self.history_bytes as u64, 1024)?;
+        at_least(
+            "resume.history_total_bytes",
+            self.history_total_bytes as u64,
+            self.history_bytes as u64,
+        )
     }
 
     /// The history bounds these settings give.
@@ -236,6 +246,7 @@ impl ResumeSettings {
             window: Duration::from_millis(self.window_ms),
             max_events: self.history_events,
             max_bytes: self.history_bytes,
+            max_total_bytes: self.history_total_bytes,
         }
     }
 }

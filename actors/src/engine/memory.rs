@@ -25,6 +25,42 @@ struct Log {
     timeline: HeadTimeline,
     /// Bounded: the six channels plus at most `channels.max_plain` plain ones.
     channels: HashMap<Arc<str>, ChannelHistory>,
+    /// What all channels keep, in bytes (bounded by `limits.max_total_bytes`).
+    total_bytes: usize,
+}
+
+impl Log {
+    /// Runs `f` on one channel's history, keeping the total in step.
+    fn with_channel<T>(
+        &mut self,
+        channel: &Arc<str>,
+        f: impl FnOnce(&mut ChannelHistory) -> T,
+    ) -> T {
+        let h = self.channels.entry(channel.clone()).or_default();
+        let before = h.bytes();
+        let out = f(h);
+        self.total_bytes = (self.total_bytes + h.bytes()).saturating_sub(before);
+        out
+    }
+
+    /// Evicts the oldest events of the whole history while it is over `max`; returns how
+    /// many went.
+    fn trim_total(&mut self, max: usize) -> u64 {
+        let mut evicted = 0;
+        while self.total_bytes > max {
+            let oldest = self
+                .channels
+                .iter()
+                .filter_map(|(name, h)| h.front_seq().map(|s| (s, name.clone())))
+                .min();
+            let Some((_, name)) = oldest else { break };
+            if !self.with_channel(&name, ChannelHistory::evict_oldest) {
+                break;
+            }
+            evicted += 1;
+        }
+        evicted
+    }
 }
 
 #[derive(Default)]
@@ -72,6 +108,7 @@ impl MemoryEngine {
                 head: None,
                 timeline: HeadTimeline::default(),
                 channels: HashMap::new(),
+                total_bytes: 0,
             }),
             last: AtomicU64::new(first - 1),
             parked: Mutex::new(Parked::default()),
@@ -121,14 +158,16 @@ impl MemoryEngine {
                 log.timeline.push(raise, &self.limits, now);
             }
             let event = Arc::new(Event::new(seq, draft, raises_head, now));
-            let evicted = log.channels.entry(event.channel.clone()).or_default().push(
-                Arc::new(Stored::of(&event, text)),
-                &self.limits,
-                now,
-            );
+            let stored = Arc::new(Stored::of(&event, text));
+            let evicted = log.with_channel(&event.channel, |h| h.push(stored, &self.limits, now));
             self.count_evicted(evicted);
             events.push(event);
         }
+        let by_bound = log.trim_total(self.limits.max_total_bytes);
+        self.count_evicted(crate::history::Evicted {
+            by_age: 0,
+            by_bound,
+        });
         self.last.store(next - 1, Ordering::Release);
         // Still under the lock: the sink sees batches in sequence order.
         let delivered = self.sink.deliver(&events);
@@ -158,17 +197,21 @@ impl Engine for MemoryEngine {
         });
         let mut channels = Vec::with_capacity(ranges.len());
         for r in &ranges {
-            let read = match log.channels.get_mut(&r.channel) {
-                Some(h) => {
-                    let evicted = h.trim(&self.limits, now);
-                    self.count_evicted(evicted);
-                    ChannelRead {
+            let read = if log.channels.contains_key(&r.channel) {
+                let limits = &self.limits;
+                let (evicted, read) = log.with_channel(&r.channel, |h| {
+                    let evicted = h.trim(limits, now);
+                    let read = ChannelRead {
                         events: h.range(r.after, r.upto),
                         evicted_upto: h.evicted_upto,
                         evicted_max_block: h.evicted_max_block,
-                    }
-                }
-                None => ChannelRead::default(),
+                    };
+                    (evicted, read)
+                });
+                self.count_evicted(evicted);
+                read
+            } else {
+                ChannelRead::default()
             };
             channels.push(read);
         }
@@ -237,8 +280,9 @@ impl Engine for MemoryEngine {
         }
         let mut log = lock(&self.log);
         let mut total = crate::history::Evicted::default();
-        for h in log.channels.values_mut() {
-            let e = h.trim(&self.limits, now);
+        let names: Vec<Arc<str>> = log.channels.keys().cloned().collect();
+        for name in names {
+            let e = log.with_channel(&name, |h| h.trim(&self.limits, now));
             total.by_age += e.by_age;
             total.by_bound += e.by_bound;
         }
