@@ -150,8 +150,7 @@ async fn a_release_comes_after_its_block_and_before_anything_published_after_it(
     c.subscribe("market_data", json!({})).await;
     let tx = json!({"channel": "transactions", "data": {"tx_hash": "0xaa", "block_number": 5,
         "timestamp": "2024-01-23T12:34:56Z", "confirmations": 1}});
-    let tick = json!({"channel": "market_data", "data": {"symbol": "MTK/USD", "price": "1",
-        "change_24h": "0", "volume_24h": "0", "timestamp": "2024-01-01T12:00:00Z"}});
+    let tick = tick("MTK/USD", 1);
     let ids = publish_ok(b.addr, &json!([block(5), tx, block(6), tick])).await;
     let want = [
         ids[0].clone(),

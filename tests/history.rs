@@ -95,8 +95,7 @@ async fn ids_the_broker_never_issued_are_recovered_false_and_non_ids_are_invalid
     let mut c = Client::ws(b.addr, SUB_KEY).await;
     let sid = c.subscribe("blocks", json!({})).await;
     let ids = publish_ok(b.addr, &json!([block(1), block(2)])).await;
-    let tick = json!({"channel": "market_data", "data": {"symbol": "MTK/USD", "price": "1",
-        "change_24h": "0", "volume_24h": "0", "timestamp": "2024-01-01T12:00:00Z"}});
+    let tick = tick("MTK/USD", 1);
     let not_block = publish_ok(b.addr, &tick).await.remove(0);
     let last: u64 = not_block.parse().expect("id");
     c.recv().await;
@@ -173,14 +172,10 @@ async fn the_total_bound_evicts_the_oldest_events_of_any_channel_first() {
     let b = start(cfg);
     let mut c = Client::ws(b.addr, SUB_KEY).await;
     let sid = c.subscribe("market_data", json!({})).await;
-    let tick = |i: u64| {
-        json!({"channel": "market_data", "data": {"symbol": "MTK/USD", "price": i.to_string(),
-            "change_24h": "0", "volume_24h": "0", "timestamp": "2024-01-01T12:00:00Z"}})
-    };
-    let first = publish_ok(b.addr, &tick(1)).await.remove(0);
+    let first = publish_ok(b.addr, &tick("MTK/USD", 1)).await.remove(0);
     assert_eq!(c.recv().await["id"], first.as_str());
     c.drop_tcp();
-    publish_ok(b.addr, &tick(2)).await;
+    publish_ok(b.addr, &tick("MTK/USD", 2)).await;
     // Blocks on another channel push the whole history past its total: the two ticks are
     // the oldest events anywhere, so they go first, although their channel holds little.
     for start in (0..400).step_by(100) {

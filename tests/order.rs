@@ -17,11 +17,6 @@ const BATCH: u64 = 10;
 /// Events the WebSocket publisher sends, one per frame, pipelined.
 const PER_WS: u64 = 300;
 
-fn tick(symbol: &str, i: u64) -> Value {
-    json!({"channel": "market_data", "data": {"symbol": symbol, "price": format!("{i}"),
-        "change_24h": "0", "volume_24h": "0", "timestamp": "2024-01-01T12:00:00Z"}})
-}
-
 fn token(i: u64) -> Value {
     json!({"channel": "token_updates", "data": {"token_id": format!("0x{:x}", i % 7),
         "price": "1", "volume": "2", "timestamp": "2024-01-01T12:00:00Z"}})

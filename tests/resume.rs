@@ -13,11 +13,6 @@ use serde_json::{json, Value};
 
 const QUIET: Duration = Duration::from_millis(300);
 
-fn market(symbol: &str, i: u64) -> Value {
-    json!({"channel": "market_data", "data": {"symbol": symbol, "price": format!("{i}"),
-        "change_24h": "0", "volume_24h": "0", "timestamp": "2024-01-01T12:00:00Z"}})
-}
-
 fn transfer(id: u64, from: &str, to: &str) -> Value {
     json!({"channel": "transaction_updates", "data": {"transaction_id": format!("0x{id:x}"),
         "status": "confirmed", "from": from, "to": to, "timestamp": "2024-01-01T12:00:00Z"}})
@@ -28,8 +23,8 @@ fn burst(start: u64, n: u64) -> Vec<Value> {
     (start..start + n)
         .map(|i| match i % 5 {
             0 => block(i),
-            1 => market("MTK/USD", i),
-            2 => market("STK/USD", i),
+            1 => tick("MTK/USD", i),
+            2 => tick("STK/USD", i),
             3 => transfer(i, "0xAAaa", "0xbb"),
             _ => transfer(i, "0xcc", "0xdd"),
         })
@@ -374,8 +369,7 @@ async fn reconnect_takes_over_subscriptions_still_attached_to_a_live_connection(
         r["error"]["code"], 4003,
         "the moved subscription is not the old one's: {r}"
     );
-    let tick = json!({"channel": "market_data", "data": {"symbol": "MTK/USD", "price": "1",
-        "change_24h": "0", "volume_24h": "0", "timestamp": "2024-01-01T12:00:00Z"}});
+    let tick = tick("MTK/USD", 1);
     let ids = publish_ok(b.addr, &tick).await;
     let got = old.recv().await;
     assert_eq!(

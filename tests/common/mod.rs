@@ -384,6 +384,12 @@ pub async fn publish_ok(addr: SocketAddr, body: &Value) -> Vec<String> {
         .collect()
 }
 
+/// A `market_data` update for `symbol` at price `i`.
+pub fn tick(symbol: &str, i: u64) -> Value {
+    json!({"channel": "market_data", "data": {"symbol": symbol, "price": i.to_string(),
+        "change_24h": "0", "volume_24h": "0", "timestamp": "2024-01-01T12:00:00Z"}})
+}
+
 /// A `new_block` event body for block `n`.
 pub fn block(n: u64) -> Value {
     json!({"channel": "blocks", "data": {
