@@ -158,3 +158,232 @@ pub fn replay(snapshot: &Snapshot, subs: &[ReplaySub<'_>], from: ResumeFrom) -> 
     items.dedup_by_key(|i| i.position);
     (items, complete)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use serde_json::{json, Map, Value};
+
+    use super::*;
+    use crate::channels::ChannelKind;
+    use crate::engine::ChannelRead;
+    use crate::event::{Draft, Event};
+    use crate::history::{ChannelHistory, HeadRaise, HeadTimeline, HistoryLimits, Stored};
+
+    const LIMITS: HistoryLimits = HistoryLimits {
+        window: Duration::from_secs(3600),
+        max_events: 1000,
+        max_bytes: 1 << 20,
+        max_total_bytes: 1 << 20,
+    };
+
+    /// A channel's history and the head timeline from `(seq, channel, data)` in order.
+    struct World {
+        blocks: ChannelHistory,
+        txs: ChannelHistory,
+        heads: HeadTimeline,
+        head: Option<u64>,
+    }
+
+    impl World {
+        fn new() -> World {
+            World {
+                blocks: ChannelHistory::default(),
+                txs: ChannelHistory::default(),
+                heads: HeadTimeline::default(),
+                head: None,
+            }
+        }
+
+        fn block(&mut self, seq: u64, n: u64) {
+            let raise = self.head.is_none_or(|h| n > h).then_some(n);
+            if let Some(n) = raise {
+                self.head = Some(n);
+                let at = Instant::now();
+                let r = HeadRaise { seq, number: n, at };
+                self.heads.push(r, &LIMITS, at);
+            }
+            let e = self.event(seq, "blocks", json!({"number": n}), Some(n), raise);
+            self.blocks.push(e, &LIMITS, Instant::now());
+        }
+
+        fn tx(&mut self, seq: u64, n: u64) {
+            let data = json!({"tx_hash": format!("0x{seq:x}"), "block_number": n});
+            let e = self.event(seq, "transactions", data, Some(n), None);
+            self.txs.push(e, &LIMITS, Instant::now());
+        }
+
+        fn event(
+            &self,
+            seq: u64,
+            channel: &str,
+            data: Value,
+            block: Option<u64>,
+            raises: Option<u64>,
+        ) -> Arc<Stored> {
+            let draft = Draft {
+                channel: Arc::from(channel),
+                kind: "update".into(),
+                data: data.clone(),
+                block,
+                is_block: channel == "blocks",
+            };
+            let event = Event::new(seq, draft, raises, Instant::now());
+            let text = serde_json::value::to_raw_value(&data).unwrap_or_else(|_| unreachable!());
+            Arc::new(Stored::of(&event, text))
+        }
+
+        fn snapshot(&self, issued: (u64, u64), release_block_known: bool) -> Snapshot {
+            let read = |h: &ChannelHistory| ChannelRead {
+                events: h.range(0, u64::MAX),
+                evicted_upto: h.evicted_upto,
+                evicted_max_block: h.evicted_max_block,
+            };
+            Snapshot {
+                channels: vec![read(&self.blocks), read(&self.txs)],
+                heads: self.heads.clone(),
+                issued: Some(issued),
+                release_block_known,
+            }
+        }
+    }
+
+    fn filter(kind: ChannelKind, k: u64) -> Filter {
+        let mut data = Map::new();
+        data.insert("confirmations".into(), k.into());
+        Filter::parse(kind, kind.name(), &data, 256).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn ids(items: &[Item]) -> Vec<String> {
+        items.iter().map(|i| i.position.to_string()).collect()
+    }
+
+    /// Blocks 1..=4 at seqs 10, 20, 30, 40; transactions of block 2 at 21 and of block 3
+    /// at 31.
+    fn world() -> World {
+        let mut w = World::new();
+        w.block(10, 1);
+        w.block(20, 2);
+        w.tx(21, 2);
+        w.block(30, 3);
+        w.tx(31, 3);
+        w.block(40, 4);
+        w
+    }
+
+    #[test]
+    fn a_k2_replay_gives_releases_at_the_ids_they_had_live_in_sequence_order() {
+        let w = world();
+        let snap = w.snapshot((10, 40), false);
+        let (b, t) = (
+            filter(ChannelKind::Blocks, 2),
+            filter(ChannelKind::Transactions, 2),
+        );
+        let subs = [
+            ReplaySub {
+                channel: 0,
+                filter: &b,
+                created: 0,
+                cut: 40,
+            },
+            ReplaySub {
+                channel: 1,
+                filter: &t,
+                created: 0,
+                cut: 40,
+            },
+        ];
+        let (items, complete) = replay(&snap, &subs, ResumeFrom::Start);
+        assert!(complete);
+        // Block 1 released by block 2 (20.10); block 2 and tx 21 by block 3 (30.20,
+        // 30.21); block 3 and tx 31 by block 4 (40.30, 40.31).
+        assert_eq!(ids(&items), ["20.10", "30.20", "30.21", "40.30", "40.31"]);
+        let from = ResumeFrom::parse(Some("30.20"));
+        let (items, _) = replay(&w.snapshot((10, 40), true), &subs, from);
+        assert_eq!(ids(&items), ["30.21", "40.30", "40.31"]);
+    }
+
+    #[test]
+    fn the_cut_and_the_subscription_start_bound_the_replay() {
+        let w = world();
+        let snap = w.snapshot((10, 40), false);
+        let t = filter(ChannelKind::Transactions, 1);
+        let subs = [ReplaySub {
+            channel: 1,
+            filter: &t,
+            created: 21,
+            cut: 30,
+        }];
+        let (items, complete) = replay(&snap, &subs, ResumeFrom::Start);
+        assert!(complete);
+        assert!(
+            items.is_empty(),
+            "21 is not after the start, 31 is past the cut"
+        );
+        let subs = [ReplaySub {
+            channel: 1,
+            filter: &t,
+            created: 0,
+            cut: 40,
+        }];
+        let (items, _) = replay(&snap, &subs, ResumeFrom::parse(Some("21")));
+        assert_eq!(ids(&items), ["31"]);
+    }
+
+    #[test]
+    fn ids_never_issued_replay_nothing_and_are_not_recovered() {
+        let w = world();
+        let t = filter(ChannelKind::Transactions, 1);
+        let subs = [ReplaySub {
+            channel: 1,
+            filter: &t,
+            created: 0,
+            cut: 40,
+        }];
+        for (last, known) in [
+            ("garbage", true),
+            ("41", true),
+            ("9", true),
+            ("30.21", false),
+            ("31.21", false),
+        ] {
+            let snap = w.snapshot((10, 40), known);
+            let (items, complete) = replay(&snap, &subs, ResumeFrom::parse(Some(last)));
+            assert!(items.is_empty() && !complete, "{last}");
+        }
+    }
+
+    #[test]
+    fn evicted_events_make_a_replay_that_needs_them_incomplete_and_empty() {
+        let mut w = World::new();
+        let tight = HistoryLimits {
+            max_events: 2,
+            ..LIMITS
+        };
+        for seq in 1..=4 {
+            let e = w.event(
+                seq,
+                "transactions",
+                json!({"tx_hash": "0x1", "block_number": 1}),
+                Some(1),
+                None,
+            );
+            w.txs.push(e, &tight, Instant::now());
+        }
+        let snap = w.snapshot((1, 4), false);
+        let t = filter(ChannelKind::Transactions, 1);
+        let subs = [ReplaySub {
+            channel: 1,
+            filter: &t,
+            created: 0,
+            cut: 4,
+        }];
+        let (items, complete) = replay(&snap, &subs, ResumeFrom::parse(Some("1")));
+        assert!(items.is_empty() && !complete, "2 was evicted");
+        let (items, complete) = replay(&snap, &subs, ResumeFrom::parse(Some("2")));
+        assert!(complete);
+        assert_eq!(ids(&items), ["3", "4"]);
+    }
+}
