@@ -1,6 +1,7 @@
 //! The HTTP routes of the broker, all on one listener: `/ws`, `/v1`,
 //! `POST /api/publish`, `/health`, `/ready`, `/metrics`.
 
+mod input;
 mod ops;
 mod publish;
 mod ws;

@@ -13,6 +13,7 @@ use rustorium_actors::protocol::Dialect;
 use rustorium_actors::rate_limiter::AdmitError;
 use rustorium_actors::Role;
 
+use super::input::OneFrameAtATime;
 use super::AppState;
 
 /// `GET /ws`: the node API dialect.
@@ -69,7 +70,8 @@ async fn upgrade(
         Ok(admitted) => {
             log::debug!("admitting connection for key {}", admitted.key.name);
             let connection = Connection::new(core, dialect, admitted, max_frame);
-            WsResponseBuilder::new(connection, &req, stream)
+            let input = OneFrameAtATime::new(stream, max_frame);
+            WsResponseBuilder::new(connection, &req, input)
                 .frame_size(max_frame)
                 .start()
         }

@@ -1,0 +1,206 @@
+//! A WebSocket connection's input, one frame at a time: the bytes read from the client
+//! are handed to actix-web-actors' frame decoder one whole WebSocket frame per request
+//! for the next message, and nothing more is read from the socket until the connection
+//! actor asks for the next message.
+//!
+//! actix-web-actors' decoder reads everything the request body has each time it is asked
+//! for a message, so a client that sends faster than its messages are handled (a
+//! publisher held by flow control) would pile up unparsed frames without bound. With this
+//! adapter what a connection holds unread is at most one frame plus one read of the
+//! body (the HTTP layer stops reading the socket past its own small buffer), and TCP
+//! slows the client down, as NATS does with a publisher whose subscribers fall behind.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use actix_web::error::PayloadError;
+use actix_web::web::{Bytes, BytesMut};
+use futures_util::Stream;
+
+/// The length of the WebSocket frame at the start of `buf` (header and payload), when
+/// its header is complete. Lengths past `usize` saturate.
+fn frame_len(buf: &[u8]) -> Option<usize> {
+    let second = *buf.get(1)?;
+    let masked = second & 0x80 != 0;
+    let (payload, header) = match second & 0x7f {
+        126 => {
+            let b = buf.get(2..4)?;
+            (u64::from(u16::from_be_bytes([b[0], b[1]])), 4)
+        }
+        127 => {
+            let b: [u8; 8] = buf.get(2..10)?.try_into().ok()?;
+            (u64::from_be_bytes(b), 10)
+        }
+        n => (u64::from(n), 2),
+    };
+    let header = header + if masked { 4 } else { 0 };
+    let payload = usize::try_from(payload).unwrap_or(usize::MAX);
+    Some(payload.saturating_add(header))
+}
+
+/// The adapter. See the module documentation.
+pub struct OneFrameAtATime<S> {
+    inner: S,
+    /// Read and not yet handed on; at most one frame plus one read.
+    buf: BytesMut,
+    /// A frame was handed on in this request for a message: hand nothing more until the
+    /// decoder asks again.
+    handed: bool,
+    done: bool,
+    /// Frames declaring more than this are passed on at once (the decoder refuses them),
+    /// so that a lying header cannot make this buffer grow.
+    max_frame: usize,
+}
+
+impl<S> OneFrameAtATime<S> {
+    /// Wraps a request body; `max_frame` is the connection's frame limit.
+    pub fn new(inner: S, max_frame: usize) -> OneFrameAtATime<S> {
+        OneFrameAtATime {
+            inner,
+            buf: BytesMut::new(),
+            handed: false,
+            done: false,
+            // Room for the longest header.
+            max_frame: max_frame.saturating_add(14),
+        }
+    }
+
+    /// The next whole frame (or, past the limit or at the end, everything held).
+    fn take_frame(&mut self) -> Option<Bytes> {
+        match frame_len(&self.buf) {
+            Some(n) if n > self.max_frame => Some(self.buf.split().freeze()),
+            Some(n) if n <= self.buf.len() => Some(self.buf.split_to(n).freeze()),
+            _ if self.done && !self.buf.is_empty() => Some(self.buf.split().freeze()),
+            _ => None,
+        }
+    }
+}
+
+impl<S> Stream for OneFrameAtATime<S>
+where
+    S: Stream<Item = Result<Bytes, PayloadError>> + Unpin,
+{
+    type Item = Result<Bytes, PayloadError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        if this.handed {
+            // The decoder asked for more bytes in the same request for a message: it has a
+            // whole frame already and will return it; the next request comes back here.
+            this.handed = false;
+            return Poll::Pending;
+        }
+        loop {
+            if let Some(frame) = this.take_frame() {
+                this.handed = true;
+                return Poll::Ready(Some(Ok(frame)));
+            }
+            if this.done {
+                return Poll::Ready(None);
+            }
+            match Pin::new(&mut this.inner).poll_next(cx) {
+                Poll::Ready(Some(Ok(chunk))) => this.buf.extend_from_slice(&chunk),
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
+                Poll::Ready(None) => this.done = true,
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::StreamExt;
+
+    /// A masked text frame with `payload`.
+    fn frame(payload: &[u8]) -> Vec<u8> {
+        let mut f = vec![0x81];
+        match payload.len() {
+            n if n < 126 => f.push(0x80 | n as u8),
+            n if n <= 0xffff => {
+                f.push(0x80 | 126);
+                f.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+            n => {
+                f.push(0x80 | 127);
+                f.extend_from_slice(&(n as u64).to_be_bytes());
+            }
+        }
+        f.extend_from_slice(&[1, 2, 3, 4]);
+        f.extend_from_slice(payload);
+        f
+    }
+
+    /// Drives the adapter as actix-web-actors' decoder does: read until pending, then
+    /// take one frame; returns what each request for a message got.
+    fn requests(chunks: Vec<Vec<u8>>, max_frame: usize) -> Vec<Vec<u8>> {
+        let inner = futures_util::stream::iter(
+            chunks
+                .into_iter()
+                .map(|c| Ok::<_, PayloadError>(Bytes::from(c))),
+        );
+        let mut s = OneFrameAtATime::new(inner, max_frame);
+        let waker = futures_util::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        let mut got = Vec::new();
+        for _ in 0..100 {
+            let mut one = Vec::new();
+            let mut ended = false;
+            loop {
+                match s.poll_next_unpin(&mut cx) {
+                    Poll::Ready(Some(Ok(b))) => one.extend_from_slice(&b),
+                    Poll::Ready(Some(Err(_))) | Poll::Ready(None) => {
+                        ended = true;
+                        break;
+                    }
+                    Poll::Pending => break,
+                }
+            }
+            if !one.is_empty() {
+                got.push(one);
+            }
+            if ended {
+                break;
+            }
+        }
+        got
+    }
+
+    #[test]
+    fn frames_split_across_and_packed_into_chunks_come_out_one_per_request() {
+        let (a, b, c) = (frame(b"hello"), frame(&[7; 300]), frame(&[9; 70_000]));
+        let all: Vec<u8> = [a.clone(), b.clone(), c.clone()].concat();
+        // Every split of the bytes into two chunks.
+        for cut in [
+            1,
+            2,
+            3,
+            7,
+            a.len(),
+            a.len() + 3,
+            a.len() + b.len() + 5,
+            all.len() - 1,
+        ] {
+            let chunks = vec![all[..cut].to_vec(), all[cut..].to_vec()];
+            let got = requests(chunks, 1 << 20);
+            assert_eq!(got, vec![a.clone(), b.clone(), c.clone()], "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn a_header_declaring_more_than_the_limit_is_passed_on_at_once() {
+        let mut lying = vec![0x81, 0x80 | 127];
+        lying.extend_from_slice(&u64::MAX.to_be_bytes());
+        lying.extend_from_slice(&[1, 2, 3, 4, 5, 6]);
+        let got = requests(vec![lying.clone(), vec![0; 10]], 1024);
+        assert_eq!(got.first(), Some(&lying));
+    }
+
+    #[test]
+    fn a_partial_frame_at_the_end_is_still_handed_on() {
+        let f = frame(b"abcdef");
+        let got = requests(vec![f[..5].to_vec()], 1024);
+        assert_eq!(got, vec![f[..5].to_vec()]);
+    }
+}
