@@ -291,9 +291,4 @@ impl HeadTimeline {
             base,
         }
     }
-
-    /// The last raise, the head now.
-    pub fn head(&self) -> Option<u64> {
-        self.raises.back().or(self.base.as_ref()).map(|r| r.number)
-    }
 }

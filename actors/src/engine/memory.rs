@@ -4,7 +4,7 @@
 //! under the same lock, so batches reach the fan-out in sequence order.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -73,8 +73,6 @@ struct Parked {
 /// The in-memory engine.
 pub struct MemoryEngine {
     log: Mutex<Log>,
-    /// Mirrors `log.next - 1`, for [`Engine::last_issued`] without the lock.
-    last: AtomicU64,
     parked: Mutex<Parked>,
     limits: HistoryLimits,
     max_parked: usize,
@@ -110,7 +108,6 @@ impl MemoryEngine {
                 channels: HashMap::new(),
                 total_bytes: 0,
             }),
-            last: AtomicU64::new(first - 1),
             parked: Mutex::new(Parked::default()),
             limits,
             max_parked,
@@ -168,7 +165,6 @@ impl MemoryEngine {
             by_age: 0,
             by_bound,
         });
-        self.last.store(next - 1, Ordering::Release);
         // Still under the lock: the sink sees batches in sequence order.
         let delivered = self.sink.deliver(&events);
         Ok(Appended { events, delivered })
@@ -179,10 +175,6 @@ impl Engine for MemoryEngine {
     fn append(&self, drafts: Vec<Draft>) -> EngineFuture<'_, Result<Appended, EngineError>> {
         let result = self.append_now(drafts);
         Box::pin(std::future::ready(result))
-    }
-
-    fn last_issued(&self) -> u64 {
-        self.last.load(Ordering::Acquire)
     }
 
     fn read(

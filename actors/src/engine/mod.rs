@@ -110,10 +110,6 @@ pub trait Engine: Send + Sync {
     /// sink, as one step: no other append interleaves.
     fn append(&self, drafts: Vec<Draft>) -> EngineFuture<'_, Result<Appended, EngineError>>;
 
-    /// The last sequence number issued (0 when none): a subscription made now gets only
-    /// later events.
-    fn last_issued(&self) -> u64;
-
     /// Reads the ranges and the head timeline over them, for a replay. `release` is the
     /// release id a client resumes from, if it named one (its `B` is checked).
     fn read(
