@@ -31,9 +31,8 @@ pub struct Event {
     pub raises_head: Option<u64>,
     /// When the engine appended it (the resume window counts from here).
     pub appended: Instant,
-    /// For an event restored from history without parsing: its data as JSON text (then
-    /// `data` is null and frames are rendered from this text).
-    raw: Option<Arc<Stored>>,
+    /// Its stored record, when the engine made one: frames render from its JSON text.
+    stored: Option<Arc<Stored>>,
     frames: [OnceLock<ByteString>; Dialect::COUNT],
 }
 
@@ -64,21 +63,22 @@ impl Event {
             block: draft.block,
             raises_head,
             appended,
-            raw: None,
+            stored: None,
             frames: Default::default(),
         }
     }
 
-    /// An event restored from history whose data stays JSON text: enough to write its
-    /// frames, not to match filters or rewrite confirmations.
-    pub fn restored_raw(draft: Draft, stored: Arc<Stored>) -> Event {
+    /// The event of a stored record: its frames render from the record's JSON text (the
+    /// data is serialized once, by the engine); `draft.data` is the parsed data for
+    /// filters and rewrites, or null where nothing needs it (a replay that only writes).
+    pub fn from_stored(draft: Draft, stored: Arc<Stored>) -> Event {
         let mut event = Event::new(stored.seq, draft, stored.raises_head, stored.appended);
-        event.raw = Some(stored);
+        event.stored = Some(stored);
         event
     }
 
     fn render(&self, dialect: Dialect, id: &str, data: Option<&Value>) -> ByteString {
-        match (data, &self.raw) {
+        match (data, &self.stored) {
             (Some(data), _) => render::event(dialect, id, &self.channel, &self.kind, data),
             (None, Some(stored)) => {
                 render::event(dialect, id, &self.channel, &self.kind, &*stored.data)

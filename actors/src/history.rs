@@ -59,16 +59,22 @@ pub struct Stored {
 }
 
 impl Stored {
-    /// The compact record of a sequenced event whose data serializes to `data`.
-    pub fn of(event: &Event, data: Box<RawValue>) -> Stored {
+    /// The record of `draft` sequenced as `seq`, whose data serializes to `data`.
+    pub fn new(
+        seq: u64,
+        draft: &Draft,
+        raises_head: Option<u64>,
+        appended: Instant,
+        data: Box<RawValue>,
+    ) -> Stored {
         Stored {
-            seq: event.seq,
-            channel: event.channel.clone(),
-            kind: event.kind.as_str().into(),
+            seq,
+            channel: draft.channel.clone(),
+            kind: draft.kind.as_str().into(),
             data,
-            block: event.block,
-            raises_head: event.raises_head,
-            appended: event.appended,
+            block: draft.block,
+            raises_head,
+            appended,
         }
     }
 
@@ -91,20 +97,14 @@ impl Stored {
     /// The event again with its data parsed, for a replay that matches filters or
     /// rewrites confirmations. `None` if the data no longer parses, which cannot happen
     /// for data the engine serialized.
-    pub fn event(&self) -> Option<Event> {
+    pub fn event(self: &Arc<Stored>) -> Option<Event> {
         let data = serde_json::from_str(self.data.get()).ok()?;
-        Some(Event::new(
-            self.seq,
-            self.draft(data),
-            self.raises_head,
-            self.appended,
-        ))
+        Some(Event::from_stored(self.draft(data), self.clone()))
     }
 
     /// The event again with its data left as text: for a replay that only writes it.
     pub fn event_unparsed(self: &Arc<Stored>) -> Event {
-        let draft = self.draft(Value::Null);
-        Event::restored_raw(draft, self.clone())
+        Event::from_stored(self.draft(Value::Null), self.clone())
     }
 }
 

@@ -169,7 +169,7 @@ mod tests {
     use super::*;
     use crate::channels::ChannelKind;
     use crate::engine::ChannelRead;
-    use crate::event::{Draft, Event};
+    use crate::event::Draft;
     use crate::history::{ChannelHistory, HeadRaise, HeadTimeline, HistoryLimits, Stored};
 
     const LIMITS: HistoryLimits = HistoryLimits {
@@ -230,9 +230,8 @@ mod tests {
                 block,
                 is_block: channel == "blocks",
             };
-            let event = Event::new(seq, draft, raises, Instant::now());
             let text = serde_json::value::to_raw_value(&data).unwrap_or_else(|_| unreachable!());
-            Arc::new(Stored::of(&event, text))
+            Arc::new(Stored::new(seq, &draft, raises, Instant::now(), text))
         }
 
         fn snapshot(&self, issued: (u64, u64), release_block_known: bool) -> Snapshot {

@@ -154,8 +154,8 @@ impl MemoryEngine {
                 };
                 log.timeline.push(raise, &self.limits, now);
             }
-            let event = Arc::new(Event::new(seq, draft, raises_head, now));
-            let stored = Arc::new(Stored::of(&event, text));
+            let stored = Arc::new(Stored::new(seq, &draft, raises_head, now, text));
+            let event = Arc::new(Event::from_stored(draft, stored.clone()));
             let evicted = log.with_channel(&event.channel, |h| h.push(stored, &self.limits, now));
             self.count_evicted(evicted);
             events.push(event);
