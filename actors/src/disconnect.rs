@@ -81,9 +81,4 @@ impl Disconnect {
             Disconnect::ProtocolError | Disconnect::Shutdown => None,
         }
     }
-
-    /// Whether a client should reconnect (and resume) after it.
-    pub fn reconnect(&self) -> bool {
-        !matches!(self, Disconnect::InvalidToken)
-    }
 }

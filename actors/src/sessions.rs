@@ -122,14 +122,4 @@ impl Sessions {
         }
         taken
     }
-
-    /// Live subscriptions now.
-    pub fn len(&self) -> usize {
-        self.lock().len()
-    }
-
-    /// Whether there are none.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
