@@ -12,12 +12,6 @@ use serde_json::{json, Value};
 
 const QUIET: Duration = Duration::from_millis(300);
 
-async fn reconnect(c: &mut Client, last: Value, subs: &[String]) -> Value {
-    c.request(json!({"type": "reconnect", "id": "r",
-        "data": {"last_message_id": last, "subscriptions": subs}}))
-        .await
-}
-
 #[tokio::test]
 async fn inside_the_window_recovers_and_past_it_is_recovered_false_with_the_subscription_moved() {
     let mut cfg = config();
@@ -30,19 +24,19 @@ async fn inside_the_window_recovers_and_past_it_is_recovered_false_with_the_subs
     let second = publish_ok(b.addr, &block(2)).await.remove(0);
     tokio::time::sleep(Duration::from_millis(200)).await;
     let mut c = Client::ws(b.addr, SUB_KEY).await;
-    let r = reconnect(&mut c, json!(first), std::slice::from_ref(&sid)).await;
+    let r = c.reconnect(json!(first), std::slice::from_ref(&sid)).await;
     assert_eq!(r["data"]["recovered"], true, "inside the window: {r}");
     assert_eq!(c.recv().await["id"], second.as_str());
     // Block 2 leaves the window; a resume that needs it cannot be complete.
     tokio::time::sleep(Duration::from_millis(700)).await;
     let mut d = Client::ws(b.addr, SUB_KEY).await;
-    let r = reconnect(&mut d, json!(first), std::slice::from_ref(&sid)).await;
+    let r = d.reconnect(json!(first), std::slice::from_ref(&sid)).await;
     assert_eq!(r["data"]["recovered"], false, "past the window: {r}");
     assert_eq!(r["data"]["replayed"], 0);
     assert_eq!(r["data"]["subscriptions"], json!([sid]));
     d.expect_silence(QUIET).await;
     // One that needs nothing evicted still recovers.
-    let r = reconnect(&mut d, json!(second), std::slice::from_ref(&sid)).await;
+    let r = d.reconnect(json!(second), std::slice::from_ref(&sid)).await;
     assert_eq!(r["data"]["recovered"], true, "{r}");
     let third = publish_ok(b.addr, &block(3)).await.remove(0);
     assert_eq!(d.recv().await["id"], third.as_str());
@@ -68,7 +62,7 @@ async fn past_the_per_channel_bound_is_recovered_false_with_the_subscription_res
     // Eight more: the bound of ten still holds everything after ids[1].
     publish_ok(b.addr, &json!((6..=13).map(block).collect::<Vec<_>>())).await;
     let mut c = Client::ws(b.addr, SUB_KEY).await;
-    let r = reconnect(&mut c, json!(ids[2]), std::slice::from_ref(&sid)).await;
+    let r = c.reconnect(json!(ids[2]), std::slice::from_ref(&sid)).await;
     assert_eq!(r["data"]["recovered"], true, "just inside the bound: {r}");
     assert_eq!(r["data"]["replayed"], 10);
     for _ in 0..10 {
@@ -76,7 +70,7 @@ async fn past_the_per_channel_bound_is_recovered_false_with_the_subscription_res
     }
     c.drop_tcp();
     let mut c = Client::ws(b.addr, SUB_KEY).await;
-    let r = reconnect(&mut c, json!(ids[1]), std::slice::from_ref(&sid)).await;
+    let r = c.reconnect(json!(ids[1]), std::slice::from_ref(&sid)).await;
     assert_eq!(r["data"]["recovered"], false, "one past the bound: {r}");
     assert_eq!(r["data"]["replayed"], 0);
     assert_eq!(r["data"]["subscriptions"], json!([sid]));
@@ -115,7 +109,7 @@ async fn ids_the_broker_never_issued_are_recovered_false_and_non_ids_are_invalid
         json!(1.5),
     ];
     for bad in garbage {
-        let r = reconnect(&mut c, bad.clone(), std::slice::from_ref(&sid)).await;
+        let r = c.reconnect(bad.clone(), std::slice::from_ref(&sid)).await;
         let bad: String = bad.to_string().chars().take(80).collect();
         assert_eq!(r["type"], "reconnect_success", "{bad}: {r}");
         assert_eq!(r["data"]["recovered"], false, "{bad}: {r}");
@@ -124,12 +118,12 @@ async fn ids_the_broker_never_issued_are_recovered_false_and_non_ids_are_invalid
         c.expect_silence(Duration::from_millis(50)).await;
     }
     for bad in [json!({"id": 1}), json!(true), json!([ids[0]])] {
-        let r = reconnect(&mut c, bad.clone(), std::slice::from_ref(&sid)).await;
+        let r = c.reconnect(bad.clone(), std::slice::from_ref(&sid)).await;
         assert_eq!(r["type"], "error", "{bad}: {r}");
         assert_eq!(r["error"]["code"], 4002, "{bad}: {r}");
     }
     // A good id afterwards still works on the same connection.
-    let r = reconnect(&mut c, json!(ids[0]), std::slice::from_ref(&sid)).await;
+    let r = c.reconnect(json!(ids[0]), std::slice::from_ref(&sid)).await;
     assert_eq!(r["data"]["recovered"], true, "{r}");
     assert_eq!(c.recv().await["id"], ids[1].as_str());
 }
@@ -183,7 +177,7 @@ async fn the_total_bound_evicts_the_oldest_events_of_any_channel_first() {
         publish_ok(b.addr, &json!(blocks)).await;
     }
     let mut c = Client::ws(b.addr, SUB_KEY).await;
-    let r = reconnect(&mut c, json!(first), std::slice::from_ref(&sid)).await;
+    let r = c.reconnect(json!(first), std::slice::from_ref(&sid)).await;
     assert_eq!(r["data"]["recovered"], false, "{r}");
     assert_eq!(r["data"]["subscriptions"], json!([sid]));
     let m = metrics(b.addr).await;

@@ -37,11 +37,6 @@ async fn publish_all(addr: std::net::SocketAddr, events: Vec<Value>) -> Vec<(Str
     ids.into_iter().zip(events).collect()
 }
 
-async fn reconnect(c: &mut Client, last: Option<&str>, subs: &[String]) -> Value {
-    c.request(json!({"type": "reconnect", "id": "r", "data": {"last_message_id": last, "subscriptions": subs}}))
-        .await
-}
-
 /// The ids a subscriber with these three subscriptions must get, in order.
 fn expected(published: &[(String, Value)]) -> Vec<String> {
     published
@@ -81,7 +76,7 @@ async fn an_abrupt_disconnect_mid_burst_loses_nothing_and_repeats_nothing() {
     published.extend(publish_all(b.addr, burst(200, 200)).await);
 
     let mut c = Client::ws(b.addr, SUB_KEY).await;
-    let r = reconnect(&mut c, got.last().map(String::as_str), &subs).await;
+    let r = c.reconnect(got.last().map(String::as_str), &subs).await;
     assert_eq!(r["type"], "reconnect_success", "{r}");
     assert_eq!(r["error"], Value::Null);
     assert_eq!(r["data"]["recovered"], true, "{r}");
@@ -137,7 +132,7 @@ async fn fifty_clients_reconnecting_at_random_points_under_load_lose_and_repeat_
                 c.drop_tcp();
                 tokio::time::sleep(Duration::from_millis(rng.random_range(0..50))).await;
                 c = Client::ws(addr, SUB_KEY).await;
-                let r = reconnect(&mut c, got.last().map(String::as_str), &subs).await;
+                let r = c.reconnect(got.last().map(String::as_str), &subs).await;
                 assert_eq!(r["data"]["recovered"], true, "client {n}: {r}");
             }
             // Read until the publisher is done and everything it published arrived.
@@ -229,7 +224,9 @@ async fn a_stalled_client_is_cut_off_4005_then_resumes_with_everything() {
     assert!(got.len() < published.len());
     assert_eq!(got[..], published[..got.len()]);
     let mut again = Client::ws(b.addr, SUB_KEY).await;
-    let r = reconnect(&mut again, got.last().map(String::as_str), &[sid]).await;
+    let r = again
+        .reconnect(got.last().map(String::as_str), &[sid])
+        .await;
     assert_eq!(r["data"]["recovered"], true, "{r}");
     assert_eq!(r["data"]["replayed"], published.len() - got.len());
     while got.len() < published.len() {
@@ -251,7 +248,9 @@ async fn confirmations_filters_survive_a_resume_from_a_release_id() {
     c.drop_tcp();
     let b3 = publish_ok(b.addr, &block(3)).await.remove(0);
     let mut c = Client::ws(b.addr, SUB_KEY).await;
-    let r = reconnect(&mut c, Some(&release), std::slice::from_ref(&sid)).await;
+    let r = c
+        .reconnect(Some(&release), std::slice::from_ref(&sid))
+        .await;
     assert_eq!(r["data"]["recovered"], true, "{r}");
     assert_eq!(r["data"]["replayed"], 1);
     // Replayed with the id it had live: released by block 3.
@@ -266,7 +265,9 @@ async fn confirmations_filters_survive_a_resume_from_a_release_id() {
     // Again, from the same release id, on another connection: the same replay.
     c.drop_tcp();
     let mut c = Client::ws(b.addr, SUB_KEY).await;
-    let r = reconnect(&mut c, Some(&release), std::slice::from_ref(&sid)).await;
+    let r = c
+        .reconnect(Some(&release), std::slice::from_ref(&sid))
+        .await;
     assert_eq!(r["data"]["recovered"], true, "{r}");
     assert_eq!(r["data"]["replayed"], 2);
     assert_eq!(c.recv().await["id"], format!("{b3}.{}", ids[1]));
@@ -287,7 +288,9 @@ async fn unknown_id_overflow_foreign_key_and_expiry_give_the_documented_replies(
     let sid = c.subscribe("blocks", json!({})).await;
     c.drop_tcp();
     let mut c = Client::v1(b.addr, SUB_KEY).await;
-    let r = reconnect(&mut c, Some("no-such-id"), std::slice::from_ref(&sid)).await;
+    let r = c
+        .reconnect(Some("no-such-id"), std::slice::from_ref(&sid))
+        .await;
     assert_eq!(
         r,
         json!({"id": "r", "type": "reconnect_confirmation", "data": {"recovered": false,
@@ -304,14 +307,16 @@ async fn unknown_id_overflow_foreign_key_and_expiry_give_the_documented_replies(
     let many: Vec<Value> = (2..40).map(block).collect();
     publish_ok(b.addr, &json!(many)).await;
     let mut c = Client::ws(b.addr, SUB_KEY).await;
-    let r = reconnect(&mut c, Some(&last), std::slice::from_ref(&sid)).await;
+    let r = c.reconnect(Some(&last), std::slice::from_ref(&sid)).await;
     assert_eq!(r["data"]["recovered"], false);
     assert_eq!(r["data"]["subscriptions"], json!([sid]));
     assert_eq!(r["data"]["replayed"], 0);
 
     // Another key naming them: failed.
     let mut other = Client::ws(b.addr, ALL_KEY).await;
-    let r = reconnect(&mut other, None, std::slice::from_ref(&sid)).await;
+    let r = other
+        .reconnect(Value::Null, std::slice::from_ref(&sid))
+        .await;
     assert_eq!(r["data"]["failed"], json!([sid]));
     assert_eq!(r["data"]["subscriptions"], json!([]));
     assert_eq!(r["data"]["recovered"], false);
@@ -320,7 +325,7 @@ async fn unknown_id_overflow_foreign_key_and_expiry_give_the_documented_replies(
     c.drop_tcp();
     tokio::time::sleep(Duration::from_millis(900)).await;
     let mut c = Client::ws(b.addr, SUB_KEY).await;
-    let r = reconnect(&mut c, None, std::slice::from_ref(&sid)).await;
+    let r = c.reconnect(Value::Null, std::slice::from_ref(&sid)).await;
     assert_eq!(r["data"]["failed"], json!([sid]));
     assert_eq!(r["data"]["recovered"], false);
 }
@@ -332,7 +337,7 @@ async fn a_client_close_1000_drops_the_subscriptions_and_1005_keeps_them() {
     let sid = c.subscribe("blocks", json!({})).await;
     c.close().await;
     let mut c = Client::ws(b.addr, SUB_KEY).await;
-    let r = reconnect(&mut c, None, std::slice::from_ref(&sid)).await;
+    let r = c.reconnect(Value::Null, std::slice::from_ref(&sid)).await;
     assert_eq!(r["data"]["failed"], json!([sid]));
 
     let sid = c.subscribe("blocks", json!({})).await;
@@ -341,7 +346,7 @@ async fn a_client_close_1000_drops_the_subscriptions_and_1005_keeps_them() {
     c.close_with(None).await;
     let ids2 = publish_ok(b.addr, &block(2)).await;
     let mut c = Client::ws(b.addr, SUB_KEY).await;
-    let r = reconnect(&mut c, Some(&ids[0]), std::slice::from_ref(&sid)).await;
+    let r = c.reconnect(Some(&ids[0]), std::slice::from_ref(&sid)).await;
     assert_eq!(r["data"]["recovered"], true, "{r}");
     assert_eq!(c.recv().await["id"], ids2[0].as_str());
 }
@@ -355,7 +360,9 @@ async fn reconnect_takes_over_subscriptions_still_attached_to_a_live_connection(
     let ids = publish_ok(b.addr, &block(1)).await;
     assert_eq!(old.recv().await["id"], ids[0].as_str());
     let mut new = Client::ws(b.addr, SUB_KEY).await;
-    let r = reconnect(&mut new, Some(&ids[0]), std::slice::from_ref(&sid)).await;
+    let r = new
+        .reconnect(Some(&ids[0]), std::slice::from_ref(&sid))
+        .await;
     assert_eq!(r["data"]["recovered"], true, "{r}");
     assert_eq!(r["data"]["subscriptions"], json!([sid]));
     let ids = publish_ok(b.addr, &block(2)).await;
@@ -421,7 +428,7 @@ async fn a_client_that_never_reads_again_is_dropped_and_resumes_elsewhere() {
     drop(stalled);
     // It read nothing, so everything is replayed on a new connection.
     let mut again = Client::ws(b.addr, SUB_KEY).await;
-    let r = reconnect(&mut again, None, &[sid]).await;
+    let r = again.reconnect(Value::Null, &[sid]).await;
     assert_eq!(r["data"]["recovered"], true, "{r}");
     assert_eq!(r["data"]["replayed"], published.len());
     let mut got = Vec::new();
@@ -499,7 +506,7 @@ async fn resume_from_an_id_the_transport_acknowledged_and_again_from_the_same_id
     let want: Vec<String> = ids[2..].iter().chain(&more).cloned().collect();
     for round in 0..2 {
         let mut c = Client::ws(b.addr, SUB_KEY).await;
-        let r = reconnect(&mut c, Some(&ids[1]), std::slice::from_ref(&sid)).await;
+        let r = c.reconnect(Some(&ids[1]), std::slice::from_ref(&sid)).await;
         assert_eq!(r["data"]["recovered"], true, "round {round}: {r}");
         assert_eq!(r["data"]["replayed"], want.len(), "round {round}");
         for id in &want {
@@ -522,7 +529,9 @@ async fn resume_after_a_move_from_an_earlier_id() {
         assert_eq!(id_of(&old.recv().await), *id);
     }
     let mut new = Client::ws(b.addr, SUB_KEY).await;
-    let r = reconnect(&mut new, Some(&ids[1]), std::slice::from_ref(&sid)).await;
+    let r = new
+        .reconnect(Some(&ids[1]), std::slice::from_ref(&sid))
+        .await;
     assert_eq!(r["data"]["recovered"], true, "{r}");
     assert_eq!(r["data"]["replayed"], 3);
     for id in &ids[2..] {

@@ -255,6 +255,16 @@ mod tests {
         Filter::parse(kind, kind.name(), &data, 256).unwrap_or_else(|e| panic!("{e}"))
     }
 
+    /// A resumed subscription on channel `channel` of the snapshot.
+    fn on(channel: usize, filter: &Filter, created: u64, cut: u64) -> ReplaySub<'_> {
+        ReplaySub {
+            channel,
+            filter,
+            created,
+            cut,
+        }
+    }
+
     fn ids(items: &[Item]) -> Vec<String> {
         items.iter().map(|i| i.position.to_string()).collect()
     }
@@ -280,20 +290,7 @@ mod tests {
             filter(ChannelKind::Blocks, 2),
             filter(ChannelKind::Transactions, 2),
         );
-        let subs = [
-            ReplaySub {
-                channel: 0,
-                filter: &b,
-                created: 0,
-                cut: 40,
-            },
-            ReplaySub {
-                channel: 1,
-                filter: &t,
-                created: 0,
-                cut: 40,
-            },
-        ];
+        let subs = [on(0, &b, 0, 40), on(1, &t, 0, 40)];
         let (items, complete) = replay(&snap, &subs, ResumeFrom::Start);
         assert!(complete);
         // Block 1 released by block 2 (20.10); block 2 and tx 21 by block 3 (30.20,
@@ -309,24 +306,14 @@ mod tests {
         let w = world();
         let snap = w.snapshot((10, 40), false);
         let t = filter(ChannelKind::Transactions, 1);
-        let subs = [ReplaySub {
-            channel: 1,
-            filter: &t,
-            created: 21,
-            cut: 30,
-        }];
+        let subs = [on(1, &t, 21, 30)];
         let (items, complete) = replay(&snap, &subs, ResumeFrom::Start);
         assert!(complete);
         assert!(
             items.is_empty(),
             "21 is not after the start, 31 is past the cut"
         );
-        let subs = [ReplaySub {
-            channel: 1,
-            filter: &t,
-            created: 0,
-            cut: 40,
-        }];
+        let subs = [on(1, &t, 0, 40)];
         let (items, _) = replay(&snap, &subs, ResumeFrom::parse(Some("21")));
         assert_eq!(ids(&items), ["31"]);
     }
@@ -335,12 +322,7 @@ mod tests {
     fn ids_never_issued_replay_nothing_and_are_not_recovered() {
         let w = world();
         let t = filter(ChannelKind::Transactions, 1);
-        let subs = [ReplaySub {
-            channel: 1,
-            filter: &t,
-            created: 0,
-            cut: 40,
-        }];
+        let subs = [on(1, &t, 0, 40)];
         for (last, known) in [
             ("garbage", true),
             ("41", true),
@@ -373,12 +355,7 @@ mod tests {
         }
         let snap = w.snapshot((1, 4), false);
         let t = filter(ChannelKind::Transactions, 1);
-        let subs = [ReplaySub {
-            channel: 1,
-            filter: &t,
-            created: 0,
-            cut: 4,
-        }];
+        let subs = [on(1, &t, 0, 4)];
         let (items, complete) = replay(&snap, &subs, ResumeFrom::parse(Some("1")));
         assert!(items.is_empty() && !complete, "2 was evicted");
         let (items, complete) = replay(&snap, &subs, ResumeFrom::parse(Some("2")));

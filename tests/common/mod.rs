@@ -384,6 +384,16 @@ pub async fn publish_ok(addr: SocketAddr, body: &Value) -> Vec<String> {
         .collect()
 }
 
+impl Client {
+    /// Sends `reconnect` with `last` as `last_message_id` (any JSON: an id, null, or
+    /// something that is not an id) and returns the reply.
+    pub async fn reconnect(&mut self, last: impl serde::Serialize, subs: &[String]) -> Value {
+        self.request(json!({"type": "reconnect", "id": "r",
+            "data": {"last_message_id": last, "subscriptions": subs}}))
+            .await
+    }
+}
+
 /// A `market_data` update for `symbol` at price `i`.
 pub fn tick(symbol: &str, i: u64) -> Value {
     json!({"channel": "market_data", "data": {"symbol": symbol, "price": i.to_string(),
