@@ -98,6 +98,8 @@ impl Core {
             max_batch: settings.publish.max_batch_events,
             max_stall: Duration::from_millis(settings.publish.max_stall_ms),
             metrics: metrics.clone(),
+            coalesce: settings.publish.coalesce_events,
+            arbiter: handle.clone(),
         });
         let backend = backend(&publisher);
         Arc::new(Core {

@@ -20,7 +20,9 @@
 //! | [`delivery`] | the node's fan-out: batches to hubs in sequence order, the watermark |
 //! | [`outbox`] | the bounded per-connection queue, drained in sequence order |
 //! | [`flow`] | publisher back-pressure |
-//! | [`publisher`] | validation, then the engine |
+//! | [`read_gate`] | stop reading a publisher's socket while its publishes are at their bound |
+//! | `connection/publishing.rs` | a connection's publishes in flight, answered in frame order |
+//! | [`publisher`] | validation, coalescing (group commit), then the engine |
 //! | [`sessions`] | which live connection holds each subscription |
 //! | [`rate_limiter`], [`heartbeat`], [`metrics`], [`settings`], [`backend`], [`keys`], [`protocol`], [`messages`], [`event`] | as named |
 //!
@@ -80,6 +82,7 @@ pub mod position;
 pub mod protocol;
 pub mod publisher;
 pub mod rate_limiter;
+pub mod read_gate;
 pub mod resume;
 pub mod sessions;
 pub mod settings;

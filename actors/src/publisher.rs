@@ -1,13 +1,26 @@
-//! The publisher: validates events against the channel catalogue and hands the batch to
-//! the engine, which sequences it, appends it to history and feeds the fan-out in one
+//! The publisher: validates events against the channel catalogue and hands them to the
+//! engine, which sequences them, appends them to history and feeds the fan-out in one
 //! step. Every publish path (HTTP, WebSocket, an embedding application's Rust handle, the
-//! built-in ledger) goes through [`Publisher::publish`].
+//! built-in ledger) goes through [`Publisher::submit`] (or [`Publisher::publish`]).
+//!
+//! Coalescing (group commit): a submitted publish joins a queue. One appender task drains
+//! it: it takes every publish waiting, up to `publish.coalesce_events` events, as one
+//! engine batch, in the order they were submitted, and goes on to the next batch while
+//! the hubs fan the last one out (at most `limits.hub_queue_batches` in flight). Each
+//! publish is answered with its own ids once its batch is fanned out. So consecutive
+//! frames of one connection, or concurrent HTTP publishes, travel to the hubs together,
+//! and each still gets its own reply.
 
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use actix::ArbiterHandle;
 use serde_json::Value;
+use tokio::sync::oneshot;
 
 use crate::channels::{self, validate_event, ChannelKind};
 use crate::delivery::Delivery;
@@ -75,6 +88,20 @@ impl std::fmt::Display for PublishError {
 
 impl std::error::Error for PublishError {}
 
+/// One submitted publish waiting for the appender.
+struct Entry {
+    drafts: Vec<Draft>,
+    reply: oneshot::Sender<Result<Vec<String>, PublishError>>,
+}
+
+/// Publishes waiting for the appender, and whether it runs.
+#[derive(Default)]
+struct Queue {
+    entries: VecDeque<Entry>,
+    /// An appender task is draining the queue.
+    running: bool,
+}
+
 struct Inner {
     hubs: Arc<Hubs>,
     engine: Arc<dyn Engine>,
@@ -86,6 +113,11 @@ struct Inner {
     metrics: Arc<Metrics>,
     /// Set when the broker starts shutting down: publishes are refused `unavailable`.
     closing: AtomicBool,
+    /// Most events per coalesced batch.
+    coalesce: usize,
+    queue: Mutex<Queue>,
+    /// Where the appender runs.
+    arbiter: ArbiterHandle,
 }
 
 /// A cheap, cloneable handle that publishes into the broker.
@@ -117,7 +149,15 @@ pub struct PublisherParts {
     pub flow: Arc<Flow>,
     /// Counters.
     pub metrics: Arc<Metrics>,
+    /// Most events per coalesced batch.
+    pub coalesce: usize,
+    /// The arbiter the appender task runs on.
+    pub arbiter: ArbiterHandle,
 }
+
+/// The answer to one submitted publish: its ids in batch order once its batch is fanned
+/// out, or why nothing was published.
+pub type Submitted = Pin<Box<dyn Future<Output = Result<Vec<String>, PublishError>> + Send>>;
 
 impl Publisher {
     /// A publisher from its parts. Each batch waits up to `max_stall` while connections
@@ -133,6 +173,9 @@ impl Publisher {
                 flow: parts.flow,
                 metrics: parts.metrics,
                 closing: AtomicBool::new(false),
+                coalesce: parts.coalesce.max(1),
+                queue: Mutex::new(Queue::default()),
+                arbiter: parts.arbiter,
             }),
         }
     }
@@ -191,10 +234,18 @@ impl Publisher {
             .collect()
     }
 
-    /// Validates the whole batch, has the engine sequence and append it, and waits until
-    /// the node's hubs have fanned it out (after waiting while flow control holds
-    /// publishers back). Returns the ids in batch order. One bad event publishes nothing.
+    /// Validates the whole batch, has the engine sequence and append it (coalesced with
+    /// other publishes, see the module documentation), and waits until the node's hubs
+    /// have fanned it out. Returns the ids in batch order. One bad event publishes nothing.
     pub async fn publish(&self, events: Vec<NewEvent>) -> Result<Vec<String>, PublishError> {
+        self.submit(events)?.await
+    }
+
+    /// Validates the whole batch and queues it for the engine now, in call order: a
+    /// caller's later submits are appended after this one. The returned future answers
+    /// with the ids once the batch is fanned out; dropping it does not withdraw the
+    /// publish. One bad event publishes nothing (the error comes at once).
+    pub fn submit(&self, events: Vec<NewEvent>) -> Result<Submitted, PublishError> {
         let inner = &self.inner;
         if events.is_empty() || events.len() > inner.max_batch {
             return Err(PublishError::BatchSize {
@@ -217,26 +268,110 @@ impl Publisher {
                 is_block: hub.kind == ChannelKind::Blocks,
             });
         }
-        let n = drafts.len() as u64;
-        let shutting_down = || PublishError::Unavailable("the broker is shutting down".into());
         if inner.closing.load(Ordering::Acquire) {
             return Err(shutting_down());
         }
+        let (reply, answer) = oneshot::channel();
+        let start = {
+            let mut q = lock(&inner.queue);
+            q.entries.push_back(Entry { drafts, reply });
+            !std::mem::replace(&mut q.running, true)
+        };
+        if start && !inner.arbiter.spawn(append_loop(self.inner.clone())) {
+            // The actors' arbiter is gone: the broker is stopping.
+            let mut q = lock(&inner.queue);
+            q.running = false;
+            for e in q.entries.drain(..) {
+                let _ = e.reply.send(Err(shutting_down()));
+            }
+        }
+        Ok(Box::pin(async move {
+            answer.await.unwrap_or_else(|_| Err(shutting_down()))
+        }))
+    }
+}
+
+fn shutting_down() -> PublishError {
+    PublishError::Unavailable("the broker is shutting down".into())
+}
+
+/// Locks the queue; a poisoned lock is still usable (the queue is consistent between
+/// statements).
+fn lock(queue: &Mutex<Queue>) -> std::sync::MutexGuard<'_, Queue> {
+    queue.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The next coalesced batch: publishes in submit order up to `coalesce` events (at least
+/// one publish). `None` when the queue is empty, and the appender stops.
+fn take_batch(inner: &Inner) -> Option<Vec<Entry>> {
+    let mut q = lock(&inner.queue);
+    let mut batch = Vec::new();
+    let mut events = 0usize;
+    while let Some(next) = q.entries.front() {
+        let n = next.drafts.len();
+        if !batch.is_empty() && events.saturating_add(n) > inner.coalesce {
+            break;
+        }
+        events = events.saturating_add(n);
+        if let Some(e) = q.entries.pop_front() {
+            batch.push(e);
+        }
+    }
+    if batch.is_empty() {
+        q.running = false;
+        return None;
+    }
+    Some(batch)
+}
+
+/// The appender: batch after batch, flow control, a fan-out permit, one engine append;
+/// the answers go out when the hubs have the batch, while the next batch is appended.
+async fn append_loop(inner: Arc<Inner>) {
+    while let Some(batch) = take_batch(&inner) {
+        let fail = |batch: Vec<Entry>, e: PublishError| {
+            for entry in batch {
+                let _ = entry.reply.send(Err(e.clone()));
+            }
+        };
+        if inner.closing.load(Ordering::Acquire) {
+            fail(batch, shutting_down());
+            continue;
+        }
         inner.flow.wait(inner.max_stall).await;
-        let permit = inner.delivery.permit().await.ok_or_else(shutting_down)?;
-        let appended = inner
-            .engine
-            .append(drafts)
-            .await
-            .map_err(|EngineError::Unavailable(why)| PublishError::Unavailable(why))?;
-        let ids = appended.events.iter().map(|e| e.id.clone()).collect();
-        // Fanned out (or the hubs stopped, which only happens at shutdown).
-        let _ = appended.delivered.await;
-        drop(permit);
-        inner
-            .metrics
-            .events_published
-            .fetch_add(n, Ordering::Relaxed);
-        Ok(ids)
+        let Some(permit) = inner.delivery.permit().await else {
+            fail(batch, shutting_down());
+            continue;
+        };
+        let mut drafts = Vec::with_capacity(batch.iter().map(|e| e.drafts.len()).sum());
+        let mut replies = Vec::with_capacity(batch.len());
+        for entry in batch {
+            replies.push((entry.drafts.len(), entry.reply));
+            drafts.extend(entry.drafts);
+        }
+        let n = drafts.len() as u64;
+        let appended = match inner.engine.append(drafts).await {
+            Ok(appended) => appended,
+            Err(EngineError::Unavailable(why)) => {
+                for (_, reply) in replies {
+                    let _ = reply.send(Err(PublishError::Unavailable(why.clone())));
+                }
+                continue;
+            }
+        };
+        let mut ids = appended.events.iter().map(|e| e.id.clone());
+        let answers: Vec<_> = replies
+            .into_iter()
+            .map(|(count, reply)| (reply, ids.by_ref().take(count).collect::<Vec<_>>()))
+            .collect();
+        let metrics = inner.metrics.clone();
+        actix::spawn(async move {
+            // Fanned out (or the hubs stopped, which only happens at shutdown).
+            let _ = appended.delivered.await;
+            drop(permit);
+            metrics.events_published.fetch_add(n, Ordering::Relaxed);
+            for (reply, ids) in answers {
+                let _ = reply.send(Ok(ids));
+            }
+        });
     }
 }

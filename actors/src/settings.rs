@@ -268,6 +268,15 @@ pub struct PublishSettings {
     /// stuck, not slow: it stops holding publishers back (and is cut at its bound).
     /// Default 5000.
     pub stuck_reader_ms: u64,
+    /// Most events the publisher hands the engine as one batch: publishes that arrive
+    /// while a batch is being appended (consecutive frames of one connection, concurrent
+    /// HTTP requests) are coalesced up to this many. Default 1000.
+    pub coalesce_events: usize,
+    /// Bytes of publish frames one WebSocket connection may have read and not yet
+    /// answered; past this the broker stops reading its socket until replies go out, so
+    /// TCP slows the publisher. A single frame of any size is always taken. Default
+    /// 1048576.
+    pub connection_in_flight_bytes: usize,
 }
 
 impl Default for PublishSettings {
@@ -277,6 +286,8 @@ impl Default for PublishSettings {
             max_batch_events: 1000,
             max_stall_ms: 1000,
             stuck_reader_ms: 5000,
+            coalesce_events: 1000,
+            connection_in_flight_bytes: 1024 * 1024,
         }
     }
 }
@@ -285,7 +296,13 @@ impl PublishSettings {
     /// Checks every field; the error names the first bad one.
     pub fn validate(&self) -> Result<(), SettingError> {
         at_least("publish.max_body_bytes", self.max_body_bytes as u64, 1024)?;
-        at_least("publish.max_batch_events", self.max_batch_events as u64, 1)
+        at_least("publish.max_batch_events", self.max_batch_events as u64, 1)?;
+        at_least("publish.coalesce_events", self.coalesce_events as u64, 1)?;
+        at_least(
+            "publish.connection_in_flight_bytes",
+            self.connection_in_flight_bytes as u64,
+            1,
+        )
     }
 }
 

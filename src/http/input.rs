@@ -9,6 +9,9 @@
 //! adapter what a connection holds unread is at most one frame plus one read of the
 //! body (the HTTP layer stops reading the socket past its own small buffer), and TCP
 //! slows the client down, as NATS does with a publisher whose subscribers fall behind.
+//!
+//! The connection's [`ReadGate`] stops it altogether: while a publisher's frames in
+//! flight are at their bound, no frame is handed on and nothing more is read.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -16,6 +19,8 @@ use std::task::{Context, Poll};
 use actix_web::error::PayloadError;
 use actix_web::web::{Bytes, BytesMut};
 use futures_util::Stream;
+use rustorium_actors::read_gate::ReadGate;
+use std::sync::Arc;
 
 /// The length of the WebSocket frame at the start of `buf` (header and payload), when
 /// its header is complete. Lengths past `usize` saturate.
@@ -50,12 +55,16 @@ pub struct OneFrameAtATime<S> {
     /// Frames declaring more than this are passed on at once (the decoder refuses them),
     /// so that a lying header cannot make this buffer grow.
     max_frame: usize,
+    /// Closed while the connection takes no more input.
+    gate: Arc<ReadGate>,
 }
 
 impl<S> OneFrameAtATime<S> {
-    /// Wraps a request body; `max_frame` is the connection's frame limit.
-    pub fn new(inner: S, max_frame: usize) -> OneFrameAtATime<S> {
+    /// Wraps a request body; `max_frame` is the connection's frame limit, `gate` the
+    /// connection's read gate.
+    pub fn new(inner: S, max_frame: usize, gate: Arc<ReadGate>) -> OneFrameAtATime<S> {
         OneFrameAtATime {
+            gate,
             inner,
             buf: BytesMut::new(),
             handed: false,
@@ -88,6 +97,9 @@ where
             // The decoder asked for more bytes in the same request for a message: it has a
             // whole frame already and will return it; the next request comes back here.
             this.handed = false;
+            return Poll::Pending;
+        }
+        if this.gate.poll_open(cx).is_pending() {
             return Poll::Pending;
         }
         loop {
@@ -140,7 +152,7 @@ mod tests {
                 .into_iter()
                 .map(|c| Ok::<_, PayloadError>(Bytes::from(c))),
         );
-        let mut s = OneFrameAtATime::new(inner, max_frame);
+        let mut s = OneFrameAtATime::new(inner, max_frame, Arc::default());
         let waker = futures_util::task::noop_waker();
         let mut cx = Context::from_waker(&waker);
         let mut got = Vec::new();

@@ -70,7 +70,7 @@ async fn upgrade(
         Ok(admitted) => {
             log::debug!("admitting connection for key {}", admitted.key.name);
             let connection = Connection::new(core, dialect, admitted, max_frame);
-            let input = OneFrameAtATime::new(stream, max_frame);
+            let input = OneFrameAtATime::new(stream, max_frame, connection.read_gate());
             WsResponseBuilder::new(connection, &req, input)
                 .frame_size(max_frame)
                 .start()

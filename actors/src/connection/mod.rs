@@ -6,6 +6,7 @@
 //! rendered at one exit) and `resume.rs` (`reconnect`). A refused client never gets a
 //! `Connection`: [`refused::Refused`] answers it.
 
+mod publishing;
 pub mod refused;
 mod requests;
 mod resume;
@@ -29,6 +30,7 @@ use crate::metrics::Rejection;
 use crate::outbox::{self, Mode, Outbox, OutboxLimits, Wake};
 use crate::protocol::{Dialect, ErrorKind};
 use crate::rate_limiter::Admission;
+use crate::read_gate::ReadGate;
 use crate::sessions::LiveSub;
 
 /// An admitted connection's key and quotas.
@@ -72,6 +74,8 @@ pub struct Connection {
     window_start: Instant,
     fragments: Option<Fragments>,
     closing: bool,
+    /// Publish frames read and not yet answered.
+    in_flight: publishing::InFlight,
 }
 
 impl Connection {
@@ -95,6 +99,7 @@ impl Connection {
             core.flow.clone(),
             core.progress.clone(),
         );
+        let in_flight = publishing::InFlight::new(core.settings.publish.connection_in_flight_bytes);
         Connection {
             key_name: Arc::from(admitted.key.name.as_str()),
             key: admitted.key,
@@ -110,7 +115,14 @@ impl Connection {
             window_start: now,
             fragments: None,
             closing: false,
+            in_flight,
         }
+    }
+
+    /// The gate this connection's input must wait on before it reads another frame
+    /// (closed while its publishes in flight are at their bound).
+    pub fn read_gate(&self) -> Arc<ReadGate> {
+        self.in_flight.gate()
     }
 
     fn conn(&self) -> ConnId {

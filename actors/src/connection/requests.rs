@@ -145,7 +145,7 @@ impl Connection {
             }
             RequestBody::HeartbeatResponse => {}
             RequestBody::Command(command) => self.command(ctx, id, command),
-            RequestBody::Publish { events } => self.publish(ctx, id, events),
+            RequestBody::Publish { events } => self.publish(ctx, id, events, text.len()),
             RequestBody::Reconnect {
                 last_message_id,
                 subscriptions,
@@ -155,8 +155,15 @@ impl Connection {
 
     /// Publishes from a connection whose key has the publish role (PROTOCOL.md 8, 10.19):
     /// validated whole like an HTTP batch, within the connection's own events-per-second
-    /// cap, in the order the frames came (later frames wait for this one).
-    fn publish(&mut self, ctx: &mut ws::WebsocketContext<Self>, id: Option<Value>, events: Value) {
+    /// cap, appended in the order the frames came and answered in that order
+    /// (`publishing.rs`). `bytes` is the frame's size, for the in-flight bound.
+    fn publish(
+        &mut self,
+        ctx: &mut ws::WebsocketContext<Self>,
+        id: Option<Value>,
+        events: Value,
+        bytes: usize,
+    ) {
         let publisher = self.core.publisher.clone();
         let checked = publisher
             .parse_json(events)
@@ -175,19 +182,10 @@ impl Connection {
                         )
                     })
             });
-        let events = match checked {
-            Ok(events) => events,
-            Err(f) => return self.respond(ctx, id.as_ref(), Err(f)),
-        };
-        async move { publisher.publish(events).await }
-            .into_actor(self)
-            .map(move |res, this, ctx| {
-                let res = res
-                    .map(|ids| Reply::Published { ids })
-                    .map_err(Failure::from);
-                this.respond(ctx, id.as_ref(), res);
-            })
-            .wait(ctx);
+        match checked.and_then(|events| publisher.submit(events).map_err(Failure::from)) {
+            Ok(submitted) => self.publish_submitted(ctx, id, bytes, submitted),
+            Err(f) => self.publish_refused(ctx, id, f),
+        }
     }
 
     /// Hands a command to the backend; the reply is written when it answers, without
