@@ -6,7 +6,8 @@
 //! Coalescing (group commit): a submitted publish joins a queue. One appender task drains
 //! it: it takes every publish waiting, up to `publish.coalesce_events` events, as one
 //! engine batch, in the order they were submitted, and goes on to the next batch while
-//! the hubs fan the last one out (at most `limits.hub_queue_batches` in flight). Each
+//! the hubs fan the last one out (at most `limits.hub_queue_batches` in flight, then
+//! flow control, [`crate::flow`], decides whether the next may go). Each
 //! publish is answered with its own ids once its batch is fanned out. So consecutive
 //! frames of one connection, or concurrent HTTP publishes, travel to the hubs together,
 //! and each still gets its own reply.
@@ -337,11 +338,13 @@ async fn append_loop(inner: Arc<Inner>) {
             fail(batch, shutting_down());
             continue;
         }
-        inner.flow.wait(inner.max_stall).await;
+        // Room in the hubs first, then flow control: it then sees what the batches
+        // before this one did to the subscribers' queues.
         let Some(permit) = inner.delivery.permit().await else {
             fail(batch, shutting_down());
             continue;
         };
+        inner.flow.wait(inner.max_stall).await;
         let mut drafts = Vec::with_capacity(batch.iter().map(|e| e.drafts.len()).sum());
         let mut replies = Vec::with_capacity(batch.len());
         for entry in batch {

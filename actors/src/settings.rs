@@ -57,8 +57,11 @@ pub struct Limits {
     pub connection_queue_frames: usize,
     /// Bytes queued for one connection before it counts as a slow consumer. Default 1 MiB.
     pub connection_queue_bytes: usize,
-    /// Publish batches in the channel hubs at once, not yet fanned out; past it
-    /// publishers wait. Default 1024.
+    /// Coalesced publish batches in the channel hubs at once, not yet fanned out; the
+    /// next waits. Flow control sees a batch only once the hubs have it, so a
+    /// connection's queue can grow by this many batches of `publish.coalesce_events`
+    /// past the point where publishers are held: keep their product below half of
+    /// `connection_queue_frames`. Default 2.
     pub hub_queue_batches: usize,
     /// Longest string accepted as a filter value (`address`, `key_prefix`...), in bytes. Default 256.
     pub max_filter_value_bytes: usize,
@@ -86,7 +89,7 @@ impl Default for Limits {
             max_frame_bytes: 64 * 1024,
             connection_queue_frames: 1024,
             connection_queue_bytes: 1024 * 1024,
-            hub_queue_batches: 1024,
+            hub_queue_batches: 2,
             max_filter_value_bytes: 256,
             max_pending_confirmations: 100_000,
             stall_timeout_ms: 30_000,
@@ -270,7 +273,8 @@ pub struct PublishSettings {
     pub stuck_reader_ms: u64,
     /// Most events the publisher hands the engine as one batch: publishes that arrive
     /// while a batch is being appended (consecutive frames of one connection, concurrent
-    /// HTTP requests) are coalesced up to this many. Default 1000.
+    /// HTTP requests) are coalesced up to this many (a single publish larger than this
+    /// still goes whole). Default 250.
     pub coalesce_events: usize,
     /// Bytes of publish frames one WebSocket connection may have read and not yet
     /// answered; past this the broker stops reading its socket until replies go out, so
@@ -286,7 +290,7 @@ impl Default for PublishSettings {
             max_batch_events: 1000,
             max_stall_ms: 1000,
             stuck_reader_ms: 5000,
-            coalesce_events: 1000,
+            coalesce_events: 250,
             connection_in_flight_bytes: 1024 * 1024,
         }
     }
