@@ -97,6 +97,67 @@ async fn pipelined_publishes_arrive_in_order_past_the_subscriber_message_cap() {
     }
 }
 
+/// Frames read together travel to the engine as fewer batches than frames, yet every
+/// frame gets its own answer, in frame order, a refused frame included; with the read
+/// gate closing after every frame (an in-flight bound of one byte) nothing changes but
+/// the pace.
+#[tokio::test]
+async fn pipelined_frames_are_coalesced_and_answered_one_by_one_in_frame_order() {
+    for in_flight in [1024 * 1024, 1] {
+        let mut cfg = config();
+        cfg.publish.connection_in_flight_bytes = in_flight;
+        let b = start(cfg);
+        let mut sub = Client::ws(b.addr, SUB_KEY).await;
+        sub.subscribe("market_data", json!({})).await;
+        let mut p = Client::ws(b.addr, PUB_KEY).await;
+        let n = 600u64;
+        let frames: Vec<Value> = (0..n)
+            .map(|i| {
+                if i % 100 == 50 {
+                    // No data: refused, and answered in its place.
+                    json!({"type": "publish", "id": i, "data": {"channel": "market_data"}})
+                } else {
+                    json!({"type": "publish", "id": i, "data": market(i)})
+                }
+            })
+            .collect();
+        p.send_all(&frames).await;
+        let mut last_id = 0u64;
+        for i in 0..n {
+            let r = p.recv().await;
+            assert_eq!(r["id"], i, "in_flight {in_flight}: {r}");
+            if i % 100 == 50 {
+                assert_eq!(r["type"], "error", "{r}");
+                assert_eq!(r["error"]["code"], 4002, "{r}");
+                continue;
+            }
+            assert_eq!(r["type"], "publish_success", "{r}");
+            let id: u64 = r["data"]["ids"][0]
+                .as_str()
+                .and_then(|s| s.parse().ok())
+                .unwrap();
+            assert!(
+                id > last_id,
+                "ids increase in frame order: {id} after {last_id}"
+            );
+            last_id = id;
+            let ev = sub.recv().await;
+            assert_eq!(ev["data"]["price"], i.to_string());
+            assert_eq!(ev["id"], id.to_string());
+        }
+        let m = metrics(b.addr).await;
+        let batches = metric(&m, "rustorium_publish_batches_total").unwrap();
+        let published = metric(&m, "rustorium_events_published_total").unwrap();
+        assert_eq!(published, (n - n / 100) as f64);
+        if in_flight > 1 {
+            assert!(
+                batches < published,
+                "{batches} batches for {published} pipelined events: nothing was coalesced"
+            );
+        }
+    }
+}
+
 #[tokio::test]
 async fn the_publishers_own_cap_refuses_what_is_over_it() {
     let mut cfg = config();

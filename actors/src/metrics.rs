@@ -98,6 +98,8 @@ pub struct Metrics {
     pub messages_out: AtomicU64,
     /// Events accepted from publishers.
     pub events_published: AtomicU64,
+    /// Batches the publisher handed the engine (coalesced publishes count once).
+    pub publish_batches: AtomicU64,
     /// Events not queued for a connection because it had just turned slow consumer
     /// (it resumes them from history).
     pub drops: AtomicU64,
@@ -138,7 +140,7 @@ impl Metrics {
             self.resumes_recovered.load(Relaxed),
         );
         // f64, so a time keeps its fraction; whole counts still print with no decimals.
-        let scalars: [(&str, &str, &str, f64); 17] = [
+        let scalars: [(&str, &str, &str, f64); 18] = [
             (
                 "rustorium_connections",
                 "gauge",
@@ -168,6 +170,12 @@ impl Metrics {
                 "counter",
                 "Events accepted from publishers.",
                 self.events_published.load(Relaxed) as f64,
+            ),
+            (
+                "rustorium_publish_batches_total",
+                "counter",
+                "Batches handed to the engine; publishes that arrived together count once.",
+                self.publish_batches.load(Relaxed) as f64,
             ),
             (
                 "rustorium_drops_total",

@@ -352,6 +352,10 @@ async fn append_loop(inner: Arc<Inner>) {
             drafts.extend(entry.drafts);
         }
         let n = drafts.len() as u64;
+        inner
+            .metrics
+            .publish_batches
+            .fetch_add(1, Ordering::Relaxed);
         let appended = match inner.engine.append(drafts).await {
             Ok(appended) => appended,
             Err(EngineError::Unavailable(why)) => {

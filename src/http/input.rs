@@ -210,6 +210,23 @@ mod tests {
     }
 
     #[test]
+    fn a_closed_gate_hands_on_nothing_until_it_opens() {
+        let f = frame(b"abc");
+        let inner = futures_util::stream::iter(vec![Ok::<_, PayloadError>(Bytes::from(f.clone()))]);
+        let gate = Arc::new(ReadGate::default());
+        let mut s = OneFrameAtATime::new(inner, 1024, gate.clone());
+        let waker = futures_util::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        gate.pause();
+        assert!(s.poll_next_unpin(&mut cx).is_pending());
+        gate.resume();
+        match s.poll_next_unpin(&mut cx) {
+            Poll::Ready(Some(Ok(b))) => assert_eq!(&b[..], &f[..]),
+            other => panic!("expected the frame, got {other:?}"),
+        }
+    }
+
+    #[test]
     fn a_partial_frame_at_the_end_is_still_handed_on() {
         let f = frame(b"abcdef");
         let got = requests(vec![f[..5].to_vec()], 1024);
