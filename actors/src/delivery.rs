@@ -7,7 +7,7 @@
 //! to the watermark, which is what puts its frames in sequence order across channels
 //! (PROTOCOL.md section 5); a connection fed by one hub never waits for it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -162,13 +162,22 @@ impl Delivery {
         self.in_flight.clone().acquire_owned().await.ok()
     }
 
-    fn hub_of(&self, seen: &mut Vec<(HubRef, Vec<Step>)>, channel: &str) -> Option<usize> {
-        if let Some(i) = seen.iter().position(|(h, _)| &*h.name == channel) {
+    /// The index in `lists` of `channel`'s step list (added when new); `index` finds it
+    /// in one lookup however many channels the batch spans.
+    fn hub_of<'a>(
+        &self,
+        lists: &mut Vec<(HubRef, Vec<Step>)>,
+        index: &mut HashMap<&'a str, usize>,
+        channel: &'a str,
+    ) -> Option<usize> {
+        if let Some(&i) = index.get(channel) {
             return Some(i);
         }
         let hub = self.hubs.get(channel).ok()?;
-        seen.push((hub, Vec::new()));
-        Some(seen.len() - 1)
+        lists.push((hub, Vec::new()));
+        let i = lists.len() - 1;
+        index.insert(channel, i);
+        Some(i)
     }
 }
 
@@ -180,8 +189,9 @@ impl Sink for Delivery {
             return rx;
         };
         let mut lists: Vec<(HubRef, Vec<Step>)> = Vec::new();
+        let mut index = HashMap::new();
         for event in events {
-            if let Some(i) = self.hub_of(&mut lists, &event.channel) {
+            if let Some(i) = self.hub_of(&mut lists, &mut index, &event.channel) {
                 lists[i].1.push(Step::Event(event.clone()));
             }
             let Some(number) = event.raises_head else {
@@ -192,7 +202,7 @@ impl Sink for Delivery {
                     number,
                     by: event.seq,
                 };
-                if let Some(i) = self.hub_of(&mut lists, &hub.name) {
+                if let Some(i) = self.hub_of(&mut lists, &mut index, &hub.name) {
                     lists[i].1.push(step);
                 }
             }
