@@ -267,7 +267,8 @@ impl Handler<Attach> for ChannelHub {
                 .entry(msg.conn)
                 .or_insert_with(|| Subscriber {
                     outbox: msg.outbox.clone(),
-                    subs: Vec::new(),
+                    // Most connections hold one subscription per channel.
+                    subs: Vec::with_capacity(1),
                 })
                 .subs
                 .push(Sub {

@@ -52,12 +52,14 @@ impl Text {
 pub struct Filter {
     /// Blocks of confirmation required before delivery, 1 to 64; 1 is immediate.
     pub confirmations: u64,
-    tx_hash: Option<Text>,
-    key: Option<Text>,
-    key_prefix: Option<Text>,
-    token_id: Option<Text>,
-    address: Option<Text>,
-    symbols: Option<Vec<String>>,
+    // Boxed: most subscriptions set none of these, and every hub, connection and session
+    // entry holds a filter, so its size is paid per subscription (8 bytes each here).
+    tx_hash: Option<Box<Text>>,
+    key: Option<Box<Text>>,
+    key_prefix: Option<Box<Text>>,
+    token_id: Option<Box<Text>>,
+    address: Option<Box<Text>>,
+    symbols: Option<Box<[String]>>,
 }
 
 impl Default for Filter {
@@ -166,11 +168,11 @@ impl Filter {
                     ))
                 }
             },
-            "tx_hash" => self.tx_hash = Some(text(value)?),
-            "key" => self.key = Some(text(value)?),
-            "key_prefix" => self.key_prefix = Some(text(value)?),
-            "token_id" => self.token_id = Some(text(value)?),
-            "address" => self.address = Some(text(value)?),
+            "tx_hash" => self.tx_hash = Some(Box::new(text(value)?)),
+            "key" => self.key = Some(Box::new(text(value)?)),
+            "key_prefix" => self.key_prefix = Some(Box::new(text(value)?)),
+            "token_id" => self.token_id = Some(Box::new(text(value)?)),
+            "address" => self.address = Some(Box::new(text(value)?)),
             "symbols" => {
                 let bad = || {
                     format!(
@@ -190,7 +192,7 @@ impl Filter {
                         _ => return Err(bad()),
                     }
                 }
-                self.symbols = Some(symbols);
+                self.symbols = Some(symbols.into_boxed_slice());
             }
             _ => return Err(format!("unknown filter field \"{field}\"")),
         }
@@ -200,7 +202,7 @@ impl Filter {
     /// Whether an event's `data` passes every field of this filter (not `confirmations`,
     /// which the hub applies against the chain head).
     pub fn matches(&self, data: &Value) -> bool {
-        let eq = |f: &Option<Text>, field: &str| match f {
+        let eq = |f: &Option<Box<Text>>, field: &str| match f {
             None => true,
             Some(t) => str_field(data, field).is_some_and(|v| t.equals(v)),
         };
