@@ -2,7 +2,7 @@
 //! nats-server, or both (`--race`), and prints loss, order, throughput, latency, memory and
 //! CPU, and the ratios of a race.
 //!
-//! `cargo bench --bench load -- [--scenario A|A-open|B|C|D|E|all] [--target T | --race]
+//! `cargo bench --bench load -- [--scenario A|A100|A-open|A-batched|B|C|D|E|all] [--target T | --race]
 //!  [--rounds R] [--toy] [--subscribers N] [--channels C] [--events M] [--in-flight K]
 //!  [--rate R] [--open] [--batch B] [--payload BYTES] [--via ws|http] [--hold SECS]
 //!  [--heartbeat-ms MS] [--sources S] [--max-secs S]`
@@ -47,7 +47,7 @@ fn parse() -> Result<Args, String> {
             .transpose()
     };
     let names: Vec<&str> = match value("--scenario").unwrap_or("A") {
-        "all" => vec!["A", "A-open", "B", "C", "D", "E"],
+        "all" => vec!["A", "A100", "A-open", "A-batched", "B", "C", "D", "E"],
         one => vec![one],
     };
     let toy = argv.iter().any(|a| a == "--toy");

@@ -58,6 +58,11 @@ fn scenario_a_closed_loop_over_http_batches() {
 }
 
 #[test]
+fn scenario_a_batched_publishing() {
+    toy("A-batched", TargetSpec::Broker, Via::WebSocket);
+}
+
+#[test]
 fn scenario_a_open_loop() {
     toy("A-open", TargetSpec::Broker, Via::WebSocket);
 }
@@ -89,7 +94,7 @@ fn scenario_a_in_process() {
 
 #[test]
 fn nats_scenarios() {
-    for name in ["A", "A-open", "B", "C", "D", "E"] {
+    for name in ["A", "A100", "A-open", "B", "C", "D", "E"] {
         toy_nats(name);
     }
 }

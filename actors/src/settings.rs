@@ -265,7 +265,8 @@ pub struct PublishSettings {
     /// Longest a publish batch waits, in milliseconds, while some connection's queue is
     /// past half its slow-consumer bound (flow control: a burst slows its publisher
     /// rather than cutting readers that are only behind). 0 turns the wait off.
-    /// Default 1000.
+    /// Default 5000, as long as `stuck_reader_ms`: a reader that still drains holds
+    /// publishers until it catches up; one that drains nothing for that long is stuck.
     pub max_stall_ms: u64,
     /// A congested connection that has written nothing for this many milliseconds is
     /// stuck, not slow: it stops holding publishers back (and is cut at its bound).
@@ -288,7 +289,7 @@ impl Default for PublishSettings {
         PublishSettings {
             max_body_bytes: 1024 * 1024,
             max_batch_events: 1000,
-            max_stall_ms: 1000,
+            max_stall_ms: 5000,
             stuck_reader_ms: 5000,
             coalesce_events: 250,
             connection_in_flight_bytes: 1024 * 1024,

@@ -58,6 +58,12 @@ impl Report {
         Some(h.saturating_sub(b) as f64 / self.subscribers.max(1) as f64)
     }
 
+    /// Broker CPU microseconds per delivery received, over the publish and delivery span.
+    pub fn cpu_us_per_delivery(&self) -> Option<f64> {
+        let cpu = self.cpu_broker?;
+        (self.received.received > 0).then(|| cpu * 1e6 / self.received.received as f64)
+    }
+
     /// Deliveries expected and not received.
     pub fn loss(&self) -> u64 {
         self.received
@@ -137,6 +143,11 @@ impl Report {
                 self.cpu_generator
             ),
         );
+        line(
+            "broker CPU/delivery",
+            self.cpu_us_per_delivery()
+                .map_or("n/a".into(), |c| format!("{c:.2} µs")),
+        );
         if let Some(e) = &self.published.error {
             line("publisher error", e.clone());
         }
@@ -195,6 +206,12 @@ pub fn ratios(ours: &Report, theirs: &Report) -> String {
     if let (Some(a), Some(b)) = (ours.cpu_broker, theirs.cpu_broker) {
         out.push_str(&format!(
             "broker CPU                {a:.2} / {b:.2} s = {}\n",
+            ratio(a, b)
+        ));
+    }
+    if let (Some(a), Some(b)) = (ours.cpu_us_per_delivery(), theirs.cpu_us_per_delivery()) {
+        out.push_str(&format!(
+            "broker CPU/delivery       {a:.2} / {b:.2} µs = {}\n",
             ratio(a, b)
         ));
     }
