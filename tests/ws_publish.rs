@@ -149,11 +149,15 @@ async fn pipelined_frames_are_coalesced_and_answered_one_by_one_in_frame_order()
         let batches = metric(&m, "rustorium_publish_batches_total").unwrap();
         let published = metric(&m, "rustorium_events_published_total").unwrap();
         assert_eq!(published, (n - n / 100) as f64);
+        let pauses = metric(&m, "rustorium_publish_read_pauses_total").unwrap();
         if in_flight > 1 {
             assert!(
                 batches < published,
                 "{batches} batches for {published} pipelined events: nothing was coalesced"
             );
+        } else {
+            // Every frame reaches a one-byte bound: the socket was not read past it.
+            assert!(pauses >= 1.0, "the read gate never closed");
         }
     }
 }

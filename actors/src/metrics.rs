@@ -100,6 +100,9 @@ pub struct Metrics {
     pub events_published: AtomicU64,
     /// Batches the publisher handed the engine (coalesced publishes count once).
     pub publish_batches: AtomicU64,
+    /// Times a publisher's socket stopped being read because its frames in flight
+    /// reached `publish.connection_in_flight_bytes`.
+    pub publish_read_pauses: AtomicU64,
     /// Events not queued for a connection because it had just turned slow consumer
     /// (it resumes them from history).
     pub drops: AtomicU64,
@@ -140,7 +143,7 @@ impl Metrics {
             self.resumes_recovered.load(Relaxed),
         );
         // f64, so a time keeps its fraction; whole counts still print with no decimals.
-        let scalars: [(&str, &str, &str, f64); 18] = [
+        let scalars: [(&str, &str, &str, f64); 19] = [
             (
                 "rustorium_connections",
                 "gauge",
@@ -176,6 +179,12 @@ impl Metrics {
                 "counter",
                 "Batches handed to the engine; publishes that arrived together count once.",
                 self.publish_batches.load(Relaxed) as f64,
+            ),
+            (
+                "rustorium_publish_read_pauses_total",
+                "counter",
+                "Times a publisher's socket stopped being read: its frames awaiting replies reached publish.connection_in_flight_bytes.",
+                self.publish_read_pauses.load(Relaxed) as f64,
             ),
             (
                 "rustorium_drops_total",

@@ -6,6 +6,7 @@
 //! slows the publisher. A single frame of any size is always taken.
 
 use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use actix::{ActorFutureExt, ContextFutureSpawner, WrapFuture};
@@ -58,20 +59,21 @@ impl InFlight {
     }
 
     /// Adds a frame of `bytes` (answered already when `result` is set); returns its
-    /// number. Closes the gate at the bound.
+    /// number, and whether this frame closed the gate (the bound was reached).
     fn push(
         &mut self,
         id: Option<Value>,
         bytes: usize,
         result: Option<Result<Reply, Failure>>,
-    ) -> u64 {
+    ) -> (u64, bool) {
         let number = self.front.saturating_add(self.slots.len() as u64);
         self.slots.push_back(Slot { id, bytes, result });
         self.bytes = self.bytes.saturating_add(bytes);
-        if self.bytes >= self.limit {
+        let paused = self.bytes >= self.limit && !self.gate.is_paused();
+        if paused {
             self.gate.pause();
         }
-        number
+        (number, paused)
     }
 
     /// Records frame `number`'s answer.
@@ -100,6 +102,13 @@ impl InFlight {
 }
 
 impl Connection {
+    fn count_pause(&self, paused: bool) {
+        if paused {
+            let m = &self.core.metrics;
+            m.publish_read_pauses.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     /// Answers a publish frame that failed before it reached the publisher: at once when
     /// nothing is in flight, otherwise after the frames before it.
     pub(super) fn publish_refused(
@@ -111,7 +120,8 @@ impl Connection {
         if self.in_flight.is_empty() {
             return self.respond(ctx, id.as_ref(), Err(failure));
         }
-        self.in_flight.push(id, 0, Some(Err(failure)));
+        let (_, paused) = self.in_flight.push(id, 0, Some(Err(failure)));
+        self.count_pause(paused);
     }
 
     /// Tracks a submitted publish frame of `bytes` and answers it, in frame order, when
@@ -123,7 +133,8 @@ impl Connection {
         bytes: usize,
         submitted: Submitted,
     ) {
-        let number = self.in_flight.push(id, bytes, None);
+        let (number, paused) = self.in_flight.push(id, bytes, None);
+        self.count_pause(paused);
         submitted
             .into_actor(self)
             .map(move |res, this, ctx| {
