@@ -1,0 +1,165 @@
+//! The Redis engine's log: the keys it uses under its prefix, and the one atomic append
+//! (`append.lua`: sequence, head, stream append with trimming, announcement) that every
+//! node runs for a batch (PROTOCOL.md section 11).
+//!
+//! Status: the append and its key layout are built and tested against a real
+//! `redis-server` (`tests/redis_log.rs`); the engine that uses them (fan-out from the
+//! announcements, history reads, parked subscriptions, leases) is the rest of issue 11 and
+//! not yet selectable.
+
+use redis::aio::ConnectionLike;
+use redis::{RedisResult, Script};
+
+/// The append script, loaded once per process; Redis caches it by its SHA1.
+static APPEND: std::sync::LazyLock<Script> =
+    std::sync::LazyLock::new(|| Script::new(include_str!("append.lua")));
+
+/// The names of the Redis keys and pub/sub channels of one cluster, under its prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    /// Keys under `prefix` (for example `rustorium:`), so that several clusters or other
+    /// applications can share one Redis.
+    pub fn new(prefix: impl Into<String>) -> Keys {
+        Keys {
+            prefix: prefix.into(),
+        }
+    }
+
+    /// The one sequence counter.
+    pub fn sequence(&self) -> String {
+        format!("{}seq", self.prefix)
+    }
+
+    /// The chain head: a hash of `number` and `by` (the sequence number that raised it).
+    pub fn head(&self) -> String {
+        format!("{}head", self.prefix)
+    }
+
+    /// A channel's history stream; entry ids are `SEQ-0`.
+    pub fn history(&self, channel: &str) -> String {
+        format!("{}h:{channel}", self.prefix)
+    }
+
+    /// The pub/sub channel announcing a channel's events, which a node subscribes to
+    /// while it has subscribers on that channel.
+    pub fn events(&self, channel: &str) -> String {
+        format!("{}e:{channel}", self.prefix)
+    }
+
+    /// The pub/sub channel announcing head raises, which every node subscribes to.
+    pub fn head_raises(&self) -> String {
+        format!("{}heads", self.prefix)
+    }
+}
+
+/// One event to append: its channel, its record (opaque text, stored and announced as
+/// is), and for the chain head its block number and whether it is a `blocks` event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogEntry {
+    /// The channel.
+    pub channel: String,
+    /// What is stored and announced.
+    pub record: String,
+    /// The block it names, if any.
+    pub block: Option<u64>,
+    /// A `blocks` event: it may raise the chain head.
+    pub is_block: bool,
+}
+
+/// What the append gave one event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    /// Its sequence number, one cluster-wide sequence.
+    pub seq: u64,
+    /// The head it raised the chain to, if it did.
+    pub raised: Option<u64>,
+}
+
+/// The bounds the append trims each channel stream by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Trim {
+    /// Most entries kept per channel (Redis trims approximately, never below this).
+    pub max_len: u64,
+    /// Seconds a channel's stream lives after its last append.
+    pub ttl_secs: u64,
+}
+
+/// Appends `entries` in one atomic step: each gets the next sequence number, in order.
+/// An empty batch does nothing.
+pub async fn append<C: ConnectionLike>(
+    con: &mut C,
+    keys: &Keys,
+    trim: Trim,
+    entries: &[LogEntry],
+) -> RedisResult<Vec<Appended>> {
+    if entries.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut call = APPEND.prepare_invoke();
+    call.key(keys.sequence()).key(keys.head());
+    call.arg(trim.max_len)
+        .arg(trim.ttl_secs.max(1))
+        .arg(keys.head_raises());
+    for e in entries {
+        call.key(keys.history(&e.channel));
+        call.arg(keys.events(&e.channel))
+            .arg(&e.record)
+            .arg(e.block.map(|b| b.to_string()).unwrap_or_default())
+            .arg(if e.is_block { "1" } else { "0" });
+    }
+    let raw: Vec<(u64, String)> = call.invoke_async(con).await?;
+    Ok(raw
+        .into_iter()
+        .map(|(seq, raised)| Appended {
+            seq,
+            raised: raised.parse().ok(),
+        })
+        .collect())
+}
+
+/// An announcement read from a channel's pub/sub channel: `SEQ RAISED RECORD`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Announcement<'a> {
+    /// The event's sequence number.
+    pub seq: u64,
+    /// The head it raised, if it did.
+    pub raised: Option<u64>,
+    /// Its record.
+    pub record: &'a str,
+}
+
+/// Reads an announcement; `None` when it is not one (never trusted further).
+pub fn parse_announcement(text: &str) -> Option<Announcement<'_>> {
+    let mut parts = text.splitn(3, ' ');
+    let seq = parts.next()?.parse().ok()?;
+    let raised = match parts.next()? {
+        "-" => None,
+        n => Some(n.parse().ok()?),
+    };
+    let record = parts.next()?;
+    Some(Announcement {
+        seq,
+        raised,
+        record,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn announcements_parse_and_garbage_does_not() {
+        let a = parse_announcement("42 - {\"x\": 1}").unwrap();
+        assert_eq!((a.seq, a.raised, a.record), (42, None, "{\"x\": 1}"));
+        let b = parse_announcement("43 18446744073709551615 r e c").unwrap();
+        assert_eq!((b.raised, b.record), (Some(u64::MAX), "r e c"));
+        for bad in ["", "x - r", "1 y r", "1 -", "18446744073709551616 - r"] {
+            assert_eq!(parse_announcement(bad), None, "{bad:?}");
+        }
+    }
+}
