@@ -1,6 +1,6 @@
 //! The Redis engine's log against a real `redis-server` started here (PROTOCOL.md section
 //! 11): one cluster sequence across connections ("nodes"), each event in its channel's
-//! stream under its sequence number, announcements in sequence order on one subscriber
+//! stream under its sequence number and read back by range, announcements in sequence order on one subscriber
 //! connection across channels, and the chain head raised only by higher blocks.
 //!
 //! Skipped with a message when `redis-server` is not installed, unless
@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use rustorium_actors::engine::redis_log::{append, parse_announcement, Keys, LogEntry, Trim};
+use rustorium_actors::engine::redis_log::{append, parse_announcement, read, Keys, LogEntry, Trim};
 
 /// A `redis-server` on a free loopback port, without persistence, killed on drop.
 struct RedisServer {
@@ -147,8 +147,32 @@ async fn one_sequence_streams_announcements_and_the_head() {
     assert_eq!(b[0].raised, None, "block 9 is below the head 10");
     assert_eq!(b[2].raised, Some(u64::MAX));
 
-    // Each channel's stream holds its events under their sequence numbers, in order.
+    // Each channel's stream holds its events under their sequence numbers, in order, and
+    // a read takes what comes after a sequence number, up to another, at most so many.
     let mut con = node_a;
+    let all = read(&mut con, &keys, "blocks", 0, u64::MAX, 100)
+        .await
+        .expect("read");
+    let blocks: Vec<(u64, &str)> = all.iter().map(|(s, r)| (*s, r.as_str())).collect();
+    assert_eq!(
+        blocks,
+        vec![(seqs[0], "b10"), (seqs[2], "b9"), (seqs[4], "big")]
+    );
+    let after = read(&mut con, &keys, "blocks", seqs[0], seqs[4], 100)
+        .await
+        .expect("read");
+    assert_eq!(
+        after,
+        vec![(seqs[2], "b9".to_string()), (seqs[4], "big".to_string())]
+    );
+    let first = read(&mut con, &keys, "blocks", 0, u64::MAX, 1)
+        .await
+        .expect("read");
+    assert_eq!(first, vec![(seqs[0], "b10".to_string())]);
+    assert!(read(&mut con, &keys, "nothing_here", 0, u64::MAX, 10)
+        .await
+        .expect("read")
+        .is_empty());
     let stream: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
         .arg(keys.history("market_data"))
         .arg("-")

@@ -9,6 +9,7 @@
 
 pub mod memory;
 pub mod redis_log;
+pub mod redis_record;
 
 use std::future::Future;
 use std::pin::Pin;

@@ -2,10 +2,11 @@
 //! (`append.lua`: sequence, head, stream append with trimming, announcement) that every
 //! node runs for a batch (PROTOCOL.md section 11).
 //!
-//! Status: the append and its key layout are built and tested against a real
-//! `redis-server` (`tests/redis_log.rs`); the engine that uses them (fan-out from the
-//! announcements, history reads, parked subscriptions, leases) is the rest of issue 11 and
-//! not yet selectable.
+//! Status: the key layout, the append and the history read are built and tested against
+//! a real `redis-server` (`tests/redis_log.rs`), and [`super::redis_record`] encodes the
+//! records. The engine that uses them (fan-out from the announcements, parked
+//! subscriptions in Redis, connection leases, reconnect and backfill) is the rest of
+//! issue 11 and not yet selectable.
 
 use redis::aio::ConnectionLike;
 use redis::{RedisResult, Script};
@@ -117,6 +118,39 @@ pub async fn append<C: ConnectionLike>(
         .map(|(seq, raised)| Appended {
             seq,
             raised: raised.parse().ok(),
+        })
+        .collect())
+}
+
+/// A channel's stored records after sequence number `after` and up to `upto`, oldest
+/// first, at most `limit` of them: `(seq, record)`. Entries whose id or fields are not the
+/// append's are skipped.
+pub async fn read<C: ConnectionLike>(
+    con: &mut C,
+    keys: &Keys,
+    channel: &str,
+    after: u64,
+    upto: u64,
+    limit: usize,
+) -> RedisResult<Vec<(u64, String)>> {
+    if upto <= after || limit == 0 {
+        return Ok(Vec::new());
+    }
+    // `(` makes the start exclusive (Redis 6.2 and later).
+    let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+        .arg(keys.history(channel))
+        .arg(format!("({after}-0"))
+        .arg(format!("{upto}-0"))
+        .arg("COUNT")
+        .arg(limit)
+        .query_async(con)
+        .await?;
+    Ok(entries
+        .into_iter()
+        .filter_map(|(id, fields)| {
+            let seq = id.strip_suffix("-0")?.parse().ok()?;
+            let (_, record) = fields.into_iter().find(|(f, _)| f == "r")?;
+            Some((seq, record))
         })
         .collect())
 }
