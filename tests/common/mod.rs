@@ -2,6 +2,8 @@
 //! WebSocket client (tokio-tungstenite) and a minimal HTTP/1.1 client over TCP.
 #![allow(dead_code)]
 
+pub mod redis_server;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 

@@ -8,6 +8,7 @@
 //! [`Sink`] (the local fan-out, [`crate::delivery::Delivery`]) in sequence order.
 
 pub mod memory;
+pub mod redis_fanout;
 pub mod redis_log;
 pub mod redis_record;
 

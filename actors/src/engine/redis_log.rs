@@ -51,6 +51,14 @@ impl Keys {
         format!("{}e:{channel}", self.prefix)
     }
 
+    /// The broker channel an events pub/sub channel announces ([`Keys::events`] read
+    /// back); `None` for any other name.
+    pub fn channel_of<'a>(&self, pubsub_channel: &'a str) -> Option<&'a str> {
+        pubsub_channel
+            .strip_prefix(self.prefix.as_str())?
+            .strip_prefix("e:")
+    }
+
     /// The pub/sub channel announcing head raises, which every node subscribes to.
     pub fn head_raises(&self) -> String {
         format!("{}heads", self.prefix)

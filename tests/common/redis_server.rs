@@ -1,0 +1,60 @@
+//! A real `redis-server` for the Redis engine's tests: started on a free loopback port
+//! without persistence, killed on drop. When it is not installed the caller skips, unless
+//! `RUSTORIUM_REQUIRE_REDIS` is set (the test command sets it when it installed Redis).
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A `redis-server` on a free loopback port, without persistence, killed on drop.
+pub struct RedisServer {
+    child: Child,
+    /// `redis://127.0.0.1:PORT/`.
+    pub url: String,
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts one, or `None` when Redis is not installed and not required.
+pub fn redis_server() -> Option<RedisServer> {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let dir = std::env::temp_dir().join(format!("rustorium-redis-{port}"));
+    std::fs::create_dir_all(&dir).expect("a directory for redis-server");
+    let spawned = Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--save", "", "--appendonly", "no"])
+        .arg("--dir")
+        .arg(&dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn();
+    let child = match spawned {
+        Ok(c) => c,
+        Err(e) => {
+            assert!(
+                std::env::var_os("RUSTORIUM_REQUIRE_REDIS").is_none(),
+                "RUSTORIUM_REQUIRE_REDIS is set but redis-server cannot be started: {e}"
+            );
+            eprintln!("redis-server is not installed: the Redis tests are skipped");
+            return None;
+        }
+    };
+    let server = RedisServer {
+        child,
+        url: format!("redis://127.0.0.1:{port}/"),
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "redis-server did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Some(server)
+}
