@@ -99,6 +99,7 @@ impl Core {
             max_stall: Duration::from_millis(settings.publish.max_stall_ms),
             metrics: metrics.clone(),
             coalesce: settings.publish.coalesce_events,
+            max_queued: settings.publish.max_queued_events,
             arbiter: handle.clone(),
         });
         let backend = backend(&publisher);

@@ -68,6 +68,13 @@ pub enum PublishError {
         /// The configured maximum.
         max: usize,
     },
+    /// Publishes waiting for the engine already hold `max` events
+    /// (`publish.max_queued_events`): nothing was published; the client may retry
+    /// (answered `unavailable`, PROTOCOL.md item 34: the broker cannot take it now).
+    Busy {
+        /// The configured bound.
+        max: usize,
+    },
     /// The broker cannot take the batch now (shutting down, or its engine unreachable):
     /// nothing was published; the client may retry (PROTOCOL.md item 34).
     Unavailable(String),
@@ -80,6 +87,10 @@ impl std::fmt::Display for PublishError {
             PublishError::BatchSize { max } => {
                 write!(f, "a batch holds from 1 to {max} events")
             }
+            PublishError::Busy { max } => write!(
+                f,
+                "unavailable: the publish queue is full ({max} events wait to be sequenced); nothing was published, retry"
+            ),
             PublishError::Unavailable(why) => {
                 write!(f, "unavailable: {why}; nothing was published")
             }
@@ -99,8 +110,43 @@ struct Entry {
 #[derive(Default)]
 struct Queue {
     entries: VecDeque<Entry>,
+    /// Events in `entries`.
+    events: usize,
     /// An appender task is draining the queue.
     running: bool,
+}
+
+impl Queue {
+    /// Queues `entry` unless that would hold more than `max` events; an empty queue takes
+    /// a publish of any size.
+    fn push(&mut self, entry: Entry, max: usize) -> Result<(), Entry> {
+        let n = entry.drafts.len();
+        if !self.entries.is_empty() && self.events.saturating_add(n) > max {
+            return Err(entry);
+        }
+        self.events = self.events.saturating_add(n);
+        self.entries.push_back(entry);
+        Ok(())
+    }
+
+    /// The next coalesced batch: publishes in submit order up to `coalesce` events (at
+    /// least one publish, whatever its size); empty when nothing waits.
+    fn take(&mut self, coalesce: usize) -> Vec<Entry> {
+        let mut batch = Vec::new();
+        let mut events = 0usize;
+        while let Some(next) = self.entries.front() {
+            let n = next.drafts.len();
+            if !batch.is_empty() && events.saturating_add(n) > coalesce {
+                break;
+            }
+            events = events.saturating_add(n);
+            if let Some(e) = self.entries.pop_front() {
+                batch.push(e);
+            }
+        }
+        self.events = self.events.saturating_sub(events);
+        batch
+    }
 }
 
 struct Inner {
@@ -116,6 +162,8 @@ struct Inner {
     closing: AtomicBool,
     /// Most events per coalesced batch.
     coalesce: usize,
+    /// Most events waiting for the appender.
+    max_queued: usize,
     queue: Mutex<Queue>,
     /// Where the appender runs.
     arbiter: ArbiterHandle,
@@ -152,6 +200,8 @@ pub struct PublisherParts {
     pub metrics: Arc<Metrics>,
     /// Most events per coalesced batch.
     pub coalesce: usize,
+    /// Most events waiting for the appender (`publish.max_queued_events`).
+    pub max_queued: usize,
     /// The arbiter the appender task runs on.
     pub arbiter: ArbiterHandle,
 }
@@ -175,6 +225,7 @@ impl Publisher {
                 metrics: parts.metrics,
                 closing: AtomicBool::new(false),
                 coalesce: parts.coalesce.max(1),
+                max_queued: parts.max_queued.max(1),
                 queue: Mutex::new(Queue::default()),
                 arbiter: parts.arbiter,
             }),
@@ -275,14 +326,18 @@ impl Publisher {
         let (reply, answer) = oneshot::channel();
         let start = {
             let mut q = lock(&inner.queue);
-            q.entries.push_back(Entry { drafts, reply });
+            if q.push(Entry { drafts, reply }, inner.max_queued).is_err() {
+                return Err(PublishError::Busy {
+                    max: inner.max_queued,
+                });
+            }
             !std::mem::replace(&mut q.running, true)
         };
         if start && !inner.arbiter.spawn(append_loop(self.inner.clone())) {
             // The actors' arbiter is gone: the broker is stopping.
             let mut q = lock(&inner.queue);
             q.running = false;
-            for e in q.entries.drain(..) {
+            for e in q.take(usize::MAX) {
                 let _ = e.reply.send(Err(shutting_down()));
             }
         }
@@ -302,22 +357,10 @@ fn lock(queue: &Mutex<Queue>) -> std::sync::MutexGuard<'_, Queue> {
     queue.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// The next coalesced batch: publishes in submit order up to `coalesce` events (at least
-/// one publish). `None` when the queue is empty, and the appender stops.
+/// The next coalesced batch; `None` when the queue is empty, and the appender stops.
 fn take_batch(inner: &Inner) -> Option<Vec<Entry>> {
     let mut q = lock(&inner.queue);
-    let mut batch = Vec::new();
-    let mut events = 0usize;
-    while let Some(next) = q.entries.front() {
-        let n = next.drafts.len();
-        if !batch.is_empty() && events.saturating_add(n) > inner.coalesce {
-            break;
-        }
-        events = events.saturating_add(n);
-        if let Some(e) = q.entries.pop_front() {
-            batch.push(e);
-        }
-    }
+    let batch = q.take(inner.coalesce);
     if batch.is_empty() {
         q.running = false;
         return None;
@@ -380,5 +423,43 @@ async fn append_loop(inner: Arc<Inner>) {
                 let _ = reply.send(Ok(ids));
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(events: usize) -> Entry {
+        let draft = Draft {
+            channel: Arc::from("c"),
+            kind: "update".into(),
+            data: Value::Null,
+            block: None,
+            is_block: false,
+        };
+        Entry {
+            drafts: vec![draft; events],
+            reply: oneshot::channel().0,
+        }
+    }
+
+    #[test]
+    fn the_queue_holds_at_most_its_bound_and_batches_in_submit_order() {
+        let mut q = Queue::default();
+        // An empty queue takes a publish of any size.
+        assert!(q.push(entry(50), 10).is_ok());
+        assert!(q.push(entry(1), 10).is_err(), "over the bound");
+        assert_eq!(q.take(10).len(), 1, "one publish, whatever its size");
+        assert!(q.push(entry(4), 10).is_ok());
+        assert!(q.push(entry(6), 10).is_ok());
+        assert!(q.push(entry(1), 10).is_err());
+        // Coalesced up to 5 events: the 4, then the 6 alone.
+        let sizes = |b: Vec<Entry>| b.iter().map(|e| e.drafts.len()).collect::<Vec<_>>();
+        assert_eq!(sizes(q.take(5)), vec![4]);
+        assert!(q.push(entry(3), 10).is_ok(), "room again");
+        assert_eq!(sizes(q.take(100)), vec![6, 3]);
+        assert!(q.take(100).is_empty());
+        assert_eq!(q.events, 0);
     }
 }

@@ -282,6 +282,10 @@ pub struct PublishSettings {
     /// TCP slows the publisher. A single frame of any size is always taken. Default
     /// 1048576.
     pub connection_in_flight_bytes: usize,
+    /// Most published events waiting to be sequenced, all publishers together; past it a
+    /// publish is refused `unavailable` (HTTP 503, ws 4007) and nothing of it is published. A
+    /// publish of any size is taken when nothing waits. Default 100000.
+    pub max_queued_events: usize,
 }
 
 impl Default for PublishSettings {
@@ -293,6 +297,7 @@ impl Default for PublishSettings {
             stuck_reader_ms: 5000,
             coalesce_events: 250,
             connection_in_flight_bytes: 1024 * 1024,
+            max_queued_events: 100_000,
         }
     }
 }
@@ -306,6 +311,11 @@ impl PublishSettings {
         at_least(
             "publish.connection_in_flight_bytes",
             self.connection_in_flight_bytes as u64,
+            1,
+        )?;
+        at_least(
+            "publish.max_queued_events",
+            self.max_queued_events as u64,
             1,
         )
     }

@@ -105,7 +105,7 @@ pub async fn publish(
         Ok(ids) => {
             HttpResponse::Ok().json(json!({"success": true, "data": {"ids": ids}, "error": null}))
         }
-        Err(e @ PublishError::Unavailable(_)) => failure(
+        Err(e @ (PublishError::Unavailable(_) | PublishError::Busy { .. })) => failure(
             &state,
             StatusCode::SERVICE_UNAVAILABLE,
             "unavailable",

@@ -40,7 +40,7 @@ impl Failure {
 impl From<PublishError> for Failure {
     fn from(e: PublishError) -> Failure {
         let kind = match e {
-            PublishError::Unavailable(_) => ErrorKind::Unavailable,
+            PublishError::Unavailable(_) | PublishError::Busy { .. } => ErrorKind::Unavailable,
             PublishError::Invalid { .. } | PublishError::BatchSize { .. } => {
                 ErrorKind::InvalidRequest
             }
