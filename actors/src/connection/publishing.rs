@@ -109,18 +109,20 @@ impl Connection {
         }
     }
 
-    /// Answers a publish frame that failed before it reached the publisher: at once when
-    /// nothing is in flight, otherwise after the frames before it.
+    /// Answers a publish frame of `bytes` that failed before it reached the publisher: at
+    /// once when nothing is in flight, otherwise after the frames before it (counted
+    /// against the bound meanwhile, so refused frames cannot pile up either).
     pub(super) fn publish_refused(
         &mut self,
         ctx: &mut ws::WebsocketContext<Self>,
         id: Option<Value>,
+        bytes: usize,
         failure: Failure,
     ) {
         if self.in_flight.is_empty() {
             return self.respond(ctx, id.as_ref(), Err(failure));
         }
-        let (_, paused) = self.in_flight.push(id, 0, Some(Err(failure)));
+        let (_, paused) = self.in_flight.push(id, bytes, Some(Err(failure)));
         self.count_pause(paused);
     }
 

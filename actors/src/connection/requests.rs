@@ -184,7 +184,7 @@ impl Connection {
             });
         match checked.and_then(|events| publisher.submit(events).map_err(Failure::from)) {
             Ok(submitted) => self.publish_submitted(ctx, id, bytes, submitted),
-            Err(f) => self.publish_refused(ctx, id, f),
+            Err(f) => self.publish_refused(ctx, id, bytes, f),
         }
     }
 
