@@ -9,6 +9,7 @@
 
 pub mod memory;
 pub mod redis_fanout;
+pub mod redis_lease;
 pub mod redis_log;
 pub mod redis_record;
 

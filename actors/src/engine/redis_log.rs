@@ -59,6 +59,11 @@ impl Keys {
             .strip_prefix("e:")
     }
 
+    /// An API key's connection slots across the cluster (by the key's configured name).
+    pub fn slots(&self, key_name: &str) -> String {
+        format!("{}slots:{key_name}", self.prefix)
+    }
+
     /// The pub/sub channel announcing head raises, which every node subscribes to.
     pub fn head_raises(&self) -> String {
         format!("{}heads", self.prefix)
