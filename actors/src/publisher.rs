@@ -100,10 +100,13 @@ impl std::fmt::Display for PublishError {
 
 impl std::error::Error for PublishError {}
 
+/// Where one publish's answer goes.
+type Reply = oneshot::Sender<Result<Vec<String>, PublishError>>;
+
 /// One submitted publish waiting for the appender.
 struct Entry {
     drafts: Vec<Draft>,
-    reply: oneshot::Sender<Result<Vec<String>, PublishError>>,
+    reply: Reply,
 }
 
 /// Publishes waiting for the appender, and whether it runs.
@@ -372,28 +375,28 @@ fn take_batch(inner: &Inner) -> Option<Vec<Entry>> {
 /// the answers go out when the hubs have the batch, while the next batch is appended.
 async fn append_loop(inner: Arc<Inner>) {
     while let Some(batch) = take_batch(&inner) {
-        let fail = |batch: Vec<Entry>, e: PublishError| {
-            for entry in batch {
-                let _ = entry.reply.send(Err(e.clone()));
-            }
-        };
-        if inner.closing.load(Ordering::Acquire) {
-            fail(batch, shutting_down());
-            continue;
-        }
-        // Room in the hubs first, then flow control: it then sees what the batches
-        // before this one did to the subscribers' queues.
-        let Some(permit) = inner.delivery.permit().await else {
-            fail(batch, shutting_down());
-            continue;
-        };
-        inner.flow.wait(inner.max_stall).await;
         let mut drafts = Vec::with_capacity(batch.iter().map(|e| e.drafts.len()).sum());
         let mut replies = Vec::with_capacity(batch.len());
         for entry in batch {
             replies.push((entry.drafts.len(), entry.reply));
             drafts.extend(entry.drafts);
         }
+        let fail = |replies: Vec<(usize, Reply)>, e: PublishError| {
+            for (_, reply) in replies {
+                let _ = reply.send(Err(e.clone()));
+            }
+        };
+        if inner.closing.load(Ordering::Acquire) {
+            fail(replies, shutting_down());
+            continue;
+        }
+        // Room in the hubs first, then flow control: it then sees what the batches
+        // before this one did to the subscribers' queues.
+        let Some(permit) = inner.delivery.permit().await else {
+            fail(replies, shutting_down());
+            continue;
+        };
+        inner.flow.wait(inner.max_stall).await;
         let n = drafts.len() as u64;
         inner
             .metrics
@@ -402,9 +405,7 @@ async fn append_loop(inner: Arc<Inner>) {
         let appended = match inner.engine.append(drafts).await {
             Ok(appended) => appended,
             Err(EngineError::Unavailable(why)) => {
-                for (_, reply) in replies {
-                    let _ = reply.send(Err(PublishError::Unavailable(why.clone())));
-                }
+                fail(replies, PublishError::Unavailable(why));
                 continue;
             }
         };

@@ -99,7 +99,10 @@ impl Connection {
             core.flow.clone(),
             core.progress.clone(),
         );
-        let in_flight = publishing::InFlight::new(core.settings.publish.connection_in_flight_bytes);
+        let in_flight = publishing::InFlight::new(
+            core.settings.publish.connection_in_flight_bytes,
+            core.metrics.clone(),
+        );
         Connection {
             key_name: Arc::from(admitted.key.name.as_str()),
             key: admitted.key,

@@ -15,6 +15,7 @@ use serde_json::Value;
 
 use super::requests::Failure;
 use super::Connection;
+use crate::metrics::Metrics;
 use crate::protocol::render::Reply;
 use crate::publisher::Submitted;
 use crate::read_gate::ReadGate;
@@ -34,17 +35,20 @@ pub(super) struct InFlight {
     bytes: usize,
     limit: usize,
     gate: Arc<ReadGate>,
+    /// Counts the gate's closings.
+    metrics: Arc<Metrics>,
 }
 
 impl InFlight {
     /// Nothing in flight; reading pauses at `limit` bytes.
-    pub(super) fn new(limit: usize) -> InFlight {
+    pub(super) fn new(limit: usize, metrics: Arc<Metrics>) -> InFlight {
         InFlight {
             slots: VecDeque::new(),
             front: 0,
             bytes: 0,
             limit,
             gate: Arc::new(ReadGate::default()),
+            metrics,
         }
     }
 
@@ -59,21 +63,22 @@ impl InFlight {
     }
 
     /// Adds a frame of `bytes` (answered already when `result` is set); returns its
-    /// number, and whether this frame closed the gate (the bound was reached).
+    /// number. Closes the gate when the bound is reached.
     fn push(
         &mut self,
         id: Option<Value>,
         bytes: usize,
         result: Option<Result<Reply, Failure>>,
-    ) -> (u64, bool) {
+    ) -> u64 {
         let number = self.front.saturating_add(self.slots.len() as u64);
         self.slots.push_back(Slot { id, bytes, result });
         self.bytes = self.bytes.saturating_add(bytes);
-        let paused = self.bytes >= self.limit && !self.gate.is_paused();
-        if paused {
+        if self.bytes >= self.limit && !self.gate.is_paused() {
             self.gate.pause();
+            let m = &self.metrics;
+            m.publish_read_pauses.fetch_add(1, Ordering::Relaxed);
         }
-        (number, paused)
+        number
     }
 
     /// Records frame `number`'s answer.
@@ -102,13 +107,6 @@ impl InFlight {
 }
 
 impl Connection {
-    fn count_pause(&self, paused: bool) {
-        if paused {
-            let m = &self.core.metrics;
-            m.publish_read_pauses.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-
     /// Answers a publish frame of `bytes` that failed before it reached the publisher: at
     /// once when nothing is in flight, otherwise after the frames before it (counted
     /// against the bound meanwhile, so refused frames cannot pile up either).
@@ -122,8 +120,7 @@ impl Connection {
         if self.in_flight.is_empty() {
             return self.respond(ctx, id.as_ref(), Err(failure));
         }
-        let (_, paused) = self.in_flight.push(id, bytes, Some(Err(failure)));
-        self.count_pause(paused);
+        self.in_flight.push(id, bytes, Some(Err(failure)));
     }
 
     /// Tracks a submitted publish frame of `bytes` and answers it, in frame order, when
@@ -135,8 +132,7 @@ impl Connection {
         bytes: usize,
         submitted: Submitted,
     ) {
-        let (number, paused) = self.in_flight.push(id, bytes, None);
-        self.count_pause(paused);
+        let number = self.in_flight.push(id, bytes, None);
         submitted
             .into_actor(self)
             .map(move |res, this, ctx| {
