@@ -10,9 +10,9 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::redis_server::redis_server;
+use common::redis_server::{redis_server, TRIM};
 use rustorium_actors::engine::redis_fanout::{deliver_all, Interest};
-use rustorium_actors::engine::redis_log::{append, Keys, LogEntry, Trim};
+use rustorium_actors::engine::redis_log::{append, Keys, LogEntry};
 use rustorium_actors::engine::redis_record::encode;
 use rustorium_actors::engine::Sink;
 use rustorium_actors::event::Event;
@@ -67,32 +67,19 @@ fn block(n: u64) -> LogEntry {
     }
 }
 
-const TRIM: Trim = Trim {
-    max_len: 1000,
-    ttl_secs: 120,
-};
-
 #[tokio::test]
 async fn a_node_receives_what_it_has_interest_in_in_sequence_order() {
     let Some(server) = redis_server() else {
         return;
     };
-    let client = redis::Client::open(server.url.as_str()).expect("a Redis URL");
     let keys = Keys::new("fanout:");
-    let (psink, pstream) = client
-        .get_async_pubsub()
-        .await
-        .expect("a pub/sub connection")
-        .split();
+    let (psink, pstream) = server.pubsub().await.split();
     let mut interest = Interest::new(psink, keys.clone());
     interest.add("market_data").await.expect("interest");
     let collect = Arc::new(Collect::default());
     let sink: Arc<dyn Sink> = collect.clone();
     let task = tokio::spawn(deliver_all(pstream, keys.clone(), sink));
-    let mut publisher = client
-        .get_multiplexed_async_connection()
-        .await
-        .expect("a publisher connection");
+    let mut publisher = server.node().await;
 
     let ids = append(
         &mut publisher,

@@ -25,16 +25,9 @@ async fn slots_count_across_nodes_and_a_dead_nodes_leases_run_out() {
     let Some(server) = redis_server() else {
         return;
     };
-    let client = redis::Client::open(server.url.as_str()).expect("a Redis URL");
     let keys = Keys::new("lease:");
-    let mut a = client
-        .get_multiplexed_async_connection()
-        .await
-        .expect("node A");
-    let mut b = client
-        .get_multiplexed_async_connection()
-        .await
-        .expect("node B");
+    let mut a = server.node().await;
+    let mut b = server.node().await;
     // Leases of 60 s from now; later moments are given explicitly (no sleeping), and the
     // set itself lives as long as its latest lease, far past the test's end.
     let (t, lease) = (unix_ms_now(), 60_000u64);

@@ -10,10 +10,10 @@ mod common;
 
 use std::time::Duration;
 
-use common::redis_server::redis_server;
+use common::redis_server::{redis_server, TRIM};
 
 use futures_util::StreamExt;
-use rustorium_actors::engine::redis_log::{append, parse_announcement, read, Keys, LogEntry, Trim};
+use rustorium_actors::engine::redis_log::{append, parse_announcement, read, Keys, LogEntry};
 
 fn entry(channel: &str, record: &str, block: Option<u64>, is_block: bool) -> LogEntry {
     LogEntry {
@@ -24,43 +24,22 @@ fn entry(channel: &str, record: &str, block: Option<u64>, is_block: bool) -> Log
     }
 }
 
-const TRIM: Trim = Trim {
-    max_len: 1000,
-    ttl_secs: 120,
-};
-
 #[tokio::test]
 async fn one_sequence_streams_announcements_and_the_head() {
     let Some(server) = redis_server() else {
         return;
     };
-    let client = redis::Client::open(server.url.as_str()).expect("a Redis URL");
     let keys = Keys::new("test:");
     // A subscriber connection, as a node with subscribers on both channels has.
-    let mut pubsub = client
-        .get_async_pubsub()
-        .await
-        .expect("a pub/sub connection");
-    pubsub
-        .subscribe(keys.events("blocks"))
-        .await
-        .expect("subscribe");
-    pubsub
-        .subscribe(keys.events("market_data"))
-        .await
-        .expect("subscribe");
-    pubsub
-        .subscribe(keys.head_raises())
-        .await
-        .expect("subscribe");
-    let mut node_a = client
-        .get_multiplexed_async_connection()
-        .await
-        .expect("node A");
-    let mut node_b = client
-        .get_multiplexed_async_connection()
-        .await
-        .expect("node B");
+    let mut pubsub = server.pubsub().await;
+    let names = [
+        keys.events("blocks"),
+        keys.events("market_data"),
+        keys.head_raises(),
+    ];
+    pubsub.subscribe(&names).await.expect("subscribe");
+    let mut node_a = server.node().await;
+    let mut node_b = server.node().await;
 
     let a = append(
         &mut node_a,

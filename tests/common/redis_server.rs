@@ -13,6 +13,36 @@ pub struct RedisServer {
     pub url: String,
 }
 
+impl RedisServer {
+    /// A client of this server.
+    pub fn client(&self) -> redis::Client {
+        redis::Client::open(self.url.as_str()).expect("a Redis URL")
+    }
+
+    /// A new connection, as one node of a cluster holds.
+    pub async fn node(&self) -> redis::aio::MultiplexedConnection {
+        self.client()
+            .get_multiplexed_async_connection()
+            .await
+            .expect("a connection to redis-server")
+    }
+
+    /// A new pub/sub connection.
+    pub async fn pubsub(&self) -> redis::aio::PubSub {
+        self.client()
+            .get_async_pubsub()
+            .await
+            .expect("a pub/sub connection to redis-server")
+    }
+}
+
+/// Generous stream bounds for the tests: nothing they append is trimmed.
+pub const TRIM: rustorium_actors::engine::redis_log::Trim =
+    rustorium_actors::engine::redis_log::Trim {
+        max_len: 1000,
+        ttl_secs: 120,
+    };
+
 impl Drop for RedisServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
