@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use clap::Parser;
 
+use rustorium_actors::settings::EngineKind;
+
 use crate::config::{parse_key_flag, Config, ConfigError};
 
 /// rustorium-broker: a real-time WebSocket message broker for the Rustorium API.
@@ -36,6 +38,15 @@ pub struct Cli {
     /// Accept channel names beyond the six of the contract as plain channels.
     #[arg(long, env = "RUSTORIUM_ALLOW_PLAIN_CHANNELS")]
     pub allow_plain_channels: Option<bool>,
+    /// The engine: `memory` (one process, the default) or `redis` (a cluster).
+    #[arg(long, env = "RUSTORIUM_ENGINE")]
+    pub engine: Option<EngineKind>,
+    /// The Redis server of the `redis` engine (default redis://127.0.0.1:6379/).
+    #[arg(long, env = "RUSTORIUM_REDIS_URL")]
+    pub redis_url: Option<String>,
+    /// Prefix of the cluster's Redis keys (default `rustorium:`).
+    #[arg(long, env = "RUSTORIUM_REDIS_PREFIX")]
+    pub redis_prefix: Option<String>,
 }
 
 impl Cli {
@@ -65,6 +76,15 @@ impl Cli {
         }
         if let Some(allow) = self.allow_plain_channels {
             config.channels.allow_plain = allow;
+        }
+        if let Some(kind) = self.engine {
+            config.engine.kind = kind;
+        }
+        if let Some(url) = &self.redis_url {
+            config.engine.redis_url = url.clone();
+        }
+        if let Some(prefix) = &self.redis_prefix {
+            config.engine.key_prefix = prefix.clone();
         }
         config.finish()
     }

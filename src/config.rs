@@ -6,7 +6,8 @@ use std::net::SocketAddr;
 use std::path::Path;
 
 use rustorium_actors::settings::{
-    ChannelSettings, HeartbeatSettings, Limits, PublishSettings, ResumeSettings, SettingError,
+    ChannelSettings, EngineSettings, HeartbeatSettings, Limits, PublishSettings, ResumeSettings,
+    SettingError,
 };
 use rustorium_actors::{Role, Settings};
 use serde::Deserialize;
@@ -74,6 +75,8 @@ pub struct Config {
     pub channels: ChannelSettings,
     /// Resume after reconnect.
     pub resume: ResumeSettings,
+    /// The engine: `memory` (one process) or `redis` (a cluster).
+    pub engine: EngineSettings,
     /// The built-in ledger (the standalone broker's command backend) and its genesis.
     pub ledger: LedgerConfig,
     /// The synthetic demo feed.
@@ -156,6 +159,7 @@ impl Config {
             publish: self.publish.clone(),
             channels: self.channels.clone(),
             resume: self.resume.clone(),
+            engine: self.engine.clone(),
         }
     }
 

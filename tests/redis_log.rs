@@ -130,7 +130,7 @@ async fn one_sequence_streams_announcements_and_the_head() {
     assert_eq!(head, (u64::MAX.to_string(), seqs[4].to_string()));
 
     // One subscriber connection gets every announcement in sequence order, across
-    // channels, with the head raises announced before the event that made them.
+    // channels, with the head raises announced right after the event that made them.
     let mut messages = pubsub.on_message();
     let mut seen = Vec::new();
     let deadline = Duration::from_secs(5);
@@ -151,13 +151,13 @@ async fn one_sequence_streams_announcements_and_the_head() {
     assert_eq!(
         seen,
         vec![
-            format!("head {} 10", s[0]),
             format!("{} Some(10) b10", s[0]),
+            format!("head {} 10", s[0]),
             format!("{} None m1 with spaces", s[1]),
             format!("{} None b9", s[2]),
             format!("{} None m2", s[3]),
-            format!("head {} {}", s[4], u64::MAX),
             format!("{} Some({}) big", s[4], u64::MAX),
+            format!("head {} {}", s[4], u64::MAX),
         ]
     );
 }

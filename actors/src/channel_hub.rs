@@ -131,6 +131,7 @@ impl ChannelHub {
                         releases_any = true;
                     }
                 }
+                Step::Mark(_) => {}
             }
             self.processed = self.processed.max(step.seq());
         }
@@ -153,7 +154,7 @@ impl ChannelHub {
                             alive = push(&mut locked, &s.outbox, item, metrics);
                         }
                     }
-                    Step::Head { .. } => {}
+                    Step::Head { .. } | Step::Mark(_) => {}
                 }
                 if !alive {
                     dead.push(*conn);

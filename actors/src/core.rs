@@ -8,7 +8,9 @@ use actix::{Actor, Addr, Arbiter};
 
 use crate::backend::Backend;
 use crate::delivery::{Delivery, Progress};
+use crate::disconnect::Disconnect;
 use crate::engine::memory::MemoryEngine;
+use crate::engine::redis::{RedisEngine, RedisParts};
 use crate::engine::Engine;
 use crate::flow::Flow;
 use crate::heartbeat::Heartbeat;
@@ -18,7 +20,7 @@ use crate::metrics::Metrics;
 use crate::publisher::{Publisher, PublisherParts};
 use crate::rate_limiter::RateLimiter;
 use crate::sessions::Sessions;
-use crate::settings::Settings;
+use crate::settings::{EngineKind, Settings};
 
 /// Everything a connection or a route needs from the broker, shared through an `Arc`.
 pub struct Core {
@@ -70,16 +72,38 @@ impl Core {
             progress.clone(),
             settings.limits.hub_queue_batches,
         ));
-        let engine: Arc<dyn Engine> = Arc::new(MemoryEngine::new(
-            settings.resume.history(),
-            settings.resume.max_parked,
-            delivery.clone(),
-            metrics.clone(),
-        ));
-        let (limits, m) = (settings.limits.clone(), metrics.clone());
-        let limiter = RateLimiter::start_in_arbiter(&handle, move |_| RateLimiter::new(limits, m));
+        let engine: Arc<dyn Engine> = match settings.engine.kind {
+            EngineKind::Memory => Arc::new(MemoryEngine::new(
+                settings.resume.history(),
+                settings.resume.max_parked,
+                delivery.clone(),
+                metrics.clone(),
+            )),
+            EngineKind::Redis => Arc::new(RedisEngine::start(RedisParts {
+                settings: settings.engine.clone(),
+                limits: settings.resume.history(),
+                max_parked: settings.resume.max_parked,
+                sink: delivery.clone(),
+                hubs: hubs.clone(),
+                metrics: metrics.clone(),
+                fanout_window: settings.limits.hub_queue_batches,
+                arbiter: handle.clone(),
+            })),
+        };
+        let (limits, m, e) = (settings.limits.clone(), metrics.clone(), engine.clone());
+        let limiter =
+            RateLimiter::start_in_arbiter(&handle, move |_| RateLimiter::new(limits, m, e));
         let interval = settings.heartbeat.interval();
         let heartbeat = Heartbeat::start_in_arbiter(&handle, move |_| Heartbeat::new(interval));
+        if let Some(mut gaps) = engine.gaps() {
+            // A gap this node cannot fill: its connections resume elsewhere (1013).
+            let heartbeat = heartbeat.clone();
+            handle.spawn(async move {
+                while gaps.changed().await.is_ok() {
+                    heartbeat.do_send(CloseAll(Disconnect::TryAgainLater));
+                }
+            });
+        }
         // Parked subscriptions and history leave by age even when nothing is published.
         let expiring = engine.clone();
         handle.spawn(async move {
@@ -123,7 +147,10 @@ impl Core {
     /// with 1001; returns how many were told.
     pub async fn close_all(&self) -> usize {
         self.publisher.close();
-        self.heartbeat.send(CloseAll).await.unwrap_or(0)
+        self.heartbeat
+            .send(CloseAll(Disconnect::Shutdown))
+            .await
+            .unwrap_or(0)
     }
 
     /// Stops the actors' arbiter (after the connections are gone).

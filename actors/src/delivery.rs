@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use actix::Recipient;
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
-use crate::engine::Sink;
+use crate::engine::{Fed, Sink};
 use crate::event::Event;
 use crate::hubs::{HubRef, Hubs};
 use crate::messages::PublishBatch;
@@ -33,6 +33,8 @@ pub enum Step {
         /// The sequence number of the block event that raised it.
         by: u64,
     },
+    /// The hub has all it will get of its channel up to here ([`Fed::Mark`]).
+    Mark(u64),
 }
 
 impl Step {
@@ -41,6 +43,7 @@ impl Step {
         match self {
             Step::Event(e) => e.seq,
             Step::Head { by, .. } => *by,
+            Step::Mark(seq) => *seq,
         }
     }
 }
@@ -182,34 +185,39 @@ impl Delivery {
 }
 
 impl Sink for Delivery {
-    fn deliver(&self, events: &[Arc<Event>]) -> oneshot::Receiver<()> {
+    fn deliver_fed(&self, fed: &[Fed]) -> oneshot::Receiver<()> {
         let (tx, rx) = oneshot::channel();
-        let (Some(first), Some(last)) = (events.first(), events.last()) else {
+        let (Some(first), Some(last)) = (fed.first().map(Fed::seq), fed.last().map(Fed::seq))
+        else {
             let _ = tx.send(());
             return rx;
         };
         let mut lists: Vec<(HubRef, Vec<Step>)> = Vec::new();
         let mut index = HashMap::new();
-        for event in events {
-            if let Some(i) = self.hub_of(&mut lists, &mut index, &event.channel) {
-                lists[i].1.push(Step::Event(event.clone()));
-            }
-            let Some(number) = event.raises_head else {
-                continue;
-            };
-            for hub in self.hubs.block_hubs() {
-                let step = Step::Head {
-                    number,
-                    by: event.seq,
-                };
-                if let Some(i) = self.hub_of(&mut lists, &mut index, &hub.name) {
-                    lists[i].1.push(step);
+        for item in fed {
+            match item {
+                Fed::Event(event) => {
+                    if let Some(i) = self.hub_of(&mut lists, &mut index, &event.channel) {
+                        lists[i].1.push(Step::Event(event.clone()));
+                    }
+                }
+                &Fed::Head { number, by } => {
+                    for hub in self.hubs.block_hubs() {
+                        if let Some(i) = self.hub_of(&mut lists, &mut index, &hub.name) {
+                            lists[i].1.push(Step::Head { number, by });
+                        }
+                    }
+                }
+                Fed::Mark { channel, seq } => {
+                    if let Some(i) = self.hub_of(&mut lists, &mut index, channel) {
+                        lists[i].1.push(Step::Mark(*seq));
+                    }
                 }
             }
         }
-        self.progress.begin(first.seq, last.seq);
+        self.progress.begin(first, last);
         let ticket = Arc::new(Ticket {
-            first: first.seq,
+            first,
             progress: self.progress.clone(),
             done: Some(tx),
         });

@@ -33,6 +33,10 @@ pub enum Disconnect {
     SlowConsumer,
     /// The broker is shutting down (1001). Reconnect (elsewhere) and resume.
     Shutdown,
+    /// This node cannot keep the connection's stream gap-free (it lost part of its engine
+    /// stream), or cannot reach its engine at connect (1013). Reconnect, elsewhere if you
+    /// can, and resume: the engine's history has everything.
+    TryAgainLater,
 }
 
 impl Disconnect {
@@ -46,6 +50,7 @@ impl Disconnect {
             Disconnect::HeartbeatTimeout { .. } => 4004,
             Disconnect::SlowConsumer => 4005,
             Disconnect::Shutdown => 1001,
+            Disconnect::TryAgainLater => 1013,
         }
     }
 
@@ -66,6 +71,9 @@ impl Disconnect {
                 "slow consumer: events arrived faster than this client read them; reconnect and resume".into()
             }
             Disconnect::Shutdown => "server shutting down".into(),
+            Disconnect::TryAgainLater => {
+                "try again later: this node lost its engine stream; reconnect and resume".into()
+            }
         }
     }
 
@@ -78,7 +86,7 @@ impl Disconnect {
             Disconnect::TooBig { .. } => Some(Rejection::FrameTooLarge),
             Disconnect::HeartbeatTimeout { .. } => Some(Rejection::HeartbeatTimeout),
             Disconnect::SlowConsumer => Some(Rejection::SlowConsumer),
-            Disconnect::ProtocolError | Disconnect::Shutdown => None,
+            Disconnect::ProtocolError | Disconnect::Shutdown | Disconnect::TryAgainLater => None,
         }
     }
 }

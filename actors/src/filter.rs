@@ -1,6 +1,7 @@
 //! Subscription filters (PROTOCOL.md section 5): parsing a `subscribe` request's filter
 //! against its channel's fields, and matching events.
 
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::channels::ChannelKind;
@@ -10,7 +11,7 @@ use crate::confirmations::MAX_CONFIRMATIONS;
 pub const MAX_SYMBOLS: usize = 100;
 
 /// A filter string; `0x…` values compare case-insensitively (PROTOCOL.md 10.13).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct Text {
     value: String,
     hex: bool,
@@ -47,8 +48,9 @@ impl Text {
     }
 }
 
-/// A parsed subscription filter. Absent fields match everything.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A parsed subscription filter. Absent fields match everything. It serializes so that
+/// the Redis engine can keep a parked subscription for any node to resume.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Filter {
     /// Blocks of confirmation required before delivery, 1 to 64; 1 is immediate.
     pub confirmations: u64,

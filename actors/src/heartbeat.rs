@@ -87,10 +87,10 @@ impl Handler<Unregister> for Heartbeat {
 impl Handler<CloseAll> for Heartbeat {
     type Result = usize;
 
-    fn handle(&mut self, _: CloseAll, _: &mut Context<Self>) -> usize {
+    fn handle(&mut self, msg: CloseAll, _: &mut Context<Self>) -> usize {
         for reg in self.conns.values() {
             // The notice must arrive even past a full mailbox: one per connection, bounded.
-            reg.shutdown.do_send(Shutdown);
+            reg.shutdown.do_send(Shutdown(msg.0.clone()));
         }
         self.conns.len()
     }

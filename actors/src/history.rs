@@ -274,6 +274,15 @@ impl HeadTimeline {
         self.raises.get(i).is_some_and(|r| r.seq == seq)
     }
 
+    /// A timeline read back from an engine that keeps it elsewhere: `base` the last raise
+    /// at or before the range, `raises` those in it, in order.
+    pub fn from_parts(base: Option<HeadRaise>, raises: Vec<HeadRaise>) -> HeadTimeline {
+        HeadTimeline {
+            raises: raises.into(),
+            base,
+        }
+    }
+
     /// A copy holding only what a replay over `(after, upto]` needs.
     pub fn slice(&self, after: u64, upto: u64) -> HeadTimeline {
         let start = self.raises.partition_point(|r| r.seq <= after);

@@ -9,6 +9,7 @@ use bytestring::ByteString;
 use crate::delivery::{Step, Ticket};
 use crate::outbox::Outbox;
 
+use crate::disconnect::Disconnect;
 use crate::filter::Filter;
 use crate::keys::ApiKey;
 use crate::protocol::Dialect;
@@ -136,13 +137,14 @@ pub struct Tick {
     pub at: Instant,
 }
 
-/// Heartbeat → Connection: the broker is shutting down; close with 1001.
-#[derive(Message, Clone, Copy)]
+/// Heartbeat → Connection: close now, for this reason (1001 at shutdown, 1013 when the
+/// node lost part of its engine stream).
+#[derive(Message, Clone)]
 #[rtype(result = "()")]
-pub struct Shutdown;
+pub struct Shutdown(pub Disconnect);
 
-/// Broker handle → Heartbeat: tell every connection to close with 1001. Returns how many
-/// connections were told.
+/// Broker handle (or the engine's gap watch) → Heartbeat: tell every connection to close
+/// for this reason. Returns how many connections were told.
 #[derive(Message)]
 #[rtype(result = "usize")]
-pub struct CloseAll;
+pub struct CloseAll(pub Disconnect);

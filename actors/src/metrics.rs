@@ -121,6 +121,34 @@ pub struct Metrics {
     /// Subscriptions not parked because `resume.max_parked` were parked already.
     pub parked_refused: AtomicU64,
     rejections: [AtomicU64; Rejection::ALL.len()],
+    /// The engine's own counters (the Redis engine; zero with the memory engine).
+    pub engine: EngineMetrics,
+}
+
+/// What the Redis engine counts on this node.
+#[derive(Debug, Default)]
+pub struct EngineMetrics {
+    /// 1 while the node's Redis subscription is connected and caught up, else 0.
+    pub up: AtomicI64,
+    /// Appends (one script call per coalesced batch) that Redis answered.
+    pub appends: AtomicU64,
+    /// Microseconds those appends took, from sending to the reply.
+    pub append_us: AtomicU64,
+    /// Appends refused because Redis did not answer.
+    pub append_failures: AtomicU64,
+    /// Times the node's Redis subscription was (re)established after a loss.
+    pub reconnects: AtomicU64,
+    /// Backfills after a reconnect that closed the gap.
+    pub backfills: AtomicU64,
+    /// Events those backfills delivered.
+    pub backfilled_events: AtomicU64,
+    /// Reconnects whose gap the history no longer covered (the node's connections were
+    /// closed with 1013).
+    pub gaps: AtomicU64,
+    /// Connection-slot lease renewals sent to Redis.
+    pub lease_renewals: AtomicU64,
+    /// Renewals Redis did not answer.
+    pub lease_renewal_failures: AtomicU64,
 }
 
 impl Metrics {
@@ -143,7 +171,8 @@ impl Metrics {
             self.resumes_recovered.load(Relaxed),
         );
         // f64, so a time keeps its fraction; whole counts still print with no decimals.
-        let scalars: [(&str, &str, &str, f64); 19] = [
+        let e = &self.engine;
+        let scalars: [(&str, &str, &str, f64); 29] = [
             (
                 "rustorium_connections",
                 "gauge",
@@ -257,6 +286,66 @@ impl Metrics {
                 "counter",
                 "Time publish batches waited for congested connections to drain.",
                 gauges.publish_stalled_us as f64 / 1e6,
+            ),
+            (
+                "rustorium_engine_up",
+                "gauge",
+                "Redis engine: 1 while this node's subscription to Redis is connected and caught up.",
+                e.up.load(Relaxed) as f64,
+            ),
+            (
+                "rustorium_engine_appends_total",
+                "counter",
+                "Redis engine: appends (one script call per coalesced batch) Redis answered.",
+                e.appends.load(Relaxed) as f64,
+            ),
+            (
+                "rustorium_engine_append_seconds_total",
+                "counter",
+                "Redis engine: time appends took from sending to Redis's reply (divide by appends for the mean).",
+                e.append_us.load(Relaxed) as f64 / 1e6,
+            ),
+            (
+                "rustorium_engine_append_failures_total",
+                "counter",
+                "Redis engine: appends refused unavailable because Redis did not answer.",
+                e.append_failures.load(Relaxed) as f64,
+            ),
+            (
+                "rustorium_engine_reconnects_total",
+                "counter",
+                "Redis engine: times this node's Redis subscription was re-established after a loss.",
+                e.reconnects.load(Relaxed) as f64,
+            ),
+            (
+                "rustorium_engine_backfills_total",
+                "counter",
+                "Redis engine: reconnects whose gap was filled from the history.",
+                e.backfills.load(Relaxed) as f64,
+            ),
+            (
+                "rustorium_engine_backfilled_events_total",
+                "counter",
+                "Redis engine: events delivered by backfills.",
+                e.backfilled_events.load(Relaxed) as f64,
+            ),
+            (
+                "rustorium_engine_gaps_total",
+                "counter",
+                "Redis engine: reconnects the history no longer covered (connections closed 1013).",
+                e.gaps.load(Relaxed) as f64,
+            ),
+            (
+                "rustorium_engine_lease_renewals_total",
+                "counter",
+                "Redis engine: connection-slot lease renewals sent.",
+                e.lease_renewals.load(Relaxed) as f64,
+            ),
+            (
+                "rustorium_engine_lease_renewal_failures_total",
+                "counter",
+                "Redis engine: lease renewals Redis did not answer.",
+                e.lease_renewal_failures.load(Relaxed) as f64,
             ),
         ];
         for (name, kind, help, value) in scalars {

@@ -13,6 +13,7 @@ use std::time::Duration;
 use actix::{Actor, Addr, AsyncContext, Context, Handler};
 use governor::{DefaultDirectRateLimiter, Quota};
 
+use crate::engine::Engine;
 use crate::keys::Role;
 use crate::messages::{Admit, ConnId, Release};
 use crate::metrics::{Metrics, Rejection};
@@ -138,6 +139,8 @@ pub struct Admission {
 pub struct RateLimiter {
     limits: Limits,
     metrics: Arc<Metrics>,
+    /// Holds the cluster-wide slots (the Redis engine); told when a connection ends.
+    engine: Arc<dyn Engine>,
     /// Open connections per key name; entries are removed at zero, so the map is bounded
     /// by the configured keys.
     per_key: HashMap<String, u32>,
@@ -148,10 +151,11 @@ pub struct RateLimiter {
 
 impl RateLimiter {
     /// A limiter enforcing `limits`.
-    pub fn new(limits: Limits, metrics: Arc<Metrics>) -> RateLimiter {
+    pub fn new(limits: Limits, metrics: Arc<Metrics>, engine: Arc<dyn Engine>) -> RateLimiter {
         RateLimiter {
             limits,
             metrics,
+            engine,
             per_key: HashMap::new(),
             conns: HashMap::new(),
             next_conn: 1,
@@ -206,6 +210,7 @@ impl Handler<Release> for RateLimiter {
     type Result = ();
 
     fn handle(&mut self, msg: Release, _: &mut Context<Self>) {
+        self.engine.free_slot(msg.conn);
         let Some(key) = self.conns.remove(&msg.conn) else {
             return;
         };

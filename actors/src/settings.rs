@@ -341,6 +341,106 @@ impl Default for ChannelSettings {
     }
 }
 
+/// Which engine keeps the sequence, history, chain head and parked subscriptions.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum EngineKind {
+    /// In this process: one broker (the default).
+    #[default]
+    Memory,
+    /// In Redis: several brokers sharing one Redis (PROTOCOL.md section 11).
+    Redis,
+}
+
+impl std::str::FromStr for EngineKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<EngineKind, String> {
+        match s {
+            "memory" => Ok(EngineKind::Memory),
+            "redis" => Ok(EngineKind::Redis),
+            _ => Err(format!("expected memory or redis (got {s:?})")),
+        }
+    }
+}
+
+/// The engine (`[engine]`). The Redis fields matter only with `kind = "redis"`.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct EngineSettings {
+    /// `"memory"` (default) or `"redis"`.
+    pub kind: EngineKind,
+    /// The Redis server, as a `redis://HOST:PORT/DB` URL. Default `redis://127.0.0.1:6379/`.
+    pub redis_url: String,
+    /// Prefix of every Redis key and pub/sub channel of this cluster, so that several
+    /// clusters can share one Redis. Default `rustorium:`.
+    pub key_prefix: String,
+    /// Milliseconds to wait for a connection to Redis. Default 2000.
+    pub connect_timeout_ms: u64,
+    /// Milliseconds to wait for a reply from Redis before a publish is refused
+    /// `unavailable`. Default 2000.
+    pub response_timeout_ms: u64,
+    /// First wait before reconnecting to Redis, in milliseconds; it doubles on each
+    /// failure. Default 100.
+    pub reconnect_min_ms: u64,
+    /// Longest wait between reconnect attempts, in milliseconds. Default 5000.
+    pub reconnect_max_ms: u64,
+    /// Milliseconds a node's hold on a connection slot lasts unless renewed (renewed every
+    /// third of it): a node killed without a goodbye stops counting within this time.
+    /// Default 15000.
+    pub lease_ms: u64,
+    /// Most entries each channel's history stream keeps in Redis (trimmed approximately,
+    /// never below this). Default 100000.
+    pub stream_max_len: u64,
+    /// Most events a node reads back from Redis after reconnecting before it gives up on a
+    /// gap-free stream and closes its connections with 1013. Default 100000.
+    pub max_backfill_events: usize,
+}
+
+impl Default for EngineSettings {
+    fn default() -> Self {
+        EngineSettings {
+            kind: EngineKind::Memory,
+            redis_url: "redis://127.0.0.1:6379/".into(),
+            key_prefix: "rustorium:".into(),
+            connect_timeout_ms: 2000,
+            response_timeout_ms: 2000,
+            reconnect_min_ms: 100,
+            reconnect_max_ms: 5000,
+            lease_ms: 15_000,
+            stream_max_len: 100_000,
+            max_backfill_events: 100_000,
+        }
+    }
+}
+
+impl EngineSettings {
+    /// Checks every field; the error names the first bad one.
+    pub fn validate(&self) -> Result<(), SettingError> {
+        if self.kind == EngineKind::Redis && !self.redis_url.starts_with("redis://") {
+            return Err(SettingError {
+                field: "engine.redis_url".into(),
+                message: format!("must be a redis:// URL (got {:?})", self.redis_url),
+            });
+        }
+        at_least("engine.connect_timeout_ms", self.connect_timeout_ms, 1)?;
+        at_least("engine.response_timeout_ms", self.response_timeout_ms, 1)?;
+        at_least("engine.reconnect_min_ms", self.reconnect_min_ms, 1)?;
+        at_least(
+            "engine.reconnect_max_ms",
+            self.reconnect_max_ms,
+            self.reconnect_min_ms,
+        )?;
+        at_least("engine.lease_ms", self.lease_ms, 300)?;
+        at_least("engine.stream_max_len", self.stream_max_len, 1)?;
+        at_least(
+            "engine.max_backfill_events",
+            self.max_backfill_events as u64,
+            1,
+        )
+    }
+}
+
 /// All the settings the actor system needs, gathered.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Settings {
@@ -354,6 +454,8 @@ pub struct Settings {
     pub channels: ChannelSettings,
     /// Resume after reconnect.
     pub resume: ResumeSettings,
+    /// Where the sequence, history and shared state live.
+    pub engine: EngineSettings,
 }
 
 impl Settings {
@@ -362,6 +464,7 @@ impl Settings {
         self.limits.validate()?;
         self.heartbeat.validate()?;
         self.resume.validate()?;
+        self.engine.validate()?;
         self.publish.validate()
     }
 }

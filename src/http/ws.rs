@@ -58,7 +58,23 @@ async fn upgrade(
                 dialect,
             };
             match core.limiter.send(asked).await {
-                Ok(Ok(admission)) => Ok(Admitted { key, admission }),
+                Ok(Ok(admission)) => {
+                    // The key's connections on every node that shares the engine.
+                    let cap = key
+                        .max_connections
+                        .unwrap_or(limits.max_connections_per_key);
+                    match core.engine.hold_slot(&key.name, admission.conn, cap).await {
+                        Ok(true) => Ok(Admitted { key, admission }),
+                        Ok(false) => {
+                            core.metrics.reject(Rejection::ConnectionLimit);
+                            Err(Disconnect::TooManyConnections { max: cap })
+                        }
+                        Err(e) => {
+                            log::warn!("connection refused 1013: {e}");
+                            Err(Disconnect::TryAgainLater)
+                        }
+                    }
+                }
                 Ok(Err(AdmitError::TooManyConnections { max })) => {
                     Err(Disconnect::TooManyConnections { max })
                 }

@@ -36,6 +36,31 @@ impl RedisServer {
     }
 }
 
+impl RedisServer {
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.url
+            .trim_end_matches('/')
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("a port in the URL")
+    }
+
+    /// Kills it (SIGKILL): its data is gone, as after a crash without persistence.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts it again on the same port, empty.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.child = spawn(self.port()).expect("redis-server starts again");
+        wait_listening(self.port());
+    }
+}
+
 /// Generous stream bounds for the tests: nothing they append is trimmed.
 pub const TRIM: rustorium_actors::engine::redis_log::Trim =
     rustorium_actors::engine::redis_log::Trim {
@@ -50,23 +75,34 @@ impl Drop for RedisServer {
     }
 }
 
-/// Starts one, or `None` when Redis is not installed and not required.
-pub fn redis_server() -> Option<RedisServer> {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
+fn spawn(port: u16) -> std::io::Result<Child> {
     let dir = std::env::temp_dir().join(format!("rustorium-redis-{port}"));
-    std::fs::create_dir_all(&dir).expect("a directory for redis-server");
-    let spawned = Command::new("redis-server")
+    std::fs::create_dir_all(&dir)?;
+    Command::new("redis-server")
         .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
         .args(["--save", "", "--appendonly", "no"])
         .arg("--dir")
         .arg(&dir)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
-        .spawn();
-    let child = match spawned {
+        .spawn()
+}
+
+fn wait_listening(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "redis-server did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Starts one, or `None` when Redis is not installed and not required.
+pub fn redis_server() -> Option<RedisServer> {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let child = match spawn(port) {
         Ok(c) => c,
         Err(e) => {
             assert!(
@@ -77,14 +113,9 @@ pub fn redis_server() -> Option<RedisServer> {
             return None;
         }
     };
-    let server = RedisServer {
+    wait_listening(port);
+    Some(RedisServer {
         child,
         url: format!("redis://127.0.0.1:{port}/"),
-    };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "redis-server did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Some(server)
+    })
 }

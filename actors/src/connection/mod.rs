@@ -235,7 +235,13 @@ impl Connection {
         let ids: Vec<Arc<str>> = self.subs.keys().cloned().collect();
         let (engine, key, keep) = (&self.core.engine, &self.key_name, !self.clean_close);
         self.core.sessions.end_conn(self.conn(), &ids, |subs| {
-            if !keep || subs.is_empty() {
+            if !keep {
+                for s in &subs {
+                    engine.gone(&s.id);
+                }
+                return;
+            }
+            if subs.is_empty() {
                 return;
             }
             let parked = subs
@@ -401,8 +407,8 @@ impl Handler<Tick> for Connection {
 impl Handler<Shutdown> for Connection {
     type Result = ();
 
-    fn handle(&mut self, _: Shutdown, ctx: &mut Self::Context) {
-        self.disconnect(ctx, Disconnect::Shutdown);
+    fn handle(&mut self, msg: Shutdown, ctx: &mut Self::Context) {
+        self.disconnect(ctx, msg.0);
     }
 }
 

@@ -266,9 +266,18 @@ impl Connection {
                 created: None,
             }],
         };
+        // The engine first feeds this node the channel (at once unless it is a cluster's
+        // engine that did not yet), then the hub attaches.
+        let (engine, addr, channel) =
+            (self.core.engine.clone(), hub.addr.clone(), hub.name.clone());
+        let attach = async move {
+            engine.want(&channel).await.map_err(|e| e.to_string())?;
+            addr.send(msg)
+                .await
+                .map_err(|_| "channel unavailable: the broker is shutting down".to_string())
+        };
         // `wait`: later frames of this client are handled after the reply, in order.
-        hub.addr
-            .send(msg)
+        attach
             .into_actor(self)
             .map(move |res, this, ctx| {
                 let res = match res {
@@ -282,18 +291,16 @@ impl Connection {
                         let moved = ctx.address().recipient();
                         let (conn, key) = (this.conn(), this.key_name.clone());
                         this.core.sessions.add(conn, &key, moved, sub.clone());
+                        this.core.engine.live(super::resume::parked(&sub, &key));
                         this.subs.insert(subscription_id.clone(), sub);
                         Ok(Reply::Subscribed {
                             subscription_id: subscription_id.to_string(),
                             channel: hub.name.to_string(),
                         })
                     }
-                    Err(_) => {
+                    Err(why) => {
                         this.admission.quota.remove_subscription();
-                        Err(Failure::new(
-                            ErrorKind::Unavailable,
-                            "channel unavailable: the broker is shutting down",
-                        ))
+                        Err(Failure::new(ErrorKind::Unavailable, why))
                     }
                 };
                 this.respond(ctx, id.as_ref(), res);
@@ -326,6 +333,7 @@ impl Connection {
                     (Ok(_), Some(_)) => {
                         this.admission.quota.remove_subscription();
                         this.core.sessions.remove(this.conn(), &subscription_id);
+                        this.core.engine.gone(&Arc::from(subscription_id.as_str()));
                         Ok(Reply::Unsubscribed { subscription_id })
                     }
                     (Ok(_), None) => {

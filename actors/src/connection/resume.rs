@@ -29,7 +29,7 @@ struct Resumed {
     complete: bool,
 }
 
-fn parked(s: &LiveSub, key: &Arc<str>) -> ParkedSub {
+pub(super) fn parked(s: &LiveSub, key: &Arc<str>) -> ParkedSub {
     ParkedSub {
         id: s.id.clone(),
         key: key.clone(),
@@ -133,9 +133,14 @@ impl Connection {
                         })
                         .collect(),
                 };
-                match hub.addr.send(msg).await {
-                    Ok(a) => attached.push((hub, group, a.cut)),
-                    Err(_) => failed.extend(group.iter().map(|s| s.id.to_string())),
+                // The engine feeds this node the channel from here on, then the hub attaches.
+                let sent = match engine.want(&hub.name).await {
+                    Ok(()) => hub.addr.send(msg).await.ok(),
+                    Err(_) => None,
+                };
+                match sent {
+                    Some(a) => attached.push((hub, group, a.cut)),
+                    None => failed.extend(group.iter().map(|s| s.id.to_string())),
                 }
             }
             let ranges = attached
@@ -187,6 +192,7 @@ impl Connection {
                 this.core
                     .sessions
                     .add(this.conn(), &this.key_name, moved, sub.clone());
+                this.core.engine.live(parked(&sub, &this.key_name));
                 this.subs.insert(sub.id.clone(), sub);
             }
             let metrics = &this.core.metrics;

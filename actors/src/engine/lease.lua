@@ -11,15 +11,23 @@
 -- the cap are held. The set itself expires with its latest lease (all leases last as
 -- long). Returns 1 when the connection holds a slot, 0 when the cap is full.
 
+-- The set lives as long as its latest lease (never shortened by a node whose clock is behind).
+local function extend()
+  local t = redis.call('PEXPIRETIME', KEYS[1])
+  if t < 0 or t < tonumber(ARGV[3]) then
+    redis.call('PEXPIREAT', KEYS[1], ARGV[3])
+  end
+end
+
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[1])
 if redis.call('ZSCORE', KEYS[1], ARGV[2]) ~= false then
   redis.call('ZADD', KEYS[1], ARGV[3], ARGV[2])
-  redis.call('PEXPIREAT', KEYS[1], ARGV[3])
+  extend()
   return 1
 end
 if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[4]) then
   return 0
 end
 redis.call('ZADD', KEYS[1], ARGV[3], ARGV[2])
-redis.call('PEXPIREAT', KEYS[1], ARGV[3])
+extend()
 return 1

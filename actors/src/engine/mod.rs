@@ -8,9 +8,11 @@
 //! [`Sink`] (the local fan-out, [`crate::delivery::Delivery`]) in sequence order.
 
 pub mod memory;
+pub mod redis;
 pub mod redis_fanout;
 pub mod redis_lease;
 pub mod redis_log;
+mod redis_parked;
 pub mod redis_record;
 
 use std::future::Future;
@@ -21,6 +23,7 @@ use std::time::Instant;
 use crate::event::{Draft, Event};
 use crate::filter::Filter;
 use crate::history::{HeadTimeline, Stored};
+use crate::messages::ConnId;
 use crate::position::Position;
 
 /// A boxed future, so that engines may do I/O.
@@ -43,11 +46,60 @@ impl std::fmt::Display for EngineError {
 
 impl std::error::Error for EngineError {}
 
+/// One thing the engine feeds the fan-out, in sequence order.
+#[derive(Debug, Clone)]
+pub enum Fed {
+    /// An appended event.
+    Event(Arc<Event>),
+    /// The chain head rose to block `number` with the `blocks` event of sequence number
+    /// `by` (fed right after that event, also to a node that does not receive `blocks`).
+    Head {
+        /// The new head.
+        number: u64,
+        /// The sequence number of the block event that raised it.
+        by: u64,
+    },
+    /// From here on the node receives every event of `channel`: its hub has all it will
+    /// get of the channel up to `seq` (a resume there replays up to it from history).
+    /// Fed when a node begins receiving a channel it did not.
+    Mark {
+        /// The channel.
+        channel: Arc<str>,
+        /// The sequence number (not below anything fed before).
+        seq: u64,
+    },
+}
+
+impl Fed {
+    /// Where the item sits in the sequence.
+    pub fn seq(&self) -> u64 {
+        match self {
+            Fed::Event(e) => e.seq,
+            Fed::Head { by, .. } => *by,
+            Fed::Mark { seq, .. } => *seq,
+        }
+    }
+}
+
 /// The node's fan-out, which the engine feeds in sequence order.
 pub trait Sink: Send + Sync {
-    /// Takes an appended batch, in sequence order after every earlier batch. Returns a
-    /// receiver that resolves once the batch is in every subscriber's outbox.
-    fn deliver(&self, events: &[Arc<Event>]) -> tokio::sync::oneshot::Receiver<()>;
+    /// Takes an appended batch, in sequence order after every earlier batch; the head
+    /// raises are those of the events' `raises_head`. Returns a receiver that resolves
+    /// once the batch is in every subscriber's outbox.
+    fn deliver(&self, events: &[Arc<Event>]) -> tokio::sync::oneshot::Receiver<()> {
+        let mut fed = Vec::with_capacity(events.len());
+        for e in events {
+            fed.push(Fed::Event(e.clone()));
+            if let Some(number) = e.raises_head {
+                fed.push(Fed::Head { number, by: e.seq });
+            }
+        }
+        self.deliver_fed(&fed)
+    }
+
+    /// Takes a batch of events and head raises, in sequence order after every earlier
+    /// batch (an engine that learns of head raises apart from events calls this).
+    fn deliver_fed(&self, fed: &[Fed]) -> tokio::sync::oneshot::Receiver<()>;
 }
 
 /// An appended batch.
@@ -139,4 +191,53 @@ pub trait Engine: Send + Sync {
 
     /// Events and bytes held in history now, for `/metrics`.
     fn history_size(&self) -> (usize, usize);
+
+    /// This node is about to attach a subscription on `channel`: from when this resolves,
+    /// the engine feeds every later event of the channel to the node's sink. An engine
+    /// that feeds every channel anyway answers at once.
+    fn want(&self, channel: &Arc<str>) -> EngineFuture<'_, Result<(), EngineError>> {
+        let _ = channel;
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    /// Takes a connection slot of key `key_name` for connection `conn` of this node, given
+    /// the key's cap, counted across every node that shares the engine. `Ok(false)`: the
+    /// cap is full. An engine of one process answers `Ok(true)`; the rate limiter counts.
+    fn hold_slot(
+        &self,
+        key_name: &str,
+        conn: ConnId,
+        cap: u32,
+    ) -> EngineFuture<'_, Result<bool, EngineError>> {
+        let _ = (key_name, conn, cap);
+        Box::pin(std::future::ready(Ok(true)))
+    }
+
+    /// Gives back the slot `hold_slot` took for `conn` (its connection ended).
+    fn free_slot(&self, conn: ConnId) {
+        let _ = conn;
+    }
+
+    /// Subscription `sub` is live on this node: an engine shared by several nodes keeps it
+    /// resumable from any node even if this one dies without parking it.
+    fn live(&self, sub: ParkedSub) {
+        let _ = sub;
+    }
+
+    /// Subscription `id` ended for good (unsubscribed, or its client closed with 1000).
+    fn gone(&self, id: &Arc<str>) {
+        let _ = id;
+    }
+
+    /// Whether the engine can serve now, for `/ready`.
+    fn ready(&self) -> bool {
+        true
+    }
+
+    /// Counts the times this node lost part of its stream for good (the history did not
+    /// cover a gap): each change tells the node to close its connections with 1013, so
+    /// they resume elsewhere. `None`: this engine never loses any.
+    fn gaps(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        None
+    }
 }

@@ -1,50 +1,30 @@
-//! A node's half of the Redis engine's fan-out: it subscribes to the announcements of the
-//! channels its connections subscribe to (interest: a node with no subscriber on a channel
-//! does not receive it), turns each announcement back into an event, and hands them to
-//! the node's [`Sink`] in the order Redis sent them, which is sequence order: the append
-//! script publishes as it sequences, and one connection receives in publish order.
+//! A node's half of the Redis engine's fan-out: one pub/sub connection on which it
+//! subscribes to the head raises and to the announcements of the channels its connections
+//! subscribe to (interest: a node with no subscriber on a channel does not receive it).
+//! Redis sends one connection its messages in publish order, and the append script
+//! publishes as it sequences, so the node hands its sink events and head raises in
+//! sequence order.
 //!
-//! Status (issue 11, in progress): events are built and delivered, and interest is
-//! added and removed; head raises for nodes that see no `blocks` event, backfill after a
-//! reconnect and the 1013 close on a gap are not built yet, and nothing selects this
-//! engine yet.
+//! When the connection drops, the node reconnects with backoff, subscribes again and
+//! backfills from the history what it missed, in one consistent read, before it goes on
+//! live; if the history no longer reaches back, it counts a gap, and the engine's gap
+//! watch closes the node's connections with 1013 so that they resume elsewhere.
 
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures_util::{FutureExt, StreamExt};
-use redis::aio::{PubSubSink, PubSubStream};
-use redis::RedisResult;
+use redis::aio::PubSubStream;
 use serde_json::Value;
+use tokio::sync::Semaphore;
 
-use super::redis_log::{parse_announcement, Keys};
+use super::redis::{lock, Shared, Wanted};
+use super::redis_log::{parse_announcement, read_log, Keys, LogQuery};
 use super::redis_record::{decode, unix_ms_now};
-use super::Sink;
+use super::{EngineError, Fed};
 use crate::event::{Draft, Event};
-
-/// The channels this node receives, changed as its subscriptions come and go.
-#[derive(Clone)]
-pub struct Interest {
-    sink: PubSubSink,
-    keys: Keys,
-}
-
-impl Interest {
-    /// Interest through `sink`, the command half of the node's pub/sub connection.
-    pub fn new(sink: PubSubSink, keys: Keys) -> Interest {
-        Interest { sink, keys }
-    }
-
-    /// From now on this node receives `channel`'s events.
-    pub async fn add(&mut self, channel: &str) -> RedisResult<()> {
-        self.sink.subscribe(self.keys.events(channel)).await
-    }
-
-    /// This node no longer receives `channel`'s events.
-    pub async fn remove(&mut self, channel: &str) -> RedisResult<()> {
-        self.sink.unsubscribe(self.keys.events(channel)).await
-    }
-}
 
 /// The event an announcement on `pubsub_channel` carries; `None` when the name is not an
 /// events channel of `keys` or the announcement does not decode (another node's garbage
@@ -58,7 +38,379 @@ pub fn event_of(
 ) -> Option<Arc<Event>> {
     let channel: Arc<str> = Arc::from(keys.channel_of(pubsub_channel)?);
     let a = parse_announcement(payload)?;
-    let stored = decode(a.seq, channel.clone(), a.raised, a.record, now, unix_now_ms)?;
+    event_from(channel, a.seq, a.raised, a.record, now, unix_now_ms)
+}
+
+/// Most messages handed to the sink as one batch.
+const MAX_BATCH: usize = 1024;
+
+/// The fence script: the sequence now, announced on a channel's events as `SEQ fence`.
+static FENCE: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        "local s = redis.call('GET', KEYS[1]) or '0' \
+         redis.call('PUBLISH', ARGV[1], s .. ' fence') return s",
+    )
+});
+
+/// This node wants `channel`: subscribes to its announcements (if not yet), then sends a
+/// fence through them and resolves once the fence reached the channel's hub, so that the
+/// hub has everything of the channel it will ever get up to the fence and live delivery
+/// goes on from there. Refused `unavailable` while the pub/sub connection is down.
+pub(super) async fn want(sh: Arc<Shared>, channel: Arc<str>) -> Result<(), EngineError> {
+    {
+        let mut wanted = lock(&sh.wanted);
+        let w = wanted.entry(channel.clone()).or_insert(Wanted {
+            asked: Instant::now(),
+            subscribed: false,
+            always: false,
+        });
+        w.asked = Instant::now();
+        if w.subscribed {
+            return Ok(());
+        }
+    }
+    let unavailable = |why: &str| EngineError::Unavailable(format!("Redis: {why}"));
+    let mut subscriber = sh.subscriber.lock().await;
+    if lock(&sh.wanted).get(&channel).is_some_and(|w| w.subscribed) {
+        return Ok(());
+    }
+    let Some(sink) = subscriber.as_mut() else {
+        return Err(unavailable("this node is reconnecting"));
+    };
+    let events = sh.keys.events(&channel);
+    match tokio::time::timeout(sh.timeout(), sink.subscribe(&events)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(unavailable(&e.to_string())),
+        Err(_) => return Err(unavailable("no reply within engine.response_timeout_ms")),
+    }
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    lock(&sh.fences)
+        .entry(channel.clone())
+        .or_default()
+        .push(tx);
+    let mut con = sh
+        .con
+        .clone()
+        .ok_or_else(|| unavailable("the URL is not usable"))?;
+    let mut fence = FENCE.prepare_invoke();
+    fence.key(sh.keys.sequence()).arg(&events);
+    let fenced = async {
+        fence
+            .invoke_async::<String>(&mut con)
+            .await
+            .map_err(|e| unavailable(&e.to_string()))?;
+        rx.await
+            .map_err(|_| unavailable("the subscriber reconnected"))
+    };
+    match tokio::time::timeout(sh.timeout(), fenced).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(e),
+        Err(_) => return Err(unavailable("the fence did not come back in time")),
+    }
+    if let Some(w) = lock(&sh.wanted).get_mut(&channel) {
+        w.subscribed = true;
+    }
+    Ok(())
+}
+
+/// Stops receiving channels that have had no subscriber on this node for a heartbeat
+/// interval or more (called on the engine's expiry tick).
+pub(super) fn drop_unwanted(sh: Arc<Shared>, now: Instant) {
+    let live: HashMap<Arc<str>, i64> = sh.hubs.subscription_counts().into_iter().collect();
+    let idle = Duration::from_secs(30);
+    let gone: Vec<Arc<str>> = {
+        let mut wanted = lock(&sh.wanted);
+        let gone: Vec<Arc<str>> = wanted
+            .iter()
+            .filter(|(c, w)| {
+                !w.always
+                    && live.get(*c).copied().unwrap_or(0) <= 0
+                    && now.saturating_duration_since(w.asked) > idle
+            })
+            .map(|(c, _)| c.clone())
+            .collect();
+        for c in &gone {
+            wanted.remove(c);
+        }
+        gone
+    };
+    if gone.is_empty() {
+        return;
+    }
+    tokio::spawn(async move {
+        let mut subscriber = sh.subscriber.lock().await;
+        if let Some(sink) = subscriber.as_mut() {
+            for c in gone {
+                // Wanted again meanwhile: keep it.
+                if lock(&sh.wanted).contains_key(&c) {
+                    continue;
+                }
+                let _ =
+                    tokio::time::timeout(sh.timeout(), sink.unsubscribe(sh.keys.events(&c))).await;
+            }
+        }
+    });
+}
+
+/// The node's subscriber, for the life of the process: connect, subscribe, backfill, feed
+/// the sink; on any loss, back off and again.
+pub(super) async fn run(sh: Arc<Shared>) {
+    let min = Duration::from_millis(sh.settings.reconnect_min_ms);
+    let max = Duration::from_millis(sh.settings.reconnect_max_ms);
+    let mut backoff = min;
+    // The last sequence number handed to the sink (0: none yet).
+    let mut handed = 0u64;
+    let mut connected_before = false;
+    loop {
+        let started = Instant::now();
+        match session(&sh, &mut handed, connected_before).await {
+            Ok(()) => {}
+            Err(why) => log::warn!("Redis subscriber: {why}"),
+        }
+        {
+            *sh.subscriber.lock().await = None;
+            for w in lock(&sh.wanted).values_mut() {
+                w.subscribed = false;
+            }
+            lock(&sh.feed).down();
+            lock(&sh.fences).clear();
+            sh.metrics.engine.up.store(0, Ordering::Relaxed);
+        }
+        if handed > 0 {
+            connected_before = true;
+        }
+        if started.elapsed() > max {
+            backoff = min;
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = backoff.saturating_mul(2).min(max);
+    }
+}
+
+/// One connection's life. Returns when it is lost.
+async fn session(sh: &Arc<Shared>, handed: &mut u64, reconnect: bool) -> Result<(), String> {
+    let client = sh.client.clone().ok_or("the Redis URL is not usable")?;
+    let connect = Duration::from_millis(sh.settings.connect_timeout_ms);
+    let pubsub = tokio::time::timeout(connect, client.get_async_pubsub())
+        .await
+        .map_err(|_| "no connection within engine.connect_timeout_ms".to_string())?
+        .map_err(|e| e.to_string())?;
+    let (mut sink, mut stream) = pubsub.split();
+    let timeout = sh.timeout();
+    let mut subscriber = sh.subscriber.lock().await;
+    let subscribe = |sink: &mut redis::aio::PubSubSink, name: String| {
+        let mut sink = sink.clone();
+        async move {
+            tokio::time::timeout(timeout, sink.subscribe(name))
+                .await
+                .map_err(|_| "no reply to SUBSCRIBE".to_string())?
+                .map_err(|e| e.to_string())
+        }
+    };
+    subscribe(&mut sink, sh.keys.head_raises()).await?;
+    let channels: Vec<Arc<str>> = lock(&sh.wanted).keys().cloned().collect();
+    for c in &channels {
+        subscribe(&mut sink, sh.keys.events(c)).await?;
+    }
+    for c in &channels {
+        if let Some(w) = lock(&sh.wanted).get_mut(c) {
+            w.subscribed = true;
+        }
+    }
+    *subscriber = Some(sink.clone());
+    drop(subscriber);
+    if reconnect {
+        sh.metrics.engine.reconnects.fetch_add(1, Ordering::Relaxed);
+    }
+    let window = Arc::new(Semaphore::new(sh.fanout_window));
+    // Everything up to `skip` came by backfill; live messages up to it are repeats.
+    let skip = if *handed > 0 {
+        backfill(sh, &channels, handed, &window).await?
+    } else {
+        0
+    };
+    lock(&sh.feed).up = true;
+    sh.metrics.engine.up.store(1, Ordering::Relaxed);
+    log::info!("Redis subscriber up ({} channels)", channels.len());
+    feed(sh, &mut sink, &mut stream, handed, skip, &window).await
+}
+
+/// Reads what the node missed since `handed` on `channels` and hands it on, in order.
+/// Returns the last sequence number the read covered.
+async fn backfill(
+    sh: &Arc<Shared>,
+    channels: &[Arc<str>],
+    handed: &mut u64,
+    window: &Arc<Semaphore>,
+) -> Result<u64, String> {
+    let limit = sh.settings.max_backfill_events;
+    let q = LogQuery {
+        after: *handed,
+        upto: None,
+        limit: limit.saturating_add(1),
+        release: None,
+        channels: channels.iter().map(|c| (c.to_string(), *handed)).collect(),
+    };
+    let Some(mut con) = sh.con.clone() else {
+        return Err("the Redis URL is not usable".into());
+    };
+    let log = tokio::time::timeout(sh.timeout(), read_log(&mut con, &sh.keys, &q))
+        .await
+        .map_err(|_| "no reply to the backfill read".to_string())?
+        .map_err(|e| e.to_string())?;
+    let last = log.last.unwrap_or(*handed);
+    let total: usize = log.channels.iter().map(|c| c.entries.len()).sum();
+    let trimmed = log
+        .channels
+        .iter()
+        .any(|c| c.kept_from > handed.saturating_add(1));
+    let m = &sh.metrics.engine;
+    if trimmed || total > limit || log.raises.len() > limit {
+        m.gaps.fetch_add(1, Ordering::Relaxed);
+        log::warn!(
+            "Redis subscriber: the history no longer covers the gap after {}; closing this node's connections with 1013",
+            *handed
+        );
+        sh.gaps.send_modify(|n| *n = n.wrapping_add(1));
+        *handed = last.max(*handed);
+        return Ok(last);
+    }
+    let (now, unix_now) = (Instant::now(), unix_ms_now());
+    let mut fed: Vec<Fed> = Vec::with_capacity(total.saturating_add(log.raises.len()));
+    for (channel, c) in channels.iter().zip(log.channels) {
+        for (seq, record) in c.entries {
+            if let Some(e) = event_from(channel.clone(), seq, None, &record, now, unix_now) {
+                fed.push(Fed::Event(e));
+            }
+        }
+    }
+    for (by, number) in log.raises {
+        fed.push(Fed::Head { number, by });
+    }
+    // In sequence order; a raise right after the event that made it.
+    fed.sort_by_key(|f| (f.seq(), matches!(f, Fed::Head { .. })));
+    let n = fed.iter().filter(|f| matches!(f, Fed::Event(_))).count();
+    for chunk in fed.chunks(MAX_BATCH) {
+        hand_on(sh, chunk, window).await;
+    }
+    m.backfills.fetch_add(1, Ordering::Relaxed);
+    m.backfilled_events.fetch_add(n as u64, Ordering::Relaxed);
+    *handed = last.max(*handed);
+    Ok(last)
+}
+
+/// Hands `fed` to the sink once the window has room; the window's permit and this node's
+/// progress for waiting publishers are released when the hubs have it.
+async fn hand_on(sh: &Arc<Shared>, fed: &[Fed], window: &Arc<Semaphore>) {
+    let Some(last) = fed.last().map(Fed::seq) else {
+        return;
+    };
+    let Ok(permit) = window.clone().acquire_owned().await else {
+        return;
+    };
+    let delivered = sh.sink.deliver_fed(fed);
+    // Fences handed on (queued to their hub ahead of any later attach): tell who waits.
+    for f in fed {
+        if let Fed::Mark { channel, .. } = f {
+            for tx in lock(&sh.fences).remove(channel).into_iter().flatten() {
+                let _ = tx.send(());
+            }
+        }
+    }
+    let sh = sh.clone();
+    tokio::spawn(async move {
+        let _ = delivered.await;
+        drop(permit);
+        lock(&sh.feed).reached(last);
+    });
+}
+
+/// Feeds live messages to the sink until the connection is lost, pinging Redis when it is
+/// quiet so that a dead connection is noticed.
+async fn feed(
+    sh: &Arc<Shared>,
+    sink: &mut redis::aio::PubSubSink,
+    stream: &mut PubSubStream,
+    handed: &mut u64,
+    skip: u64,
+    window: &Arc<Semaphore>,
+) -> Result<(), String> {
+    let quiet = sh.timeout();
+    loop {
+        let first = match tokio::time::timeout(quiet, stream.next()).await {
+            Ok(Some(msg)) => msg,
+            Ok(None) => return Err("the connection closed".into()),
+            Err(_) => {
+                let ping = tokio::time::timeout(sh.timeout(), sink.ping::<String>());
+                match ping.await {
+                    Ok(Ok(_)) => continue,
+                    _ => return Err("no answer to PING".into()),
+                }
+            }
+        };
+        let (now, unix_now) = (Instant::now(), unix_ms_now());
+        let mut fed = Vec::new();
+        let mut last = *handed;
+        let mut take = |msg: redis::Msg| {
+            let Ok(payload) = msg.get_payload::<String>() else {
+                return;
+            };
+            let Some(item) = fed_of(sh, msg.get_channel_name(), &payload, now, unix_now) else {
+                return;
+            };
+            match item {
+                // Not below anything handed before: the hub has everything up to there.
+                Fed::Mark { channel, seq } => fed.push(Fed::Mark {
+                    channel,
+                    seq: seq.max(last).max(skip),
+                }),
+                item if item.seq() > skip => {
+                    last = last.max(item.seq());
+                    fed.push(item);
+                }
+                _ => {}
+            }
+        };
+        take(first);
+        for _ in 1..MAX_BATCH {
+            match stream.next().now_or_never() {
+                Some(Some(msg)) => take(msg),
+                Some(None) => return Err("the connection closed".into()),
+                None => break,
+            }
+        }
+        *handed = last;
+        hand_on(sh, &fed, window).await;
+    }
+}
+
+/// What one message carries: an event of a channel, or a head raise.
+fn fed_of(sh: &Shared, name: &str, payload: &str, now: Instant, unix_now: u64) -> Option<Fed> {
+    if name == sh.keys.head_raises() {
+        let (by, number) = payload.split_once(' ')?;
+        return Some(Fed::Head {
+            number: number.parse().ok()?,
+            by: by.parse().ok()?,
+        });
+    }
+    if let Some(seq) = payload.strip_suffix(" fence") {
+        return Some(Fed::Mark {
+            channel: Arc::from(sh.keys.channel_of(name)?),
+            seq: seq.parse().ok()?,
+        });
+    }
+    event_of(&sh.keys, name, payload, now, unix_now).map(Fed::Event)
+}
+
+fn event_from(
+    channel: Arc<str>,
+    seq: u64,
+    raised: Option<u64>,
+    record: &str,
+    now: Instant,
+    unix_now: u64,
+) -> Option<Arc<Event>> {
+    let stored = decode(seq, channel.clone(), raised, record, now, unix_now)?;
     let data: Value = serde_json::from_str(stored.data.get()).ok()?;
     let draft = Draft {
         is_block: &*channel == "blocks",
@@ -68,43 +420,6 @@ pub fn event_of(
         block: stored.block,
     };
     Some(Arc::new(Event::from_stored(draft, Arc::new(stored))))
-}
-
-/// Most announcements handed to the sink as one batch.
-const MAX_BATCH: usize = 1024;
-
-/// Delivers every announcement `stream` receives to `sink`, batching those already
-/// received, until the stream ends (the connection closed). Returns how many events it
-/// delivered.
-pub async fn deliver_all(mut stream: PubSubStream, keys: Keys, sink: Arc<dyn Sink>) -> u64 {
-    let mut delivered = 0u64;
-    while let Some(first) = stream.next().await {
-        let mut batch = Vec::new();
-        let (now, unix_now) = (Instant::now(), unix_ms_now());
-        let mut take = |msg: redis::Msg| {
-            let payload: Option<String> = msg.get_payload().ok();
-            if let Some(e) =
-                payload.and_then(|p| event_of(&keys, msg.get_channel_name(), &p, now, unix_now))
-            {
-                batch.push(e);
-            }
-        };
-        take(first);
-        let mut taken = 1;
-        while taken < MAX_BATCH {
-            match stream.next().now_or_never() {
-                Some(Some(msg)) => take(msg),
-                _ => break,
-            }
-            taken += 1;
-        }
-        if !batch.is_empty() {
-            delivered = delivered.saturating_add(batch.len() as u64);
-            // The node's fan-out reports when the batch is queued; nobody waits here.
-            drop(sink.deliver(&batch));
-        }
-    }
-    delivered
 }
 
 #[cfg(test)]

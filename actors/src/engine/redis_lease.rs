@@ -3,9 +3,9 @@
 //! (even by SIGKILL) stops renewing, and its slots are free once their leases run out
 //! (`lease.lua`).
 //!
-//! Status (issue 11, in progress): acquire, renew and release are built and tested
-//! against a real `redis-server` (`tests/redis_lease.rs`); the rate limiter does not use
-//! them yet.
+//! The Redis engine takes a slot when it admits a connection ([`crate::engine::Engine::hold_slot`]),
+//! renews its slots every third of the lease ([`renew`]) and frees one when its connection
+//! ends. Tested against a real `redis-server` (`tests/redis_lease.rs`).
 
 use redis::aio::ConnectionLike;
 use redis::{RedisResult, Script};
@@ -56,6 +56,36 @@ pub async fn release<C: ConnectionLike>(
     redis::cmd("ZREM")
         .arg(keys.slots(slot.key_name))
         .arg(slot.conn)
+        .query_async(con)
+        .await
+}
+
+/// Extends the leases of `members` (slots of `key_name` this node holds) to `expires_ms`,
+/// in one command. Only slots still held are renewed: one whose lease ran out stays gone.
+pub async fn renew<C: ConnectionLike>(
+    con: &mut C,
+    keys: &Keys,
+    key_name: &str,
+    members: &[String],
+    expires_ms: u64,
+) -> RedisResult<()> {
+    if members.is_empty() {
+        return Ok(());
+    }
+    let name = keys.slots(key_name);
+    let mut zadd = redis::cmd("ZADD");
+    zadd.arg(&name).arg("XX");
+    for m in members {
+        zadd.arg(expires_ms).arg(m);
+    }
+    redis::pipe()
+        .add_command(zadd)
+        .ignore()
+        .cmd("PEXPIREAT")
+        .arg(&name)
+        .arg(expires_ms)
+        .arg("GT")
+        .ignore()
         .query_async(con)
         .await
 }

@@ -64,6 +64,21 @@ impl Keys {
         format!("{}slots:{key_name}", self.prefix)
     }
 
+    /// The head's timeline: a stream of the raises, entry id `SEQ-0`, field `n`.
+    pub fn raises(&self) -> String {
+        format!("{}raises", self.prefix)
+    }
+
+    /// The first sequence number the cluster issued.
+    pub fn first(&self) -> String {
+        format!("{}first", self.prefix)
+    }
+
+    /// A parked subscription (a hash of its key name and record), living for the window.
+    pub fn parked(&self, id: &str) -> String {
+        format!("{}parked:{id}", self.prefix)
+    }
+
     /// The pub/sub channel announcing head raises, which every node subscribes to.
     pub fn head_raises(&self) -> String {
         format!("{}heads", self.prefix)
@@ -114,10 +129,16 @@ pub async fn append<C: ConnectionLike>(
         return Ok(Vec::new());
     }
     let mut call = APPEND.prepare_invoke();
-    call.key(keys.sequence()).key(keys.head());
+    call.key(keys.sequence())
+        .key(keys.head())
+        .key(keys.raises())
+        .key(keys.first());
+    // Where a new sequence starts: the clock in microseconds, as the memory engine does.
+    let start = super::redis_record::unix_ms_now().saturating_mul(1000);
     call.arg(trim.max_len)
         .arg(trim.ttl_secs.max(1))
-        .arg(keys.head_raises());
+        .arg(keys.head_raises())
+        .arg(start);
     for e in entries {
         call.key(keys.history(&e.channel));
         call.arg(keys.events(&e.channel))
@@ -166,6 +187,119 @@ pub async fn read<C: ConnectionLike>(
             Some((seq, record))
         })
         .collect())
+}
+
+/// The read script, loaded once per process.
+static READ: std::sync::LazyLock<Script> =
+    std::sync::LazyLock::new(|| Script::new(include_str!("read.lua")));
+
+/// What [`read_log`] reads: each channel after its own sequence number, all of them and
+/// the head's timeline up to one bound, in one consistent step.
+#[derive(Debug, Clone)]
+pub struct LogQuery {
+    /// The head's timeline is read after this sequence number (and the last raise at or
+    /// before it is the base).
+    pub after: u64,
+    /// Everything is read up to this sequence number; `None`: to the end.
+    pub upto: Option<u64>,
+    /// Most entries read per stream.
+    pub limit: usize,
+    /// A release's `B` to look up among the raises.
+    pub release: Option<u64>,
+    /// The channels, each read after its own sequence number.
+    pub channels: Vec<(String, u64)>,
+}
+
+/// One channel as [`read_log`] found it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ChannelLog {
+    /// Every entry with a smaller sequence number may have been trimmed (0: none was).
+    pub kept_from: u64,
+    /// `(seq, record)`, oldest first.
+    pub entries: Vec<(u64, String)>,
+}
+
+/// What [`read_log`] found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LogRead {
+    /// The last sequence number issued (`None`: none yet).
+    pub last: Option<u64>,
+    /// The first the cluster issued.
+    pub first: Option<u64>,
+    /// Whether the release's `B` asked about is a raise still kept.
+    pub release_known: bool,
+    /// The last raise at or before `after`: `(seq, block)`.
+    pub base: Option<(u64, u64)>,
+    /// The raises in the range: `(seq, block)`, in order.
+    pub raises: Vec<(u64, u64)>,
+    /// Per channel asked, in order.
+    pub channels: Vec<ChannelLog>,
+}
+
+fn entry_seq(id: &str) -> Option<u64> {
+    id.strip_suffix("-0")?.parse().ok()
+}
+
+type RawEntry = (String, Vec<String>);
+type RawRead = (
+    String,
+    String,
+    i64,
+    Vec<String>,
+    Vec<RawEntry>,
+    Vec<(String, Vec<RawEntry>)>,
+);
+
+/// Reads channels' histories and the head's timeline in one atomic step (`read.lua`), for a
+/// replay or a node's backfill. Entries that are not the append's are skipped.
+pub async fn read_log<C: ConnectionLike>(
+    con: &mut C,
+    keys: &Keys,
+    q: &LogQuery,
+) -> RedisResult<LogRead> {
+    let mut call = READ.prepare_invoke();
+    call.key(keys.sequence())
+        .key(keys.first())
+        .key(keys.raises());
+    call.arg(q.after)
+        .arg(q.upto.map_or_else(|| "+".to_string(), |u| u.to_string()))
+        .arg(q.limit.max(1))
+        .arg(q.release.map(|b| b.to_string()).unwrap_or_default());
+    for (channel, after) in &q.channels {
+        call.key(keys.history(channel));
+        call.arg(*after);
+    }
+    let (last, first, known, base, raises, channels): RawRead = call.invoke_async(con).await?;
+    let raise = |(id, fields): &RawEntry| -> Option<(u64, u64)> {
+        Some((entry_seq(id)?, fields.get(1)?.parse().ok()?))
+    };
+    Ok(LogRead {
+        last: last.parse().ok(),
+        first: first.parse().ok(),
+        release_known: known == 1,
+        base: match base.as_slice() {
+            [id, n] => Some((
+                entry_seq(id).unwrap_or_default(),
+                n.parse().unwrap_or_default(),
+            )),
+            _ => None,
+        },
+        raises: raises.iter().filter_map(raise).collect(),
+        channels: channels
+            .into_iter()
+            .map(|(kept, entries)| ChannelLog {
+                kept_from: entry_seq(&kept).unwrap_or_default(),
+                entries: entries
+                    .into_iter()
+                    .filter_map(|(id, mut fields)| {
+                        let seq = entry_seq(&id)?;
+                        (fields.len() == 2 && fields[0] == "r").then_some(())?;
+                        Some((seq, fields.pop()?))
+                    })
+                    .collect(),
+            })
+            .collect(),
+    })
 }
 
 /// An announcement read from a channel's pub/sub channel: `SEQ RAISED RECORD`.
