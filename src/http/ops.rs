@@ -13,9 +13,11 @@ pub async fn health() -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
 }
 
-/// `GET /ready`: 200 once connections are accepted, 503 before and while shutting down.
+/// `GET /ready`: 200 once connections are accepted and the engine can serve (the Redis
+/// engine: its subscription to Redis is up and caught up); 503 before, while shutting
+/// down, and while Redis is unreachable.
 pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
-    if state.ready.load(Ordering::Acquire) {
+    if state.ready.load(Ordering::Acquire) && state.core.engine.ready() {
         HttpResponse::Ok().json(serde_json::json!({"status": "ready"}))
     } else {
         HttpResponse::ServiceUnavailable().json(serde_json::json!({"status": "not_ready"}))

@@ -2,6 +2,7 @@
 //! WebSocket client (tokio-tungstenite) and a minimal HTTP/1.1 client over TCP.
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod redis_server;
 
 use std::net::SocketAddr;

@@ -33,14 +33,15 @@ local ttl = ARGV[2]
 local head_channel = ARGV[3]
 if redis.call('EXISTS', KEYS[1]) == 0 then
   redis.call('SET', KEYS[1], ARGV[4])
-  redis.call('SET', KEYS[4], ARGV[4] + 1)
+  redis.call('SET', KEYS[4], string.format('%d', ARGV[4] + 1))
 end
 local out = {}
 local n = #KEYS - 4
 for i = 1, n do
   local base = 5 + 4 * (i - 1)
   local notify, record, block, is_block = ARGV[base], ARGV[base + 1], ARGV[base + 2], ARGV[base + 3]
-  local seq = redis.call('INCR', KEYS[1])
+  -- As text: Lua numbers are doubles, which would print large ones as 1.7e+15.
+  local seq = string.format('%d', redis.call('INCR', KEYS[1]))
   local raised = '-'
   if is_block == '1' and block ~= '' then
     local head = redis.call('HGET', KEYS[2], 'number')
@@ -57,6 +58,6 @@ for i = 1, n do
   if raised ~= '-' then
     redis.call('PUBLISH', head_channel, seq .. ' ' .. block)
   end
-  out[i] = {seq, raised}
+  out[i] = {tonumber(seq), raised}
 end
 return out

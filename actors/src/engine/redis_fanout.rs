@@ -264,8 +264,10 @@ async fn backfill(
         .channels
         .iter()
         .any(|c| c.kept_from > handed.saturating_add(1));
+    // A sequence behind what this node saw: Redis lost its data (restarted empty).
+    let lost = log.last.is_none_or(|l| l < *handed);
     let m = &sh.metrics.engine;
-    if trimmed || total > limit || log.raises.len() > limit {
+    if lost || trimmed || total > limit || log.raises.len() > limit {
         m.gaps.fetch_add(1, Ordering::Relaxed);
         log::warn!(
             "Redis subscriber: the history no longer covers the gap after {}; closing this node's connections with 1013",
