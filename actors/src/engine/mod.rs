@@ -2,7 +2,7 @@
 //! the parked subscriptions live (PROTOCOL.md sections 5, 7 and 11).
 //!
 //! Nothing above this trait knows which engine runs. [`memory::MemoryEngine`] keeps it
-//! all in this process; a Redis engine (section 11) keeps it in Redis, where
+//! all in this process; [`redis::RedisEngine`] (section 11) keeps it in Redis, where
 //! [`Engine::append`] is one Lua script: sequence, stream append with trimming,
 //! notification. Either way the engine hands every appended batch to the node's
 //! [`Sink`] (the local fan-out, [`crate::delivery::Delivery`]) in sequence order.

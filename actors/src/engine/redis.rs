@@ -9,7 +9,7 @@
 //!   channels it has subscribers on and the head raises ([`super::redis_fanout`]); a
 //!   publish is answered once this node's own fan-out passed its events.
 //! - Replay: one consistent read of the histories and the timeline (`read.lua`).
-//! - Parked subscriptions and connection slots: [`super::redis_parked`] and
+//! - Parked subscriptions and connection slots: `redis_parked.rs` and
 //!   [`super::redis_lease`], with the slots renewed on a timer.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};

@@ -2,11 +2,8 @@
 //! (`append.lua`: sequence, head, stream append with trimming, announcement) that every
 //! node runs for a batch (PROTOCOL.md section 11).
 //!
-//! Status: the key layout, the append and the history read are built and tested against
-//! a real `redis-server` (`tests/redis_log.rs`), and [`super::redis_record`] encodes the
-//! records. The engine that uses them (fan-out from the announcements, parked
-//! subscriptions in Redis, connection leases, reconnect and backfill) is the rest of
-//! issue 11 and not yet selectable.
+//! Tested against a real `redis-server` (`tests/redis_log.rs`); the engine that uses it
+//! is [`super::redis::RedisEngine`].
 
 use redis::aio::ConnectionLike;
 use redis::{RedisResult, Script};
