@@ -395,6 +395,9 @@ pub struct EngineSettings {
     /// Most events a node reads back from Redis after reconnecting before it gives up on a
     /// gap-free stream and closes its connections with 1013. Default 100000.
     pub max_backfill_events: usize,
+    /// Milliseconds a channel without subscribers on a node stays received there before
+    /// the node unsubscribes from it (checked every heartbeat interval). Default 30000.
+    pub idle_channel_ms: u64,
 }
 
 impl Default for EngineSettings {
@@ -410,6 +413,7 @@ impl Default for EngineSettings {
             lease_ms: 15_000,
             stream_max_len: 100_000,
             max_backfill_events: 100_000,
+            idle_channel_ms: 30_000,
         }
     }
 }

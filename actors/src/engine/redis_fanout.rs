@@ -113,11 +113,11 @@ pub(super) async fn want(sh: Arc<Shared>, channel: Arc<str>) -> Result<(), Engin
     Ok(())
 }
 
-/// Stops receiving channels that have had no subscriber on this node for a heartbeat
-/// interval or more (called on the engine's expiry tick).
+/// Stops receiving channels that have had no subscriber on this node for
+/// `engine.idle_channel_ms` (called on the engine's expiry tick).
 pub(super) fn drop_unwanted(sh: Arc<Shared>, now: Instant) {
     let live: HashMap<Arc<str>, i64> = sh.hubs.subscription_counts().into_iter().collect();
-    let idle = Duration::from_secs(30);
+    let idle = Duration::from_millis(sh.settings.idle_channel_ms);
     let gone: Vec<Arc<str>> = {
         let mut wanted = lock(&sh.wanted);
         let gone: Vec<Arc<str>> = wanted
