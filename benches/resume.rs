@@ -121,7 +121,7 @@ async fn replay(n: usize) -> Result<(), String> {
 
 async fn stall(readers: usize, burst: usize, with_stalled: bool) -> Result<u64, String> {
     let (broker, addr) = spawn_broker(&format!("max_connections = {}", readers + 10), "")?;
-    let pid = broker.pid.unwrap_or(0);
+    let pid = broker.pids.first().copied().unwrap_or(0);
     let sub = r#"{"type":"subscribe","id":"s","data":{"channel":"blocks"}}"#;
     let mut stalled = None;
     if with_stalled {
@@ -203,7 +203,7 @@ fn history(secs: usize, rate: usize) -> Result<(), String> {
         "",
         "[resume]\nhistory_events = 2000000\nhistory_bytes = 1073741824\n",
     )?;
-    let pid = broker.pid.unwrap_or(0);
+    let pid = broker.pids.first().copied().unwrap_or(0);
     let per_tick = (rate / 100).max(1);
     let base = rss_kib(pid);
     println!("history: {rate} events/s of ~200 bytes for {secs} s; broker RSS {base} KiB at start");

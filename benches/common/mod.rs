@@ -20,7 +20,7 @@ pub fn spawn_broker(key_extra: &str, extra: &str) -> Result<(Running, SocketAddr
     );
     let running = spawn_broker_with(&config)?;
     match running.protocol {
-        Protocol::Rustorium(addr) => Ok((running, addr)),
+        Protocol::Rustorium(nodes) => Ok((running, nodes.publisher())),
         Protocol::Nats { .. } => Err("not a rustorium-broker".into()),
     }
 }

@@ -220,14 +220,16 @@ pub enum Subscribed {
     Nats(RawWs, NatsStream),
 }
 
-/// Connects from `source` and subscribes to `channel` on whichever broker `protocol` is.
+/// Connects subscriber `index` from `source` and subscribes to `channel` on whichever
+/// broker `protocol` is (on a cluster, the nodes take subscribers in turn).
 pub async fn subscribe(
     protocol: Protocol,
+    index: usize,
     source: Ipv4Addr,
     channel: &str,
 ) -> Result<Subscribed, String> {
     match protocol {
-        Protocol::Rustorium(addr) => rustorium_subscribe(addr, source, channel)
+        Protocol::Rustorium(nodes) => rustorium_subscribe(nodes.subscriber(index), source, channel)
             .await
             .map(Subscribed::Rustorium),
         Protocol::Nats { ws, .. } => nats_subscribe(ws, source, channel)

@@ -35,8 +35,10 @@ pub struct Report {
     pub rss_after: Option<u64>,
     /// Broker peak RSS over its life (VmHWM).
     pub rss_peak: Option<u64>,
-    /// Broker CPU seconds while publishing and delivering.
+    /// Broker CPU seconds while publishing and delivering (a cluster: all nodes).
     pub cpu_broker: Option<f64>,
+    /// A cluster's `redis-server` CPU seconds over the same span.
+    pub cpu_redis: Option<f64>,
     /// Generator CPU seconds over the same span.
     pub cpu_generator: f64,
 }
@@ -148,6 +150,12 @@ impl Report {
             self.cpu_us_per_delivery()
                 .map_or("n/a".into(), |c| format!("{c:.2} µs")),
         );
+        if let Some(c) = self.cpu_redis {
+            let per_event = (self.published.events > 0)
+                .then(|| c * 1e6 / self.published.events as f64)
+                .map_or("n/a".into(), |u| format!("{u:.2} µs"));
+            line("redis CPU / per event", format!("{c:.2} s / {per_event}"));
+        }
         if let Some(e) = &self.published.error {
             line("publisher error", e.clone());
         }

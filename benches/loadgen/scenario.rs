@@ -165,10 +165,13 @@ pub async fn run(spec: &TargetSpec, s: &Scenario) -> Result<Report, String> {
         heartbeat_ms: s.heartbeat_ms,
     };
     let running = target::start(spec, needs)?;
-    let pid = running.pid;
+    let pids = running.pids.clone();
+    let rss = |f: fn(u32) -> u64| (!pids.is_empty()).then(|| pids.iter().map(|p| f(*p)).sum());
+    let cpu = || (!pids.is_empty()).then(|| pids.iter().map(|p| cpu_seconds(*p)).sum::<f64>());
+    let redis_pid = running.redis_pid;
     let deadline = Instant::now() + s.max_duration;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let rss_before = pid.map(rss_kib);
+    let rss_before = rss(rss_kib);
     let tally = Rc::new(Tally::new(s.subscribers, s.channels, s.events));
 
     // Connect and subscribe, a bounded number at a time.
@@ -185,7 +188,9 @@ pub async fn run(spec: &TargetSpec, s: &Scenario) -> Result<Report, String> {
             let Ok(permit) = gate.acquire().await else {
                 return;
             };
-            match tokio::time::timeout(SETUP, client::subscribe(protocol, source, &channel)).await {
+            match tokio::time::timeout(SETUP, client::subscribe(protocol, i, source, &channel))
+                .await
+            {
                 Ok(Ok(subscribed)) => {
                     drop(permit);
                     ready.set(ready.get() + 1);
@@ -212,7 +217,7 @@ pub async fn run(spec: &TargetSpec, s: &Scenario) -> Result<Report, String> {
         ));
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let rss_idle = pid.map(rss_kib);
+    let rss_idle = rss(rss_kib);
     if !s.hold.is_zero() {
         tokio::time::sleep(
             s.hold
@@ -220,24 +225,25 @@ pub async fn run(spec: &TargetSpec, s: &Scenario) -> Result<Report, String> {
         )
         .await;
     }
-    let rss_held = pid.map(rss_kib);
-    let cpu_broker0 = pid.map(cpu_seconds);
+    let rss_held = rss(rss_kib);
+    let cpu_broker0 = cpu();
+    let cpu_redis0 = redis_pid.map(cpu_seconds);
     let cpu_gen0 = cpu_seconds(std::process::id());
 
     let published = if s.events == 0 {
         Published::default()
     } else {
         match running.protocol {
-            Protocol::Rustorium(addr) => match s.via {
+            Protocol::Rustorium(nodes) => match s.via {
                 Via::WebSocket => {
-                    let mut sink = RustoriumWs::connect(addr, s.payload).await?;
+                    let mut sink = RustoriumWs::connect(nodes.publisher(), s.payload).await?;
                     drive(
                         &mut sink, &tally, s.events, s.pace, s.batch, deadline, s.stall,
                     )
                     .await
                 }
                 Via::Http => {
-                    let mut sink = RustoriumHttp::connect(addr, s.payload).await?;
+                    let mut sink = RustoriumHttp::connect(nodes.publisher(), s.payload).await?;
                     drive(
                         &mut sink, &tally, s.events, s.pace, s.batch, deadline, s.stall,
                     )
@@ -267,7 +273,7 @@ pub async fn run(spec: &TargetSpec, s: &Scenario) -> Result<Report, String> {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let received = tally.summary(published.events);
-    let rss_after = pid.map(rss_kib);
+    let rss_after = rss(rss_kib);
     let report = Report {
         target: running_name(spec),
         scenario: s.name.clone(),
@@ -284,8 +290,9 @@ pub async fn run(spec: &TargetSpec, s: &Scenario) -> Result<Report, String> {
         rss_idle,
         rss_held,
         rss_after,
-        rss_peak: pid.map(peak_rss_kib),
-        cpu_broker: pid.and_then(|p| cpu_broker0.map(|c0| cpu_seconds(p) - c0)),
+        rss_peak: rss(peak_rss_kib),
+        cpu_broker: cpu().and_then(|c| cpu_broker0.map(|c0| c - c0)),
+        cpu_redis: redis_pid.and_then(|p| cpu_redis0.map(|c0| cpu_seconds(p) - c0)),
         cpu_generator: cpu_seconds(std::process::id()) - cpu_gen0,
     };
     abort_all(&tasks);
@@ -296,6 +303,7 @@ pub async fn run(spec: &TargetSpec, s: &Scenario) -> Result<Report, String> {
 fn running_name(spec: &TargetSpec) -> String {
     match spec {
         TargetSpec::InProc => "rustorium (in-process)".into(),
+        TargetSpec::Cluster(n) => format!("rustorium (redis, {n} nodes)"),
         other => other.name().into(),
     }
 }

@@ -25,11 +25,15 @@ pub enum TargetSpec {
     Nats,
     /// A nats-server already running: client port, WebSocket port, optional pid.
     NatsUrl(SocketAddr, SocketAddr, Option<u32>),
+    /// A cluster of this many rustorium-broker processes on the Redis engine, with a
+    /// `redis-server` of its own (Debian's), all started for each run: the publisher on
+    /// the first node, the subscribers spread over all of them.
+    Cluster(usize),
 }
 
 impl TargetSpec {
     /// Parses `broker`, `inproc`, `url=HOST:PORT[@PID]`, `nats`,
-    /// `nats-url=HOST:PORT,HOST:WSPORT[@PID]`.
+    /// `nats-url=HOST:PORT,HOST:WSPORT[@PID]`, `cluster=N`.
     pub fn parse(text: &str) -> Result<TargetSpec, String> {
         let (body, pid) = match text.split_once('@') {
             Some((b, p)) => (
@@ -53,6 +57,13 @@ impl TargetSpec {
             "inproc" => Ok(TargetSpec::InProc),
             "nats" => Ok(TargetSpec::Nats),
             _ => {
+                if let Some(n) = body.strip_prefix("cluster=") {
+                    let n: usize = n.parse().map_err(|_| format!("bad node count in {text}"))?;
+                    if !(1..=MAX_NODES).contains(&n) {
+                        return Err(format!("cluster=N takes 1 to {MAX_NODES} nodes"));
+                    }
+                    return Ok(TargetSpec::Cluster(n));
+                }
                 if let Some(u) = body.strip_prefix("url=") {
                     Ok(TargetSpec::Url(addr(u)?, pid))
                 } else if let Some(u) = body.strip_prefix("nats-url=") {
@@ -60,7 +71,7 @@ impl TargetSpec {
                     Ok(TargetSpec::NatsUrl(addr(c)?, addr(w)?, pid))
                 } else {
                     Err(format!(
-                        "unknown target {text}: broker, inproc, url=HOST:PORT[@PID], nats, nats-url=HOST:PORT,HOST:WSPORT[@PID]"
+                        "unknown target {text}: broker, inproc, url=HOST:PORT[@PID], nats, nats-url=HOST:PORT,HOST:WSPORT[@PID], cluster=N"
                     ))
                 }
             }
@@ -71,6 +82,7 @@ impl TargetSpec {
     pub fn name(&self) -> &'static str {
         match self {
             TargetSpec::Broker | TargetSpec::InProc | TargetSpec::Url(..) => "rustorium",
+            TargetSpec::Cluster(_) => "rustorium (redis)",
             TargetSpec::Nats | TargetSpec::NatsUrl(..) => "nats",
         }
     }
@@ -87,11 +99,41 @@ pub struct Needs {
     pub heartbeat_ms: u64,
 }
 
+/// Most nodes of a `cluster=N` target.
+pub const MAX_NODES: usize = 8;
+
+/// The HTTP/WebSocket addresses of a rustorium target: one broker, or a cluster's nodes.
+#[derive(Debug, Clone, Copy)]
+pub struct Nodes {
+    addrs: [SocketAddr; MAX_NODES],
+    len: usize,
+}
+
+impl Nodes {
+    /// One broker.
+    pub fn one(addr: SocketAddr) -> Nodes {
+        Nodes {
+            addrs: [addr; MAX_NODES],
+            len: 1,
+        }
+    }
+
+    /// Where the publisher connects: the first node.
+    pub fn publisher(&self) -> SocketAddr {
+        self.addrs[0]
+    }
+
+    /// Where subscriber `i` connects: the nodes in turn.
+    pub fn subscriber(&self, i: usize) -> SocketAddr {
+        self.addrs[i % self.len.max(1)]
+    }
+}
+
 /// Which protocol the running target speaks.
 #[derive(Debug, Clone, Copy)]
 pub enum Protocol {
-    /// rustorium-broker at this HTTP/WebSocket address.
-    Rustorium(SocketAddr),
+    /// rustorium-broker: one, or a cluster's nodes.
+    Rustorium(Nodes),
     /// nats-server: client port and WebSocket port.
     Nats {
         /// Plain NATS (the publisher).
@@ -105,16 +147,29 @@ pub enum Protocol {
 pub struct Running {
     /// Where and how to talk to it.
     pub protocol: Protocol,
-    /// The broker's process, for RSS and CPU (`None`: unknown).
-    pub pid: Option<u32>,
-    child: Option<Child>,
+    /// The broker's processes, for RSS and CPU (empty: unknown); a cluster's are summed.
+    pub pids: Vec<u32>,
+    /// A cluster's `redis-server`, for its CPU.
+    pub redis_pid: Option<u32>,
+    children: Vec<Child>,
 }
 
 impl Drop for Running {
     fn drop(&mut self) {
-        if let Some(c) = &mut self.child {
+        for c in &mut self.children {
             let _ = c.kill();
             let _ = c.wait();
+        }
+    }
+}
+
+impl Running {
+    fn one(protocol: Protocol, pid: Option<u32>, child: Option<Child>) -> Running {
+        Running {
+            protocol,
+            pids: pid.into_iter().collect(),
+            redis_pid: None,
+            children: child.into_iter().collect(),
         }
     }
 }
@@ -169,20 +224,21 @@ pub fn start(spec: &TargetSpec, needs: Needs) -> Result<Running, String> {
     match spec {
         TargetSpec::Broker => spawn_broker(needs),
         TargetSpec::InProc => start_inproc(needs),
-        TargetSpec::Url(addr, pid) => Ok(Running {
-            protocol: Protocol::Rustorium(*addr),
-            pid: *pid,
-            child: None,
-        }),
+        TargetSpec::Url(addr, pid) => Ok(Running::one(
+            Protocol::Rustorium(Nodes::one(*addr)),
+            *pid,
+            None,
+        )),
+        TargetSpec::Cluster(n) => spawn_cluster(*n, needs),
         TargetSpec::Nats => spawn_nats(needs),
-        TargetSpec::NatsUrl(client, ws, pid) => Ok(Running {
-            protocol: Protocol::Nats {
+        TargetSpec::NatsUrl(client, ws, pid) => Ok(Running::one(
+            Protocol::Nats {
                 client: *client,
                 ws: *ws,
             },
-            pid: *pid,
-            child: None,
-        }),
+            *pid,
+            None,
+        )),
     }
 }
 
@@ -212,17 +268,86 @@ pub fn spawn_broker_with(config: &str) -> Result<Running, String> {
     std::thread::spawn(move || lines.map_while(Result::ok).for_each(drop));
     let pid = child.id();
     match found {
-        Some(addr) => Ok(Running {
-            protocol: Protocol::Rustorium(addr),
-            pid: Some(pid),
-            child: Some(child),
-        }),
+        Some(addr) => Ok(Running::one(
+            Protocol::Rustorium(Nodes::one(addr)),
+            Some(pid),
+            Some(child),
+        )),
         None => {
             let _ = child.kill();
             let _ = child.wait();
             Err("rustorium-broker printed no address".into())
         }
     }
+}
+
+/// Starts `redis-server` on a free loopback port (no persistence) and `n` broker nodes on
+/// it, each configured as a single broker would be plus the Redis engine.
+fn spawn_cluster(n: usize, needs: Needs) -> Result<Running, String> {
+    let port = free_port()?;
+    let dir = std::env::temp_dir().join(format!("rustorium-load-redis-{port}"));
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let redis = Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--save", "", "--appendonly", "no"])
+        .arg("--dir")
+        .arg(&dir)
+        .stdout(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("redis-server (Debian package redis-server): {e}"))?;
+    let redis_pid = redis.id();
+    let mut running = Running {
+        protocol: Protocol::Rustorium(Nodes::one(SocketAddr::from(([127, 0, 0, 1], 0)))),
+        pids: Vec::new(),
+        redis_pid: Some(redis_pid),
+        children: vec![redis],
+    };
+    wait_listening(
+        SocketAddr::from(([127, 0, 0, 1], port)),
+        Duration::from_secs(10),
+    )?;
+    let config = format!(
+        "{}[engine]\nkind = \"redis\"\nredis_url = \"redis://127.0.0.1:{port}/\"\n",
+        broker_config(needs)
+    );
+    let mut addrs = Vec::with_capacity(n);
+    for _ in 0..n {
+        let mut node = spawn_broker_with(&config)?;
+        if let Protocol::Rustorium(nodes) = node.protocol {
+            addrs.push(nodes.publisher());
+        }
+        running.pids.append(&mut node.pids);
+        running.children.append(&mut node.children);
+    }
+    let mut nodes = Nodes::one(addrs[0]);
+    for (slot, addr) in nodes.addrs.iter_mut().zip(&addrs) {
+        *slot = *addr;
+    }
+    nodes.len = addrs.len();
+    running.protocol = Protocol::Rustorium(nodes);
+    // Each node's Redis subscriber connects in the background: wait until all are ready.
+    for addr in &addrs {
+        wait_ready(*addr, Duration::from_secs(10))?;
+    }
+    Ok(running)
+}
+
+fn wait_ready(addr: SocketAddr, within: Duration) -> Result<(), String> {
+    use std::io::{Read, Write};
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+            let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+            let _ = s.write_all(b"GET /ready HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+            let mut text = String::new();
+            let _ = s.read_to_string(&mut text);
+            if text.starts_with("HTTP/1.1 200") {
+                return Ok(());
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Err(format!("{addr} not ready after {within:?}"))
 }
 
 fn start_inproc(needs: Needs) -> Result<Running, String> {
@@ -246,11 +371,11 @@ fn start_inproc(needs: Needs) -> Result<Running, String> {
     let addr = rx
         .recv_timeout(Duration::from_secs(10))
         .map_err(|e| format!("in-process broker: {e}"))??;
-    Ok(Running {
-        protocol: Protocol::Rustorium(addr),
-        pid: Some(std::process::id()),
-        child: None,
-    })
+    Ok(Running::one(
+        Protocol::Rustorium(Nodes::one(addr)),
+        Some(std::process::id()),
+        None,
+    ))
 }
 
 /// Whether `nats-server` can be started.
@@ -290,9 +415,10 @@ fn spawn_nats(needs: Needs) -> Result<Running, String> {
         let _ = child.wait();
         return Err(format!("nats-server: {e}"));
     }
-    Ok(Running {
-        protocol: Protocol::Nats { client, ws },
-        pid: Some(child.id()),
-        child: Some(child),
-    })
+    let pid = child.id();
+    Ok(Running::one(
+        Protocol::Nats { client, ws },
+        Some(pid),
+        Some(child),
+    ))
 }
