@@ -158,7 +158,32 @@ async fn sixty_clients_dropping_at_random_get_exactly_what_the_model_says_in_ord
     cfg.keys[0].max_connections = Some(400);
     cfg.limits.publish_events_per_second = 1_000_000;
     let b = start(cfg);
-    let addr = b.addr;
+    chaos(&[b.addr]).await;
+}
+
+/// The same across three broker processes on one Redis (PROTOCOL.md section 11): each
+/// client starts on one node and resumes on the next after every drop; the HTTP publisher
+/// is on the first node, the WebSocket publisher on the second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_chaos_run_across_three_nodes_on_one_redis_gets_exactly_what_the_model_says() {
+    let Some(redis) = redis_server::redis_server() else {
+        return;
+    };
+    let p = cluster::prefix("chaos");
+    let extra = "[limits]\nmax_connections_per_key = 400\npublish_events_per_second = 1000000\n";
+    let nodes: Vec<cluster::Node> = (0..3)
+        .map(|_| cluster::Node::start(&redis.url, &p, extra))
+        .collect();
+    let addrs: Vec<std::net::SocketAddr> = nodes.iter().map(|n| n.addr).collect();
+    chaos(&addrs).await;
+}
+
+/// Clients spread over `nodes`, dropping and resuming (on the next node each time), while
+/// two publishers run; every client's frames are checked against the model.
+async fn chaos(nodes: &[std::net::SocketAddr]) {
+    let node = |i: u64| nodes[(i as usize) % nodes.len()];
+    let addr = nodes[0];
+    let ws_addr = node(1);
 
     let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel(CLIENTS as usize);
     let (done_tx, done_rx) = tokio::sync::watch::channel(false);
@@ -166,13 +191,15 @@ async fn sixty_clients_dropping_at_random_get_exactly_what_the_model_says_in_ord
     for n in 0..CLIENTS {
         let ready = ready_tx.clone();
         let mut done = done_rx.clone();
+        let nodes = nodes.to_vec();
         clients.push(tokio::spawn(async move {
+            let node = |i: u64| nodes[(i as usize) % nodes.len()];
             let mut rng = rand::rngs::StdRng::seed_from_u64(1000 + n);
             let subs = subs_for(&mut rng);
             let mut c = if n.is_multiple_of(2) {
-                Client::ws(addr, SUB_KEY).await
+                Client::ws(node(n), SUB_KEY).await
             } else {
-                Client::v1(addr, SUB_KEY).await
+                Client::v1(node(n), SUB_KEY).await
             };
             let mut sids = Vec::new();
             for s in &subs {
@@ -213,7 +240,7 @@ async fn sixty_clients_dropping_at_random_get_exactly_what_the_model_says_in_ord
                     until_drop = rng.random_range(1..150);
                     c.drop_tcp();
                     tokio::time::sleep(Duration::from_millis(rng.random_range(0..30))).await;
-                    c = Client::ws(addr, SUB_KEY).await;
+                    c = Client::ws(node(n + drops as u64), SUB_KEY).await;
                     let r = c
                         .request(json!({"type": "reconnect", "id": "r",
                             "data": {"last_message_id": got.last(), "subscriptions": sids}}))
@@ -240,7 +267,7 @@ async fn sixty_clients_dropping_at_random_get_exactly_what_the_model_says_in_ord
         out
     });
     let ws = tokio::spawn(async move {
-        let mut p = Client::ws(addr, PUB_KEY).await;
+        let mut p = Client::ws(ws_addr, PUB_KEY).await;
         let events: Vec<Value> = (0..WS_EVENTS).map(ws_event).collect();
         let frames: Vec<Value> = events
             .iter()
@@ -275,6 +302,21 @@ async fn sixty_clients_dropping_at_random_get_exactly_what_the_model_says_in_ord
             .expect("client finished in time")
             .expect("client task");
         let want = model(&published, &subs);
+        if got != want {
+            let extra: Vec<&String> = got.iter().filter(|g| !want.contains(g)).collect();
+            let dup: Vec<&String> = got
+                .iter()
+                .enumerate()
+                .filter(|(i, g)| got[..*i].contains(g))
+                .map(|(_, g)| g)
+                .collect();
+            let first_diff = got.iter().zip(&want).position(|(a, b)| a != b);
+            eprintln!(
+                "client {n}: extra {extra:?}, repeated {dup:?}, first difference at {first_diff:?}: got {:?} want {:?}",
+                first_diff.map(|i| &got[i.saturating_sub(2)..(i + 3).min(got.len())]),
+                first_diff.map(|i| &want[i.saturating_sub(2)..(i + 3).min(want.len())])
+            );
+        }
         assert_eq!(
             got.len(),
             want.len(),

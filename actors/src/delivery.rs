@@ -127,14 +127,18 @@ impl Progress {
 /// Held by every hub's share of one batch; the last to drop it marks the batch fanned
 /// out and tells the publisher.
 pub struct Ticket {
-    first: u64,
+    /// The batch's first sequence number in the watermark (`None`: a batch of fences
+    /// only, which the watermark does not count).
+    first: Option<u64>,
     progress: Arc<Progress>,
     done: Option<oneshot::Sender<()>>,
 }
 
 impl Drop for Ticket {
     fn drop(&mut self) {
-        self.progress.finish(self.first);
+        if let Some(first) = self.first {
+            self.progress.finish(first);
+        }
         if let Some(done) = self.done.take() {
             let _ = done.send(());
         }
@@ -187,11 +191,18 @@ impl Delivery {
 impl Sink for Delivery {
     fn deliver_fed(&self, fed: &[Fed]) -> oneshot::Receiver<()> {
         let (tx, rx) = oneshot::channel();
-        let (Some(first), Some(last)) = (fed.first().map(Fed::seq), fed.last().map(Fed::seq))
-        else {
+        if fed.is_empty() {
             let _ = tx.send(());
             return rx;
-        };
+        }
+        // Fences are not events: the watermark counts the rest (a fence's number may
+        // repeat the last event's).
+        let mut counted = fed
+            .iter()
+            .filter(|f| !matches!(f, Fed::Mark { .. }))
+            .map(Fed::seq);
+        let first = counted.next();
+        let last = counted.next_back().or(first);
         let mut lists: Vec<(HubRef, Vec<Step>)> = Vec::new();
         let mut index = HashMap::new();
         for item in fed {
@@ -215,7 +226,9 @@ impl Sink for Delivery {
                 }
             }
         }
-        self.progress.begin(first, last);
+        if let (Some(first), Some(last)) = (first, last) {
+            self.progress.begin(first, last);
+        }
         let ticket = Arc::new(Ticket {
             first,
             progress: self.progress.clone(),

@@ -64,7 +64,7 @@ kind = "redis"
 redis_url = "{redis_url}"
 key_prefix = "{prefix}"
 lease_ms = {LEASE_MS}
-response_timeout_ms = 1000
+response_timeout_ms = 5000
 connect_timeout_ms = 1000
 reconnect_min_ms = 50
 reconnect_max_ms = 500
@@ -79,7 +79,11 @@ reconnect_max_ms = 500
             .env_remove("RUSTORIUM_CONFIG")
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(if std::env::var_os("RUSTORIUM_NODE_LOGS").is_some() {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            })
             .spawn()
             .expect("spawn a broker node");
         let stdout = child.stdout.take().expect("stdout");

@@ -11,6 +11,7 @@ use serde_json::{Map, Value};
 
 use super::{rejection_of, Connection};
 use crate::disconnect::Disconnect;
+use crate::engine::ParkedSub;
 use crate::filter::Filter;
 use crate::messages::{Attach, AttachSub, Unsubscribe};
 use crate::protocol::render::{self, Reply};
@@ -270,11 +271,23 @@ impl Connection {
         // engine that did not yet), then the hub attaches.
         let (engine, addr, channel) =
             (self.core.engine.clone(), hub.addr.clone(), hub.name.clone());
+        let parked = ParkedSub {
+            id: subscription_id.clone(),
+            key: self.key_name.clone(),
+            channel: hub.name.clone(),
+            filter: filter.clone(),
+            created: 0,
+        };
         let attach = async move {
             engine.want(&channel).await.map_err(|e| e.to_string())?;
-            addr.send(msg)
+            let attached = addr
+                .send(msg)
                 .await
-                .map_err(|_| "channel unavailable: the broker is shutting down".to_string())
+                .map_err(|_| "channel unavailable: the broker is shutting down".to_string())?;
+            // Kept resumable from any node before the client hears of it.
+            let created = attached.created.first().copied().unwrap_or_default();
+            engine.live(ParkedSub { created, ..parked }).await;
+            Ok::<_, String>(attached)
         };
         // `wait`: later frames of this client are handled after the reply, in order.
         attach
@@ -291,7 +304,6 @@ impl Connection {
                         let moved = ctx.address().recipient();
                         let (conn, key) = (this.conn(), this.key_name.clone());
                         this.core.sessions.add(conn, &key, moved, sub.clone());
-                        this.core.engine.live(super::resume::parked(&sub, &key));
                         this.subs.insert(subscription_id.clone(), sub);
                         Ok(Reply::Subscribed {
                             subscription_id: subscription_id.to_string(),

@@ -29,7 +29,7 @@ struct Resumed {
     complete: bool,
 }
 
-pub(super) fn parked(s: &LiveSub, key: &Arc<str>) -> ParkedSub {
+fn parked(s: &LiveSub, key: &Arc<str>) -> ParkedSub {
     ParkedSub {
         id: s.id.clone(),
         key: key.clone(),
@@ -192,7 +192,8 @@ impl Connection {
                 this.core
                     .sessions
                     .add(this.conn(), &this.key_name, moved, sub.clone());
-                this.core.engine.live(parked(&sub, &this.key_name));
+                // Already kept in the engine (claimed, moved or own): refreshed as live.
+                drop(this.core.engine.live(parked(&sub, &this.key_name)));
                 this.subs.insert(sub.id.clone(), sub);
             }
             let metrics = &this.core.metrics;

@@ -219,9 +219,11 @@ pub trait Engine: Send + Sync {
     }
 
     /// Subscription `sub` is live on this node: an engine shared by several nodes keeps it
-    /// resumable from any node even if this one dies without parking it.
-    fn live(&self, sub: ParkedSub) {
+    /// resumable from any node even if this one dies without parking it. Resolves once it
+    /// is kept (the call itself starts the work).
+    fn live(&self, sub: ParkedSub) -> EngineFuture<'static, ()> {
         let _ = sub;
+        Box::pin(std::future::ready(()))
     }
 
     /// Subscription `id` ended for good (unsubscribed, or its client closed with 1000).

@@ -507,8 +507,11 @@ impl Engine for RedisEngine {
         });
     }
 
-    fn live(&self, sub: ParkedSub) {
-        redis_parked::live(&self.shared, sub);
+    fn live(&self, sub: ParkedSub) -> EngineFuture<'static, ()> {
+        let written = tokio::spawn(redis_parked::live(self.shared.clone(), sub));
+        Box::pin(async move {
+            let _ = written.await;
+        })
     }
 
     fn gone(&self, id: &Arc<str>) {

@@ -343,7 +343,7 @@ async fn feed(
             Ok(Some(msg)) => msg,
             Ok(None) => return Err("the connection closed".into()),
             Err(_) => {
-                let ping = tokio::time::timeout(sh.timeout(), sink.ping::<String>());
+                let ping = tokio::time::timeout(sh.timeout(), sink.ping::<redis::Value>());
                 match ping.await {
                     Ok(Ok(_)) => continue,
                     _ => return Err("no answer to PING".into()),

@@ -1,12 +1,12 @@
-//! Parked subscriptions in Redis (PROTOCOL.md sections 7 and 11): a dropped connection's
-//! subscriptions are kept for the resume window as one hash each (`k`: the key name, `r`:
-//! the record), so that a client can resume on any node, also after its node died.
+//! Subscriptions in Redis (PROTOCOL.md sections 7 and 11), one hash each (`k`: the key
+//! name, `r`: the record): written when made and renewed while live (so they outlive a
+//! node that dies), kept for the resume window once their connection ended, so that a
+//! client can resume on any node, also after its node died.
 //!
 //! Parking takes effect at once on this node (a reconnect here that comes before the
-//! write finds them in `parking`); the write to Redis goes on in the background, and a
-//! subscription claimed here meanwhile is deleted from Redis once written. A claim on
-//! another node takes each hash in one script (`claim.lua`), so a subscription is
-//! resumed once.
+//! write finds them in `parking`); the write to Redis goes on in the background. A claim
+//! on another node reads each hash in one script (`claim.lua`), checking the key, and
+//! extends it to a live subscription's lifetime.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -33,11 +33,11 @@ struct Record {
 }
 
 /// Keeps `sub`, live on this node, resumable for the window plus a lease after this
-/// node's last renewal (so also after this node died).
-pub(super) fn live(sh: &Arc<Shared>, sub: ParkedSub) {
+/// node's last renewal (so also after this node died). Resolves once written.
+pub(super) async fn live(sh: Arc<Shared>, sub: ParkedSub) {
     lock(&sh.live).insert(sub.id.clone(), ());
-    let ttl = live_ttl_ms(sh);
-    tokio::spawn(write(sh.clone(), vec![sub], ttl, false));
+    let ttl = live_ttl_ms(&sh);
+    write(sh, vec![sub], ttl, false).await;
 }
 
 /// Forgets `id` for good.
@@ -148,22 +148,10 @@ async fn write(sh: Arc<Shared>, subs: Vec<ParkedSub>, ttl: u64, parking: bool) {
             subs.len()
         );
     }
-    // Claimed here while the write was under way: take them out of Redis too.
-    let claimed: Vec<String> = {
-        let mut parking = lock(&sh.parking);
-        subs.iter()
-            .filter_map(|s| match parking.remove(&s.id) {
-                Some((_, true)) => Some(sh.keys.parked(&s.id)),
-                _ => None,
-            })
-            .collect()
-    };
-    if !claimed.is_empty() {
-        if let Some(mut con) = sh.con.clone() {
-            let mut del = redis::cmd("DEL");
-            del.arg(&claimed);
-            let _ = tokio::time::timeout(sh.timeout(), del.query_async::<()>(&mut con)).await;
-        }
+    // Done: a claim here now reads Redis like any other node.
+    let mut parking = lock(&sh.parking);
+    for s in &subs {
+        parking.remove(&s.id);
     }
 }
 
@@ -195,7 +183,7 @@ pub(super) async fn claim(sh: &Shared, key: &str, ids: &[String]) -> Vec<ParkedS
     for id in &rest {
         call.key(sh.keys.parked(id));
     }
-    call.arg(key);
+    call.arg(key).arg(live_ttl_ms(sh));
     let answer = tokio::time::timeout(sh.timeout(), call.invoke_async::<Vec<String>>(&mut con));
     let Ok(Ok(records)) = answer.await else {
         log::warn!("parked subscriptions could not be read from Redis");
