@@ -156,7 +156,8 @@ pub struct Running {
 
 impl Drop for Running {
     fn drop(&mut self) {
-        for c in &mut self.children {
+        // Last started first: a cluster's nodes before their Redis.
+        for c in self.children.iter_mut().rev() {
             let _ = c.kill();
             let _ = c.wait();
         }
