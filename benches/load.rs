@@ -5,11 +5,14 @@
 //! `cargo bench --bench load -- [--scenario A|A100|A-open|A-batched|B|C|D|E|all] [--target T | --race]
 //!  [--rounds R] [--toy] [--subscribers N] [--channels C] [--events M] [--in-flight K]
 //!  [--rate R] [--open] [--batch B] [--payload BYTES] [--via ws|http] [--hold SECS]
-//!  [--heartbeat-ms MS] [--sources S] [--max-secs S]`
+//!  [--heartbeat-ms MS] [--sources S] [--max-secs S] [--shard K]`
 //!
 //! Targets: `broker` (the release binary, started per run; default), `inproc`,
 //! `url=127.0.0.1:PORT[@PID]`, `nats` (nats-server, started per run),
-//! `nats-url=127.0.0.1:PORT,127.0.0.1:WSPORT[@PID]`. Exits 1 when a run lost, repeated
+//! `nats-url=127.0.0.1:PORT,127.0.0.1:WSPORT[@PID]`, `cluster=N` (Redis and N nodes, started
+//! per run), `urls=127.0.0.1:PORT,...` (nodes already running). `--shard K` gives this
+//! process channels and source addresses of its own, for several generator processes in
+//! one run (`benches/cluster-e.sh`). Exits 1 when a run lost, repeated
 //! or reordered an event, or failed.
 
 mod loadgen;
@@ -108,6 +111,10 @@ fn parse() -> Result<Args, String> {
         vec![TargetSpec::parse(value("--target").unwrap_or("broker"))?]
     };
     let rounds = number("--rounds")?.map_or(1, |r| (r as usize).clamp(1, 20));
+    if let Some(k) = number("--shard")? {
+        // Several generator processes in one run: channels and source addresses of its own.
+        loadgen::client::set_shard((k as u8).clamp(0, 250));
+    }
     Ok(Args {
         scenarios,
         targets,

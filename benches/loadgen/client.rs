@@ -17,15 +17,32 @@ use super::target::{Protocol, KEY};
 /// How long a connect plus subscribe may take.
 pub const SETUP: Duration = Duration::from_secs(30);
 
+/// This generator's shard when several generator processes share one run (`--shard K`):
+/// its channels and source addresses are its own. 0 when it runs alone.
+static SHARD: std::sync::OnceLock<u8> = std::sync::OnceLock::new();
+
+/// Sets this process's shard (once, at start).
+pub fn set_shard(k: u8) {
+    let _ = SHARD.set(k);
+}
+
+fn shard() -> u8 {
+    SHARD.get().copied().unwrap_or(0)
+}
+
 /// The channel (rustorium) or subject (NATS) number `c` is called.
 pub fn channel_name(c: usize) -> String {
-    format!("bench.{c}")
+    match shard() {
+        0 => format!("bench.{c}"),
+        k => format!("bench.s{k}.{c}"),
+    }
 }
 
 /// The loopback source address for connection `i` of `n`, spreading `n` over `sources`
-/// addresses 127.0.0.1 .. 127.0.0.`sources` (each has its own ephemeral ports).
+/// addresses 127.0.K.1 .. 127.0.K.`sources` (K: the shard; each address has its own
+/// ephemeral ports).
 pub fn source_for(i: usize, sources: usize) -> Ipv4Addr {
-    Ipv4Addr::new(127, 0, 0, 1 + (i % sources.clamp(1, 250)) as u8)
+    Ipv4Addr::new(127, 0, shard(), 1 + (i % sources.clamp(1, 250)) as u8)
 }
 
 /// A TCP connection to `addr` from `source`, with Nagle off.

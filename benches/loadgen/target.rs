@@ -25,6 +25,9 @@ pub enum TargetSpec {
     Nats,
     /// A nats-server already running: client port, WebSocket port, optional pid.
     NatsUrl(SocketAddr, SocketAddr, Option<u32>),
+    /// rustorium-broker nodes already running (a cluster started by the caller): the
+    /// publisher on the first, the subscribers spread over all of them.
+    Urls(Nodes),
     /// A cluster of this many rustorium-broker processes on the Redis engine, with a
     /// `redis-server` of its own (Debian's), all started for each run: the publisher on
     /// the first node, the subscribers spread over all of them.
@@ -33,7 +36,7 @@ pub enum TargetSpec {
 
 impl TargetSpec {
     /// Parses `broker`, `inproc`, `url=HOST:PORT[@PID]`, `nats`,
-    /// `nats-url=HOST:PORT,HOST:WSPORT[@PID]`, `cluster=N`.
+    /// `nats-url=HOST:PORT,HOST:WSPORT[@PID]`, `cluster=N`, `urls=HOST:PORT,...`.
     pub fn parse(text: &str) -> Result<TargetSpec, String> {
         let (body, pid) = match text.split_once('@') {
             Some((b, p)) => (
@@ -57,6 +60,17 @@ impl TargetSpec {
             "inproc" => Ok(TargetSpec::InProc),
             "nats" => Ok(TargetSpec::Nats),
             _ => {
+                if let Some(list) = body.strip_prefix("urls=") {
+                    let addrs = list.split(',').map(addr).collect::<Result<Vec<_>, _>>()?;
+                    let first = *addrs.first().ok_or("urls=HOST:PORT,HOST:PORT,...")?;
+                    if addrs.len() > MAX_NODES {
+                        return Err(format!("urls= takes at most {MAX_NODES} nodes"));
+                    }
+                    let mut nodes = Nodes::one(first);
+                    nodes.addrs[..addrs.len()].copy_from_slice(&addrs);
+                    nodes.len = addrs.len();
+                    return Ok(TargetSpec::Urls(nodes));
+                }
                 if let Some(n) = body.strip_prefix("cluster=") {
                     let n: usize = n.parse().map_err(|_| format!("bad node count in {text}"))?;
                     if !(1..=MAX_NODES).contains(&n) {
@@ -71,7 +85,7 @@ impl TargetSpec {
                     Ok(TargetSpec::NatsUrl(addr(c)?, addr(w)?, pid))
                 } else {
                     Err(format!(
-                        "unknown target {text}: broker, inproc, url=HOST:PORT[@PID], nats, nats-url=HOST:PORT,HOST:WSPORT[@PID], cluster=N"
+                        "unknown target {text}: broker, inproc, url=HOST:PORT[@PID], nats, nats-url=HOST:PORT,HOST:WSPORT[@PID], cluster=N, urls=HOST:PORT,..."
                     ))
                 }
             }
@@ -82,7 +96,7 @@ impl TargetSpec {
     pub fn name(&self) -> &'static str {
         match self {
             TargetSpec::Broker | TargetSpec::InProc | TargetSpec::Url(..) => "rustorium",
-            TargetSpec::Cluster(_) => "rustorium (redis)",
+            TargetSpec::Cluster(_) | TargetSpec::Urls(_) => "rustorium (redis)",
             TargetSpec::Nats | TargetSpec::NatsUrl(..) => "nats",
         }
     }
@@ -103,7 +117,7 @@ pub struct Needs {
 pub const MAX_NODES: usize = 8;
 
 /// The HTTP/WebSocket addresses of a rustorium target: one broker, or a cluster's nodes.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Nodes {
     addrs: [SocketAddr; MAX_NODES],
     len: usize,
@@ -231,6 +245,7 @@ pub fn start(spec: &TargetSpec, needs: Needs) -> Result<Running, String> {
             None,
         )),
         TargetSpec::Cluster(n) => spawn_cluster(*n, needs),
+        TargetSpec::Urls(nodes) => Ok(Running::one(Protocol::Rustorium(*nodes), None, None)),
         TargetSpec::Nats => spawn_nats(needs),
         TargetSpec::NatsUrl(client, ws, pid) => Ok(Running::one(
             Protocol::Nats {
