@@ -408,3 +408,64 @@ async fn a_node_that_loses_its_redis_subscription_backfills_without_a_gap() {
         Some(0.0)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_restarted_with_its_data_mid_stream_loses_no_accepted_event() {
+    let Some((mut redis, nodes)) = cluster("restart") else {
+        return;
+    };
+    let (a, b) = (nodes[0].addr, nodes[1].addr);
+    let mut client = Client::ws(b, SUB_KEY).await;
+    client.subscribe("market_data", json!({})).await;
+    // A publisher that keeps going through the outage: what is accepted (200) must arrive,
+    // what is refused is refused unavailable (503).
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let publisher = tokio::spawn(async move {
+        let (mut accepted, mut refused) = (Vec::new(), 0u32);
+        let mut i = 0u64;
+        while !*stop_rx.borrow() && i < 5000 {
+            let r = publish(a, common::PUB_KEY, &tick("XRP-USD", i)).await;
+            match r.status {
+                200 => accepted.push(r.body["data"]["ids"][0].as_str().expect("id").to_owned()),
+                503 => {
+                    assert_eq!(r.body["error"]["code"], "unavailable", "{}", r.text);
+                    refused += 1;
+                }
+                other => panic!("publish answered {other}: {}", r.text),
+            }
+            i += 1;
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        (accepted, refused)
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    redis.shutdown_saving().await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    redis.restart();
+    for node in &nodes {
+        node.wait_ready();
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let _ = stop_tx.send(true);
+    let (accepted, refused) = publisher.await.expect("the publisher ran");
+    assert!(
+        refused > 0,
+        "the outage refused nothing: the test did not test it"
+    );
+    let mut got = Vec::new();
+    while got.len() < accepted.len() {
+        match client.next_text(WAIT).await {
+            Some(Ok(v)) if v["type"] != "heartbeat" => {
+                got.push(v["id"].as_str().expect("id").to_owned())
+            }
+            Some(Ok(_)) => {}
+            other => panic!(
+                "after {} of {} events: {other:?}",
+                got.len(),
+                accepted.len()
+            ),
+        }
+    }
+    assert_eq!(got, accepted, "every accepted event once, in order, no gap");
+    client.expect_silence(Duration::from_millis(300)).await;
+}

@@ -53,7 +53,20 @@ impl RedisServer {
         let _ = self.child.wait();
     }
 
-    /// Starts it again on the same port, empty.
+    /// Stops it as an operator would (`SHUTDOWN SAVE`): its data is written to disk first,
+    /// and [`RedisServer::restart`] loads it again.
+    pub async fn shutdown_saving(&mut self) {
+        let mut con = self.node().await;
+        // Redis closes the connection instead of answering.
+        let _: redis::RedisResult<()> = redis::cmd("SHUTDOWN")
+            .arg("SAVE")
+            .query_async(&mut con)
+            .await;
+        let _ = self.child.wait();
+    }
+
+    /// Starts it again on the same port: empty after [`RedisServer::kill`], with its data
+    /// after [`RedisServer::shutdown_saving`].
     pub fn restart(&mut self) {
         self.kill();
         self.child = spawn(self.port()).expect("redis-server starts again");
