@@ -469,3 +469,37 @@ async fn redis_restarted_with_its_data_mid_stream_loses_no_accepted_event() {
     assert_eq!(got, accepted, "every accepted event once, in order, no gap");
     client.expect_silence(Duration::from_millis(300)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_falls_behind_its_bound_reconnects_and_backfills_without_loss() {
+    let Some(redis) = redis_server() else {
+        return;
+    };
+    let p = prefix("behind");
+    let a = Node::start(&redis.url, &p, "");
+    // B may hold at most 2 messages read from Redis and not yet in its hubs.
+    let b = Node::start_with(&redis.url, &p, "max_pending_messages = 2", "");
+    let mut client = Client::ws(b.addr, SUB_KEY).await;
+    client.subscribe("market_data", json!({})).await;
+    let mut published = Vec::new();
+    for round in 0..20u64 {
+        let batch: Vec<Value> = (0..50).map(|i| tick("LTC-USD", round * 50 + i)).collect();
+        published.extend(publish_ok(a.addr, &json!(batch)).await);
+    }
+    let mut got = Vec::new();
+    while got.len() < published.len() {
+        match client.next_text(WAIT).await {
+            Some(Ok(v)) if v["type"] != "heartbeat" => {
+                got.push(v["id"].as_str().expect("id").to_owned())
+            }
+            Some(Ok(_)) => {}
+            other => panic!("after {} of {}: {other:?}", got.len(), published.len()),
+        }
+    }
+    assert_eq!(got, published, "nothing lost, nothing twice, in order");
+    let text = common::metrics(b.addr).await;
+    assert!(
+        common::metric(&text, "rustorium_engine_backfills_total").unwrap_or(0.0) >= 1.0,
+        "B never fell past its bound: {text}"
+    );
+}

@@ -395,6 +395,10 @@ pub struct EngineSettings {
     /// Most events a node reads back from Redis after reconnecting before it gives up on a
     /// gap-free stream and closes its connections with 1013. Default 100000.
     pub max_backfill_events: usize,
+    /// Most messages a node has read from its Redis subscription and not yet handed to its
+    /// hubs; past it the node drops the subscription and backfills from the history after
+    /// reconnecting (or closes with 1013 past `max_backfill_events`). Default 100000.
+    pub max_pending_messages: usize,
     /// Milliseconds a channel without subscribers on a node stays received there before
     /// the node unsubscribes from it (checked every heartbeat interval). Default 30000.
     pub idle_channel_ms: u64,
@@ -414,6 +418,7 @@ impl Default for EngineSettings {
             stream_max_len: 100_000,
             max_backfill_events: 100_000,
             idle_channel_ms: 30_000,
+            max_pending_messages: 100_000,
         }
     }
 }
@@ -440,6 +445,11 @@ impl EngineSettings {
         at_least(
             "engine.max_backfill_events",
             self.max_backfill_events as u64,
+            1,
+        )?;
+        at_least(
+            "engine.max_pending_messages",
+            self.max_pending_messages as u64,
             1,
         )
     }

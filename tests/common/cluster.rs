@@ -28,6 +28,11 @@ impl Node {
     /// Starts a node on `redis_url` with the cluster's key `prefix`; `extra` is more TOML
     /// appended to the config (sections of its own).
     pub fn start(redis_url: &str, prefix: &str, extra: &str) -> Node {
+        Node::start_with(redis_url, prefix, "", extra)
+    }
+
+    /// As [`Node::start`], with `engine` (more `[engine]` fields) added to its engine.
+    pub fn start_with(redis_url: &str, prefix: &str, engine: &str, extra: &str) -> Node {
         let config = std::env::temp_dir().join(format!(
             "rustorium-node-{}-{}.toml",
             std::process::id(),
@@ -68,6 +73,7 @@ response_timeout_ms = 5000
 connect_timeout_ms = 1000
 reconnect_min_ms = 50
 reconnect_max_ms = 500
+{engine}
 
 {extra}
 "#

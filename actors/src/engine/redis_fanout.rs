@@ -10,7 +10,7 @@
 //! live; if the history no longer reaches back, it counts a gap, and the engine's gap
 //! watch closes the node's connections with 1013 so that they resume elsewhere.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use futures_util::{FutureExt, StreamExt};
 use redis::aio::PubSubStream;
 use serde_json::Value;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::redis::{lock, Shared, Wanted};
 use super::redis_log::{parse_announcement, read_log, Keys, LogQuery};
@@ -158,12 +158,14 @@ pub(super) async fn run(sh: Arc<Shared>) {
     let min = Duration::from_millis(sh.settings.reconnect_min_ms);
     let max = Duration::from_millis(sh.settings.reconnect_max_ms);
     let mut backoff = min;
-    // The last sequence number handed to the sink (0: none yet).
+    // The last sequence number handed to the sink, or the sequence when the first
+    // subscription began: what a reconnect backfills after.
     let mut handed = 0u64;
-    let mut connected_before = false;
+    // A subscription was established before: the next one backfills.
+    let mut established = false;
     loop {
         let started = Instant::now();
-        match session(&sh, &mut handed, connected_before).await {
+        match session(&sh, &mut handed, &mut established).await {
             Ok(()) => {}
             Err(why) => log::warn!("Redis subscriber: {why}"),
         }
@@ -176,9 +178,6 @@ pub(super) async fn run(sh: Arc<Shared>) {
             lock(&sh.fences).clear();
             sh.metrics.engine.up.store(0, Ordering::Relaxed);
         }
-        if handed > 0 {
-            connected_before = true;
-        }
         if started.elapsed() > max {
             backoff = min;
         }
@@ -188,7 +187,8 @@ pub(super) async fn run(sh: Arc<Shared>) {
 }
 
 /// One connection's life. Returns when it is lost.
-async fn session(sh: &Arc<Shared>, handed: &mut u64, reconnect: bool) -> Result<(), String> {
+async fn session(sh: &Arc<Shared>, handed: &mut u64, established: &mut bool) -> Result<(), String> {
+    let reconnect = *established;
     let client = sh.client.clone().ok_or("the Redis URL is not usable")?;
     let connect = Duration::from_millis(sh.settings.connect_timeout_ms);
     let pubsub = tokio::time::timeout(connect, client.get_async_pubsub())
@@ -217,6 +217,20 @@ async fn session(sh: &Arc<Shared>, handed: &mut u64, reconnect: bool) -> Result<
             w.subscribed = true;
         }
     }
+    if !reconnect {
+        // Where this node starts: everything later reaches it live, or by backfill.
+        let Some(mut con) = sh.con.clone() else {
+            return Err("the Redis URL is not usable".into());
+        };
+        let mut get = redis::cmd("GET");
+        get.arg(sh.keys.sequence());
+        let now: Option<u64> = tokio::time::timeout(timeout, get.query_async(&mut con))
+            .await
+            .map_err(|_| "no reply to GET".to_string())?
+            .map_err(|e| e.to_string())?;
+        *handed = now.unwrap_or(0);
+        *established = true;
+    }
     *subscriber = Some(sink.clone());
     drop(subscriber);
     if reconnect {
@@ -224,10 +238,10 @@ async fn session(sh: &Arc<Shared>, handed: &mut u64, reconnect: bool) -> Result<
     }
     let window = Arc::new(Semaphore::new(sh.fanout_window));
     // Everything up to `skip` came by backfill; live messages up to it are repeats.
-    let skip = if *handed > 0 {
+    let skip = if reconnect {
         backfill(sh, &channels, handed, &window).await?
     } else {
-        0
+        *handed
     };
     lock(&sh.feed).up = true;
     sh.metrics.engine.up.store(1, Ordering::Relaxed);
@@ -265,7 +279,10 @@ async fn backfill(
         .iter()
         .any(|c| c.kept_from > handed.saturating_add(1));
     // A sequence behind what this node saw: Redis lost its data (restarted empty).
-    let lost = log.last.is_none_or(|l| l < *handed);
+    let lost = match log.last {
+        None => *handed > 0,
+        Some(l) => l < *handed,
+    };
     let m = &sh.metrics.engine;
     if lost || trimmed || total > limit || log.raises.len() > limit {
         m.gaps.fetch_add(1, Ordering::Relaxed);
@@ -293,7 +310,10 @@ async fn backfill(
     fed.sort_by_key(|f| (f.seq(), matches!(f, Fed::Head { .. })));
     let n = fed.iter().filter(|f| matches!(f, Fed::Event(_))).count();
     for chunk in fed.chunks(MAX_BATCH) {
-        hand_on(sh, chunk, window).await;
+        let Ok(permit) = window.clone().acquire_owned().await else {
+            return Err("the fan-out stopped".into());
+        };
+        hand_on(sh, chunk, permit);
     }
     m.backfills.fetch_add(1, Ordering::Relaxed);
     m.backfilled_events.fetch_add(n as u64, Ordering::Relaxed);
@@ -301,13 +321,10 @@ async fn backfill(
     Ok(last)
 }
 
-/// Hands `fed` to the sink once the window has room; the window's permit and this node's
-/// progress for waiting publishers are released when the hubs have it.
-async fn hand_on(sh: &Arc<Shared>, fed: &[Fed], window: &Arc<Semaphore>) {
+/// Hands `fed` to the sink under `permit` (room in the window); the permit and this
+/// node's progress for waiting publishers are released when the hubs have it.
+fn hand_on(sh: &Arc<Shared>, fed: &[Fed], permit: OwnedSemaphorePermit) {
     let Some(last) = fed.last().map(Fed::seq) else {
-        return;
-    };
-    let Ok(permit) = window.clone().acquire_owned().await else {
         return;
     };
     let delivered = sh.sink.deliver_fed(fed);
@@ -328,7 +345,10 @@ async fn hand_on(sh: &Arc<Shared>, fed: &[Fed], window: &Arc<Semaphore>) {
 }
 
 /// Feeds live messages to the sink until the connection is lost, pinging Redis when it is
-/// quiet so that a dead connection is noticed.
+/// quiet so that a dead connection is noticed. Messages are read off the connection as
+/// they come (the client library would otherwise queue them without bound) into a queue
+/// of at most `engine.max_pending_messages`; past it this node has fallen too far behind
+/// its hubs, drops the connection and backfills from the history after reconnecting.
 async fn feed(
     sh: &Arc<Shared>,
     sink: &mut redis::aio::PubSubSink,
@@ -338,51 +358,73 @@ async fn feed(
     window: &Arc<Semaphore>,
 ) -> Result<(), String> {
     let quiet = sh.timeout();
+    let bound = sh.settings.max_pending_messages;
+    let mut pending: VecDeque<Fed> = VecDeque::new();
+    // The last sequence number taken into `pending` (a fence is placed after it).
+    let mut received = *handed;
     loop {
-        let first = match tokio::time::timeout(quiet, stream.next()).await {
-            Ok(Some(msg)) => msg,
-            Ok(None) => return Err("the connection closed".into()),
-            Err(_) => {
-                let ping = tokio::time::timeout(sh.timeout(), sink.ping::<redis::Value>());
-                match ping.await {
-                    Ok(Ok(_)) => continue,
-                    _ => return Err("no answer to PING".into()),
+        tokio::select! {
+            biased;
+            permit = window.clone().acquire_owned(), if !pending.is_empty() => {
+                let Ok(permit) = permit else { return Err("the fan-out stopped".into()) };
+                let n = pending.len().min(MAX_BATCH);
+                let batch: Vec<Fed> = pending.drain(..n).collect();
+                if let Some(last) = batch.last() {
+                    *handed = (*handed).max(last.seq());
                 }
+                hand_on(sh, &batch, permit);
             }
-        };
-        let (now, unix_now) = (Instant::now(), unix_ms_now());
-        let mut fed = Vec::new();
-        let mut last = *handed;
-        let mut take = |msg: redis::Msg| {
-            let Ok(payload) = msg.get_payload::<String>() else {
-                return;
-            };
-            let Some(item) = fed_of(sh, msg.get_channel_name(), &payload, now, unix_now) else {
-                return;
-            };
-            match item {
-                // Not below anything handed before: the hub has everything up to there.
-                Fed::Mark { channel, seq } => fed.push(Fed::Mark {
-                    channel,
-                    seq: seq.max(last).max(skip),
-                }),
-                item if item.seq() > skip => {
-                    last = last.max(item.seq());
-                    fed.push(item);
+            next = tokio::time::timeout(quiet, stream.next()) => {
+                let first = match next {
+                    Ok(Some(msg)) => msg,
+                    Ok(None) => return Err("the connection closed".into()),
+                    Err(_) => {
+                        let ping = tokio::time::timeout(sh.timeout(), sink.ping::<redis::Value>());
+                        match ping.await {
+                            Ok(Ok(_)) => continue,
+                            _ => return Err("no answer to PING".into()),
+                        }
+                    }
+                };
+                let (now, unix_now) = (Instant::now(), unix_ms_now());
+                let mut take = |msg: redis::Msg| {
+                    let Ok(payload) = msg.get_payload::<String>() else {
+                        return;
+                    };
+                    let Some(item) = fed_of(sh, msg.get_channel_name(), &payload, now, unix_now)
+                    else {
+                        return;
+                    };
+                    match item {
+                        // Not below anything received before: the hub has everything up to
+                        // there once what is queued ahead of it is handed on.
+                        Fed::Mark { channel, seq } => pending.push_back(Fed::Mark {
+                            channel,
+                            seq: seq.max(received).max(skip),
+                        }),
+                        item if item.seq() > skip => {
+                            received = received.max(item.seq());
+                            pending.push_back(item);
+                        }
+                        _ => {}
+                    }
+                };
+                take(first);
+                for _ in 1..MAX_BATCH {
+                    match stream.next().now_or_never() {
+                        Some(Some(msg)) => take(msg),
+                        Some(None) => return Err("the connection closed".into()),
+                        None => break,
+                    }
                 }
-                _ => {}
-            }
-        };
-        take(first);
-        for _ in 1..MAX_BATCH {
-            match stream.next().now_or_never() {
-                Some(Some(msg)) => take(msg),
-                Some(None) => return Err("the connection closed".into()),
-                None => break,
+                if pending.len() > bound {
+                    return Err(format!(
+                        "{} messages waiting for the hubs, over engine.max_pending_messages; reconnecting to backfill",
+                        pending.len()
+                    ));
+                }
             }
         }
-        *handed = last;
-        hand_on(sh, &fed, window).await;
     }
 }
 
