@@ -31,6 +31,20 @@ async fn events(c: &mut Client, n: usize) -> Vec<Value> {
     out
 }
 
+/// Reads event ids (skipping heartbeats) into `got` until it holds `upto`, each within
+/// the wait; panics with how far it came otherwise.
+async fn read_ids(c: &mut Client, got: &mut Vec<String>, upto: usize) {
+    while got.len() < upto {
+        match c.next_text(WAIT).await {
+            Some(Ok(v)) if v["type"] != "heartbeat" => {
+                got.push(v["id"].as_str().expect("an event id").to_owned())
+            }
+            Some(Ok(_)) => {}
+            other => panic!("after {} of {upto} events: {other:?}", got.len()),
+        }
+    }
+}
+
 /// Whether a new connection was admitted: a subscribe is answered (a refused one gets
 /// its error and the close 4001 instead).
 async fn admitted_now(c: &mut Client) -> bool {
@@ -252,15 +266,7 @@ async fn a_node_killed_mid_stream_costs_its_resumed_clients_nothing() {
     });
     // Each client reads a different number of events; then B dies mid-stream.
     for (i, (client, _, got)) in clients.iter_mut().enumerate() {
-        while got.len() < 20 + 10 * i {
-            match client.next_text(WAIT).await {
-                Some(Ok(v)) if v["type"] != "heartbeat" => {
-                    got.push(v["id"].as_str().expect("id").to_owned())
-                }
-                Some(Ok(_)) => {}
-                other => panic!("before the kill: {other:?}"),
-            }
-        }
+        read_ids(client, got, 20 + 10 * i).await;
     }
     nodes[1].kill();
     // Resume each on A or C, alternately, from the last id it received.
@@ -278,15 +284,7 @@ async fn a_node_killed_mid_stream_costs_its_resumed_clients_nothing() {
     }
     let published = publisher.await.expect("the publisher ran");
     for (i, (mut client, mut got)) in resumed.into_iter().enumerate() {
-        while got.len() < published.len() {
-            match client.next_text(WAIT).await {
-                Some(Ok(v)) if v["type"] != "heartbeat" => {
-                    got.push(v["id"].as_str().expect("id").to_owned())
-                }
-                Some(Ok(_)) => {}
-                other => panic!("client {i} after {} events: {other:?}", got.len()),
-            }
-        }
+        read_ids(&mut client, &mut got, published.len()).await;
         assert_eq!(
             got, published,
             "client {i}: nothing lost, nothing twice, in order"
@@ -370,28 +368,17 @@ async fn a_node_that_loses_its_redis_subscription_backfills_without_a_gap() {
     });
     let mut got = Vec::new();
     let mut con = redis.node().await;
-    let mut cut = false;
-    while got.len() < 200 {
-        match client.next_text(WAIT).await {
-            Some(Ok(v)) if v["type"] != "heartbeat" => {
-                got.push(v["id"].as_str().expect("id").to_owned())
-            }
-            Some(Ok(_)) => {}
-            other => panic!("after {} events: {other:?}", got.len()),
-        }
-        if got.len() == 50 && !cut {
-            // Every node's pub/sub connection is cut; Redis keeps its data.
-            let killed: u64 = redis::cmd("CLIENT")
-                .arg("KILL")
-                .arg("TYPE")
-                .arg("pubsub")
-                .query_async(&mut con)
-                .await
-                .expect("CLIENT KILL");
-            assert!(killed >= 3, "killed {killed} pub/sub connections");
-            cut = true;
-        }
-    }
+    read_ids(&mut client, &mut got, 50).await;
+    // Every node's pub/sub connection is cut; Redis keeps its data.
+    let killed: u64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("pubsub")
+        .query_async(&mut con)
+        .await
+        .expect("CLIENT KILL");
+    assert!(killed >= 3, "killed {killed} pub/sub connections");
+    read_ids(&mut client, &mut got, 200).await;
     let published = publisher.await.expect("the publisher ran");
     assert_eq!(got, published, "nothing lost, nothing twice, in order");
     let text = common::metrics(b).await;
@@ -453,19 +440,7 @@ async fn redis_restarted_with_its_data_mid_stream_loses_no_accepted_event() {
         "the outage refused nothing: the test did not test it"
     );
     let mut got = Vec::new();
-    while got.len() < accepted.len() {
-        match client.next_text(WAIT).await {
-            Some(Ok(v)) if v["type"] != "heartbeat" => {
-                got.push(v["id"].as_str().expect("id").to_owned())
-            }
-            Some(Ok(_)) => {}
-            other => panic!(
-                "after {} of {} events: {other:?}",
-                got.len(),
-                accepted.len()
-            ),
-        }
-    }
+    read_ids(&mut client, &mut got, accepted.len()).await;
     assert_eq!(got, accepted, "every accepted event once, in order, no gap");
     client.expect_silence(Duration::from_millis(300)).await;
 }
@@ -487,15 +462,7 @@ async fn a_node_that_falls_behind_its_bound_reconnects_and_backfills_without_los
         published.extend(publish_ok(a.addr, &json!(batch)).await);
     }
     let mut got = Vec::new();
-    while got.len() < published.len() {
-        match client.next_text(WAIT).await {
-            Some(Ok(v)) if v["type"] != "heartbeat" => {
-                got.push(v["id"].as_str().expect("id").to_owned())
-            }
-            Some(Ok(_)) => {}
-            other => panic!("after {} of {}: {other:?}", got.len(), published.len()),
-        }
-    }
+    read_ids(&mut client, &mut got, published.len()).await;
     assert_eq!(got, published, "nothing lost, nothing twice, in order");
     let text = common::metrics(b.addr).await;
     assert!(
