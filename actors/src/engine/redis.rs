@@ -127,7 +127,20 @@ impl Shared {
         Duration::from_millis(self.settings.response_timeout_ms)
     }
 
-    fn con(&self) -> Result<ConnectionManager, EngineError> {
+    /// Waits for a Redis reply at most `engine.response_timeout_ms`; an error or no reply
+    /// is `unavailable`.
+    pub async fn ask<T>(
+        &self,
+        reply: impl std::future::Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, EngineError> {
+        match tokio::time::timeout(self.timeout(), reply).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(unavailable(e)),
+            Err(_) => Err(unavailable("no reply within engine.response_timeout_ms")),
+        }
+    }
+
+    pub fn con(&self) -> Result<ConnectionManager, EngineError> {
         self.con
             .clone()
             .ok_or_else(|| EngineError::Unavailable("the Redis URL is not usable".into()))
@@ -159,7 +172,7 @@ pub struct RedisEngine {
     shared: Arc<Shared>,
 }
 
-fn unavailable(e: impl std::fmt::Display) -> EngineError {
+pub(super) fn unavailable(e: impl std::fmt::Display) -> EngineError {
     EngineError::Unavailable(format!("Redis: {e}"))
 }
 
@@ -255,33 +268,24 @@ impl RedisEngine {
         };
         let mut con = sh.con()?;
         let started = Instant::now();
-        let sent = redis_log::append(&mut con, &sh.keys, trim, &entries);
-        let appended = match tokio::time::timeout(sh.timeout(), sent).await {
-            Ok(Ok(a)) if a.len() == drafts.len() => a,
-            Ok(Ok(a)) => {
+        let sent = sh.ask(redis_log::append(&mut con, &sh.keys, trim, &entries));
+        let appended = match sent.await {
+            Ok(a) if a.len() == drafts.len() => a,
+            answer => {
                 sh.metrics
                     .engine
                     .append_failures
                     .fetch_add(1, Ordering::Relaxed);
-                return Err(unavailable(format!(
-                    "the append answered {} ids for {} events",
-                    a.len(),
-                    drafts.len()
-                )));
-            }
-            Ok(Err(e)) => {
-                sh.metrics
-                    .engine
-                    .append_failures
-                    .fetch_add(1, Ordering::Relaxed);
-                return Err(unavailable(e));
-            }
-            Err(_) => {
-                sh.metrics
-                    .engine
-                    .append_failures
-                    .fetch_add(1, Ordering::Relaxed);
-                return Err(unavailable("no reply within engine.response_timeout_ms"));
+                return Err(answer.map_or_else(
+                    |e| e,
+                    |a| {
+                        unavailable(format!(
+                            "the append answered {} ids for {} events",
+                            a.len(),
+                            drafts.len()
+                        ))
+                    },
+                ));
             }
         };
         let m = &sh.metrics.engine;
@@ -356,10 +360,7 @@ impl RedisEngine {
                 .collect(),
         };
         let mut con = sh.con()?;
-        let log = tokio::time::timeout(sh.timeout(), redis_log::read_log(&mut con, &sh.keys, &q))
-            .await
-            .map_err(|_| unavailable("no reply within engine.response_timeout_ms"))?
-            .map_err(unavailable)?;
+        let log = sh.ask(redis_log::read_log(&mut con, &sh.keys, &q)).await?;
         let now = Instant::now();
         let unix_now = unix_ms_now();
         let raise = |(seq, number): (u64, u64)| HeadRaise {
@@ -478,10 +479,7 @@ impl Engine for RedisEngine {
             let now = unix_ms_now();
             let expires = now.saturating_add(sh.settings.lease_ms);
             let asked = redis_lease::acquire(&mut con, &sh.keys, &slot, now, expires, cap);
-            let held = tokio::time::timeout(sh.timeout(), asked)
-                .await
-                .map_err(|_| unavailable("no reply within engine.response_timeout_ms"))?
-                .map_err(unavailable)?;
+            let held = sh.ask(asked).await?;
             if held {
                 lock(&sh.slots).insert(conn, key_name.clone());
             }
@@ -501,9 +499,10 @@ impl Engine for RedisEngine {
                 key_name: &key_name,
                 conn: &member,
             };
-            let freed = redis_lease::release(&mut con, &sh.keys, &slot);
             // Not answered: the lease runs out by itself.
-            let _ = tokio::time::timeout(sh.timeout(), freed).await;
+            let _ = sh
+                .ask(redis_lease::release(&mut con, &sh.keys, &slot))
+                .await;
         });
     }
 
@@ -553,11 +552,8 @@ async fn renew_leases(sh: Arc<Shared>) {
             let m = &sh.metrics.engine;
             m.lease_renewals.fetch_add(1, Ordering::Relaxed);
             let renewed = redis_lease::renew(&mut con, &sh.keys, &key, &members, expires);
-            match tokio::time::timeout(sh.timeout(), renewed).await {
-                Ok(Ok(())) => {}
-                _ => {
-                    m.lease_renewal_failures.fetch_add(1, Ordering::Relaxed);
-                }
+            if sh.ask(renewed).await.is_err() {
+                m.lease_renewal_failures.fetch_add(1, Ordering::Relaxed);
             }
         }
     }

@@ -17,14 +17,13 @@ use std::time::{Duration, Instant};
 
 use futures_util::{FutureExt, StreamExt};
 use redis::aio::PubSubStream;
-use serde_json::Value;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::redis::{lock, Shared, Wanted};
 use super::redis_log::{parse_announcement, read_log, Keys, LogQuery};
 use super::redis_record::{decode, unix_ms_now};
 use super::{EngineError, Fed};
-use crate::event::{Draft, Event};
+use crate::event::Event;
 
 /// The event an announcement on `pubsub_channel` carries; `None` when the name is not an
 /// events channel of `keys` or the announcement does not decode (another node's garbage
@@ -78,11 +77,7 @@ pub(super) async fn want(sh: Arc<Shared>, channel: Arc<str>) -> Result<(), Engin
         return Err(unavailable("this node is reconnecting"));
     };
     let events = sh.keys.events(&channel);
-    match tokio::time::timeout(sh.timeout(), sink.subscribe(&events)).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => return Err(unavailable(&e.to_string())),
-        Err(_) => return Err(unavailable("no reply within engine.response_timeout_ms")),
-    }
+    sh.ask(sink.subscribe(&events)).await?;
     let (tx, rx) = tokio::sync::oneshot::channel();
     lock(&sh.fences)
         .entry(channel.clone())
@@ -224,9 +219,9 @@ async fn session(sh: &Arc<Shared>, handed: &mut u64, established: &mut bool) -> 
         };
         let mut get = redis::cmd("GET");
         get.arg(sh.keys.sequence());
-        let now: Option<u64> = tokio::time::timeout(timeout, get.query_async(&mut con))
+        let now: Option<u64> = sh
+            .ask(get.query_async(&mut con))
             .await
-            .map_err(|_| "no reply to GET".to_string())?
             .map_err(|e| e.to_string())?;
         *handed = now.unwrap_or(0);
         *established = true;
@@ -268,9 +263,9 @@ async fn backfill(
     let Some(mut con) = sh.con.clone() else {
         return Err("the Redis URL is not usable".into());
     };
-    let log = tokio::time::timeout(sh.timeout(), read_log(&mut con, &sh.keys, &q))
+    let log = sh
+        .ask(read_log(&mut con, &sh.keys, &q))
         .await
-        .map_err(|_| "no reply to the backfill read".to_string())?
         .map_err(|e| e.to_string())?;
     let last = log.last.unwrap_or(*handed);
     let total: usize = log.channels.iter().map(|c| c.entries.len()).sum();
@@ -446,6 +441,8 @@ fn fed_of(sh: &Shared, name: &str, payload: &str, now: Instant, unix_now: u64) -
     event_of(&sh.keys, name, payload, now, unix_now).map(Fed::Event)
 }
 
+/// The event a stored record is, with its data parsed (as history turns it back into
+/// one); `None` when the record does not decode.
 fn event_from(
     channel: Arc<str>,
     seq: u64,
@@ -454,16 +451,8 @@ fn event_from(
     now: Instant,
     unix_now: u64,
 ) -> Option<Arc<Event>> {
-    let stored = decode(seq, channel.clone(), raised, record, now, unix_now)?;
-    let data: Value = serde_json::from_str(stored.data.get()).ok()?;
-    let draft = Draft {
-        is_block: &*channel == "blocks",
-        channel,
-        kind: stored.kind.to_string(),
-        data,
-        block: stored.block,
-    };
-    Some(Arc::new(Event::from_stored(draft, Arc::new(stored))))
+    let stored = decode(seq, channel, raised, record, now, unix_now)?;
+    Arc::new(stored).event().map(Arc::new)
 }
 
 #[cfg(test)]

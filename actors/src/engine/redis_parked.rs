@@ -48,7 +48,7 @@ pub(super) fn gone(sh: &Arc<Shared>, id: &Arc<str>) {
         if let Some(mut con) = sh.con.clone() {
             let mut del = redis::cmd("DEL");
             del.arg(name);
-            let _ = tokio::time::timeout(sh.timeout(), del.query_async::<()>(&mut con)).await;
+            let _ = sh.ask(del.query_async::<()>(&mut con)).await;
         }
     });
 }
@@ -73,7 +73,7 @@ pub(super) async fn renew_live(sh: &Shared, con: &mut redis::aio::ConnectionMana
                 .ignore();
         }
         let sent = pipe.query_async::<()>(con);
-        if !matches!(tokio::time::timeout(sh.timeout(), sent).await, Ok(Ok(()))) {
+        if sh.ask(sent).await.is_err() {
             return false;
         }
     }
@@ -135,7 +135,7 @@ async fn write(sh: Arc<Shared>, subs: Vec<ParkedSub>, ttl: u64, parking: bool) {
     let written = match sh.con.clone() {
         Some(mut con) => {
             let sent = pipe.query_async::<()>(&mut con);
-            matches!(tokio::time::timeout(sh.timeout(), sent).await, Ok(Ok(())))
+            sh.ask(sent).await.is_ok()
         }
         None => false,
     };
@@ -155,8 +155,8 @@ async fn write(sh: Arc<Shared>, subs: Vec<ParkedSub>, ttl: u64, parking: bool) {
     }
 }
 
-/// Takes the named parked subscriptions of `key`: first those still being written from
-/// this node, then from Redis, each at most once in the cluster.
+/// Takes the named subscriptions of `key`: first those still being written from this
+/// node (each once), then from Redis, whose records stay, extended to a live lifetime.
 pub(super) async fn claim(sh: &Shared, key: &str, ids: &[String]) -> Vec<ParkedSub> {
     let mut claimed = Vec::new();
     let mut rest = Vec::new();
@@ -184,8 +184,7 @@ pub(super) async fn claim(sh: &Shared, key: &str, ids: &[String]) -> Vec<ParkedS
         call.key(sh.keys.parked(id));
     }
     call.arg(key).arg(live_ttl_ms(sh));
-    let answer = tokio::time::timeout(sh.timeout(), call.invoke_async::<Vec<String>>(&mut con));
-    let Ok(Ok(records)) = answer.await else {
+    let Ok(records) = sh.ask(call.invoke_async::<Vec<String>>(&mut con)).await else {
         log::warn!("parked subscriptions could not be read from Redis");
         return claimed;
     };
