@@ -4,10 +4,9 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -38,15 +37,7 @@ fn spawn(args: &[&str]) -> Broker {
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn broker");
-    let stdout = child.stdout.take().expect("stdout");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let rx = stdout_lines(&mut child);
     let (mut addr, mut ws_url, mut curl) = (None, None, None);
     let deadline = Instant::now() + WAIT;
     while curl.is_none() {

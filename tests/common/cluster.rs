@@ -2,11 +2,9 @@
 //! each node is the release binary with a config file written by the test, on
 //! 127.0.0.1:0, killed (SIGKILL) on drop or when a test kills it.
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use super::{ALL_KEY, PUB_KEY, SUB_KEY, WAIT};
@@ -92,15 +90,7 @@ reconnect_max_ms = 500
             })
             .spawn()
             .expect("spawn a broker node");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let rx = super::stdout_lines(&mut child);
         let deadline = Instant::now() + WAIT;
         let addr = loop {
             let left = deadline.saturating_duration_since(Instant::now());

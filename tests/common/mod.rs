@@ -53,6 +53,25 @@ pub fn config() -> Config {
     c
 }
 
+/// The lines a child process prints on its stdout, read on a thread of their own (so the
+/// child never blocks on a full pipe).
+pub fn stdout_lines(child: &mut std::process::Child) -> std::sync::mpsc::Receiver<String> {
+    use std::io::BufRead;
+    let stdout = child.stdout.take().expect("the child's stdout is piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
 /// A broker running in a thread of its own.
 pub struct TestBroker {
     pub addr: SocketAddr,
