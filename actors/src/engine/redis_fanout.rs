@@ -19,7 +19,7 @@ use futures_util::{FutureExt, StreamExt};
 use redis::aio::PubSubStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::redis::{lock, Shared, Wanted};
+use super::redis::{lock, unavailable, Shared, Wanted};
 use super::redis_log::{parse_announcement, read_log, Keys, LogQuery};
 use super::redis_record::{decode, unix_ms_now};
 use super::{EngineError, Fed};
@@ -68,7 +68,6 @@ pub(super) async fn want(sh: Arc<Shared>, channel: Arc<str>) -> Result<(), Engin
             return Ok(());
         }
     }
-    let unavailable = |why: &str| EngineError::Unavailable(format!("Redis: {why}"));
     let mut subscriber = sh.subscriber.lock().await;
     if lock(&sh.wanted).get(&channel).is_some_and(|w| w.subscribed) {
         return Ok(());
@@ -83,17 +82,14 @@ pub(super) async fn want(sh: Arc<Shared>, channel: Arc<str>) -> Result<(), Engin
         .entry(channel.clone())
         .or_default()
         .push(tx);
-    let mut con = sh
-        .con
-        .clone()
-        .ok_or_else(|| unavailable("the URL is not usable"))?;
+    let mut con = sh.con()?;
     let mut fence = FENCE.prepare_invoke();
     fence.key(sh.keys.sequence()).arg(&events);
     let fenced = async {
         fence
             .invoke_async::<String>(&mut con)
             .await
-            .map_err(|e| unavailable(&e.to_string()))?;
+            .map_err(unavailable)?;
         rx.await
             .map_err(|_| unavailable("the subscriber reconnected"))
     };
