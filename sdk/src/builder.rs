@@ -1,0 +1,207 @@
+//! The client's settings and the builder that checks them.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_tungstenite::tungstenite::http::{HeaderValue, Uri};
+
+use crate::backoff::Backoff;
+use crate::client::WebSocketClient;
+use crate::error::{Error, Result};
+
+/// Everything a client's connections work with, checked by [`ClientBuilder::build`].
+#[derive(Debug, Clone)]
+pub(crate) struct Settings {
+    pub(crate) endpoint: String,
+    pub(crate) authorization: HeaderValue,
+    pub(crate) backoff: Backoff,
+    pub(crate) heartbeat_interval: Duration,
+    pub(crate) heartbeat_margin: Duration,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) request_timeout: Duration,
+    pub(crate) buffer: usize,
+    pub(crate) max_in_flight: usize,
+    pub(crate) max_frame_bytes: usize,
+}
+
+impl Settings {
+    /// How long a connection may stay silent before it counts as dead: two heartbeat
+    /// intervals plus the margin (protocol section 6).
+    pub(crate) fn silence_limit(&self) -> Duration {
+        self.heartbeat_interval
+            .saturating_mul(2)
+            .saturating_add(self.heartbeat_margin)
+    }
+}
+
+/// Builds a [`WebSocketClient`]; start from [`WebSocketClient::new`]. Every setting but the
+/// endpoint and the key has a default.
+#[derive(Debug, Clone)]
+#[must_use = "call build() to get the client"]
+pub struct ClientBuilder {
+    endpoint: Option<String>,
+    api_key: Option<String>,
+    backoff: Backoff,
+    heartbeat_interval: Duration,
+    heartbeat_margin: Duration,
+    connect_timeout: Duration,
+    request_timeout: Duration,
+    buffer: usize,
+    max_in_flight: usize,
+    max_frame_bytes: usize,
+}
+
+impl Default for ClientBuilder {
+    fn default() -> Self {
+        Self {
+            endpoint: None,
+            api_key: None,
+            backoff: Backoff::default(),
+            heartbeat_interval: Duration::from_secs(30),
+            heartbeat_margin: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(10),
+            buffer: 1024,
+            max_in_flight: 256,
+            max_frame_bytes: 4 << 20,
+        }
+    }
+}
+
+impl ClientBuilder {
+    /// The broker's WebSocket URL: `ws://HOST:PORT/ws` (node API) or `ws://HOST:PORT/v1`
+    /// (v1 API); the client reads the replies of both. Required.
+    pub fn with_endpoint(mut self, url: impl Into<String>) -> Self {
+        self.endpoint = Some(url.into());
+        self
+    }
+
+    /// The API key; sent in the `Authorization` header, never in the URL. Required.
+    pub fn with_api_key(mut self, key: impl Into<String>) -> Self {
+        self.api_key = Some(key.into());
+        self
+    }
+
+    /// The reconnect policy (default: 1 s, doubling, at most 30 s, 20 % jitter).
+    pub fn with_backoff(mut self, backoff: Backoff) -> Self {
+        self.backoff = backoff;
+        self
+    }
+
+    /// The broker's heartbeat interval (default 30 s, the broker's default). A connection
+    /// silent for two intervals plus the margin is dropped and resumed.
+    pub fn with_heartbeat_interval(mut self, interval: Duration) -> Self {
+        self.heartbeat_interval = interval;
+        self
+    }
+
+    /// The margin past two heartbeat intervals (default 10 s).
+    pub fn with_heartbeat_margin(mut self, margin: Duration) -> Self {
+        self.heartbeat_margin = margin;
+        self
+    }
+
+    /// How long opening a connection may take, TCP and upgrade (default 10 s).
+    pub fn with_connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// How long a request may wait for its reply (default 10 s): subscribing, resuming,
+    /// commands and publishes.
+    pub fn with_request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
+    }
+
+    /// How many items a stream holds for an application that reads slowly (default 1024).
+    /// When it is full the client stops reading the socket; the broker then holds the
+    /// events, up to its slow-consumer bound, and past it closes the connection (4005),
+    /// which the client resumes once the application reads again. Memory stays bounded and
+    /// nothing is lost.
+    pub fn with_buffer(mut self, items: usize) -> Self {
+        self.buffer = items;
+        self
+    }
+
+    /// How many commands and publishes may wait for their replies at once (default 256);
+    /// more wait for a free place.
+    pub fn with_max_in_flight(mut self, requests: usize) -> Self {
+        self.max_in_flight = requests;
+        self
+    }
+
+    /// The largest frame accepted from the broker (default 4 MiB).
+    pub fn with_max_frame_bytes(mut self, bytes: usize) -> Self {
+        self.max_frame_bytes = bytes;
+        self
+    }
+
+    /// Checks the settings and makes the client. Connects nothing yet: each stream opens
+    /// its own connection, commands share one opened on first use.
+    pub fn build(self) -> Result<WebSocketClient> {
+        let endpoint = self
+            .endpoint
+            .ok_or_else(|| Error::Config("no endpoint: call with_endpoint".into()))?;
+        let uri: Uri = endpoint
+            .parse()
+            .map_err(|e| Error::Config(format!("endpoint {endpoint:?} is not a URL: {e}")))?;
+        match uri.scheme_str() {
+            Some("ws") => {}
+            Some("wss") => {
+                return Err(Error::Config(format!(
+                    "endpoint {endpoint:?}: wss:// is not supported by this version of the SDK"
+                )))
+            }
+            _ => {
+                return Err(Error::Config(format!(
+                    "endpoint {endpoint:?} must start with ws://"
+                )))
+            }
+        }
+        if uri.host().is_none_or(str::is_empty) {
+            return Err(Error::Config(format!("endpoint {endpoint:?} has no host")));
+        }
+        let key = self
+            .api_key
+            .ok_or_else(|| Error::Config("no API key: call with_api_key".into()))?;
+        if key.is_empty() {
+            return Err(Error::Config("the API key is empty".into()));
+        }
+        let mut authorization = HeaderValue::from_str(&format!("Bearer {key}"))
+            .map_err(|_| Error::Config("the API key holds characters a header cannot".into()))?;
+        authorization.set_sensitive(true);
+        for (name, value) in [
+            ("with_heartbeat_interval", self.heartbeat_interval),
+            ("with_connect_timeout", self.connect_timeout),
+            ("with_request_timeout", self.request_timeout),
+            ("with_backoff (initial)", self.backoff.initial),
+        ] {
+            if value.is_zero() {
+                return Err(Error::Config(format!("{name} must be more than zero")));
+            }
+        }
+        if self.backoff.max < self.backoff.initial {
+            return Err(Error::Config(
+                "with_backoff: max must be at least initial".into(),
+            ));
+        }
+        if self.buffer == 0 || self.max_in_flight == 0 {
+            return Err(Error::Config(
+                "with_buffer and with_max_in_flight must be at least 1".into(),
+            ));
+        }
+        Ok(WebSocketClient::from_settings(Arc::new(Settings {
+            endpoint,
+            authorization,
+            backoff: self.backoff,
+            heartbeat_interval: self.heartbeat_interval,
+            heartbeat_margin: self.heartbeat_margin,
+            connect_timeout: self.connect_timeout,
+            request_timeout: self.request_timeout,
+            buffer: self.buffer,
+            max_in_flight: self.max_in_flight,
+            max_frame_bytes: self.max_frame_bytes,
+        })))
+    }
+}
