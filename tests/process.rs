@@ -6,56 +6,35 @@ mod common;
 
 use std::io::Write;
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::broker_process::{BrokerProcess, BIN};
 use common::*;
 use serde_json::json;
 
-const BIN: &str = env!("CARGO_BIN_EXE_rustorium-broker");
 
 struct Broker {
-    child: Child,
+    process: BrokerProcess,
     addr: SocketAddr,
     ws_url: String,
     curl: String,
 }
 
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn spawn(args: &[&str]) -> Broker {
-    let mut child = Command::new(BIN)
-        .args(args)
-        .env_remove("RUSTORIUM_CONFIG")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn broker");
-    let rx = stdout_lines(&mut child);
-    let (mut addr, mut ws_url, mut curl) = (None, None, None);
-    let deadline = Instant::now() + WAIT;
-    while curl.is_none() {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let line = rx.recv_timeout(left).expect("banner printed in time");
-        if let Some(a) = line.strip_prefix("rustorium-broker listening on ") {
-            addr = a.trim().parse().ok();
-        } else if let Some(u) = line.trim().strip_prefix("subscribe:") {
+    let mut process = BrokerProcess::spawn(args);
+    let mut ws_url = None;
+    let curl = process.read_until(|line| {
+        if let Some(u) = line.trim().strip_prefix("subscribe:") {
             ws_url = Some(u.trim().to_owned());
-        } else if let Some(c) = line.trim().strip_prefix("publish:") {
-            curl = Some(c.trim().to_owned());
         }
-    }
+        line.trim().strip_prefix("publish:").map(|c| c.trim().to_owned())
+    });
     Broker {
-        child,
-        addr: addr.expect("address in banner"),
+        addr: process.addr,
+        process,
         ws_url: ws_url.expect("ws URL in banner"),
-        curl: curl.unwrap_or_default(),
+        curl,
     }
 }
 
@@ -158,7 +137,7 @@ async fn sigterm_closes_every_connection_1001_and_exits() {
     assert_eq!(ready.status, 200);
     // SAFETY: kill() sends a signal to our own child process.
     unsafe {
-        libc::kill(b.child.id() as libc::pid_t, libc::SIGTERM);
+        libc::kill(b.process.child.id() as libc::pid_t, libc::SIGTERM);
     }
     for c in clients.iter_mut() {
         assert_eq!(c.expect_close().await.0, 1001);
@@ -172,7 +151,7 @@ async fn sigterm_closes_every_connection_1001_and_exits() {
     );
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        if let Some(status) = b.child.try_wait().expect("wait") {
+        if let Some(status) = b.process.child.try_wait().expect("wait") {
             assert!(status.success(), "exit status {status}");
             break;
         }

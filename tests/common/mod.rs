@@ -2,7 +2,9 @@
 //! WebSocket client (tokio-tungstenite) and a minimal HTTP/1.1 client over TCP.
 #![allow(dead_code)]
 
+pub mod broker_process;
 pub mod cluster;
+pub mod proxy;
 pub mod redis_server;
 
 use std::net::SocketAddr;
