@@ -13,7 +13,6 @@ use common::broker_process::{BrokerProcess, BIN};
 use common::*;
 use serde_json::json;
 
-
 struct Broker {
     process: BrokerProcess,
     addr: SocketAddr,
@@ -28,7 +27,9 @@ fn spawn(args: &[&str]) -> Broker {
         if let Some(u) = line.trim().strip_prefix("subscribe:") {
             ws_url = Some(u.trim().to_owned());
         }
-        line.trim().strip_prefix("publish:").map(|c| c.trim().to_owned())
+        line.trim()
+            .strip_prefix("publish:")
+            .map(|c| c.trim().to_owned())
     });
     Broker {
         addr: process.addr,
