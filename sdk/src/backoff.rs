@@ -8,6 +8,19 @@ use std::time::Duration;
 /// at once do not come back at once. A connection that was up at least `initial` and ended
 /// by a drop the broker means to be resumed (4004, 4005, 1001, 1013, or no close frame)
 /// is resumed at once, without a wait, and the doubling starts again.
+///
+/// ```
+/// use std::time::Duration;
+/// use rustorium_sdk::Backoff;
+///
+/// let b = Backoff::default();
+/// let waits: Vec<u64> = (0..7).map(|n| b.delay(n, 0.0).as_secs()).collect();
+/// assert_eq!(waits, [1, 2, 4, 8, 16, 30, 30]);
+/// // With the largest random draw a wait is 20 % longer, and still at most 30 s.
+/// assert_eq!(b.delay(0, 1.0), Duration::from_millis(1200));
+/// assert_eq!(b.delay(4, 1.0), Duration::from_millis(19_200));
+/// assert_eq!(b.delay(5, 1.0), Duration::from_secs(30));
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct Backoff {
     /// The first wait (default 1 s).

@@ -36,6 +36,22 @@ impl Settings {
 
 /// Builds a [`WebSocketClient`]; start from [`WebSocketClient::new`]. Every setting but the
 /// endpoint and the key has a default.
+///
+/// ```
+/// use std::time::Duration;
+/// use rustorium_sdk::{Backoff, Error, WebSocketClient};
+///
+/// let client = WebSocketClient::new()
+///     .with_endpoint("ws://127.0.0.1:9072/v1")
+///     .with_api_key("my-key")
+///     .with_backoff(Backoff { initial: Duration::from_millis(500), ..Backoff::default() })
+///     .with_buffer(256)
+///     .build();
+/// assert!(client.is_ok());
+///
+/// let no_key = WebSocketClient::new().with_endpoint("ws://127.0.0.1:9072/ws").build();
+/// assert!(matches!(no_key, Err(Error::Config(_))));
+/// ```
 #[derive(Debug, Clone)]
 #[must_use = "call build() to get the client"]
 pub struct ClientBuilder {

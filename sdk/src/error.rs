@@ -119,6 +119,13 @@ pub enum Error {
 impl Error {
     /// The broker's error kind, when the broker said it (an error reply, or a close code of
     /// the admission table: 4000 invalid key, 4001 rate limited).
+    ///
+    /// ```
+    /// use rustorium_sdk::{Error, ErrorCode};
+    /// let refused = Error::Closed { code: 4000, reason: "Invalid token".into() };
+    /// assert_eq!(refused.code(), Some(ErrorCode::InvalidToken));
+    /// assert_eq!(Error::Timeout.code(), None);
+    /// ```
     pub fn code(&self) -> Option<ErrorCode> {
         match self {
             Self::Broker { code, .. } => Some(code.clone()),

@@ -49,6 +49,8 @@
 //! - `transport`: opening a connection, reading why it closed.
 //! - `error`: [`Error`], [`ErrorCode`], [`Gap`].
 
+#![warn(missing_docs)]
+
 mod backoff;
 mod builder;
 mod client;
