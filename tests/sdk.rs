@@ -524,3 +524,50 @@ async fn a_command_without_reply_times_out() {
     assert_eq!(late, Err(Error::Timeout));
     assert!(started.elapsed() < Duration::from_secs(2));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_v1_stream_of_more_subscriptions_than_the_message_cap_waits_it_out() {
+    // The v1 dialect takes 10 messages a second: the 11th and 12th subscribe are refused
+    // `rate_limited` and sent again a second later.
+    let b = start(config());
+    let c = client(format!("ws://{}/v1", b.addr), SUB_KEY, quick_backoff());
+    let tokens: Vec<String> = (1..=12u64).map(|n| format!("0x{n:040x}")).collect();
+    let mut updates = c
+        .subscribe(
+            tokens
+                .iter()
+                .map(|t| Subscription::token_updates().token_id(t)),
+        )
+        .await
+        .expect("all twelve subscribed");
+    let batch: Vec<Value> = tokens.iter().map(|t| token_update(t, 1)).collect();
+    let ids = publish_ok(b.addr, &json!(batch)).await;
+    let mut got = Vec::new();
+    while got.len() < ids.len() {
+        got.push(describe(next(&mut updates).await.expect("an update")).0);
+    }
+    assert_eq!(got, ids);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_a_stream_ends_its_subscriptions_at_the_broker() {
+    let b = start(config());
+    let c = client(ws_url(b.addr), SUB_KEY, quick_backoff());
+    let events = c.subscribe_events(&["blocks"]).await.expect("subscribed");
+    let live = |m: &str, line: &str| m.lines().any(|l| l == line);
+    assert!(live(
+        &metrics(b.addr).await,
+        "rustorium_subscriptions{channel=\"blocks\"} 1"
+    ));
+    drop(events);
+    // Closed with 1000: nothing is kept for a resume.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let m = metrics(b.addr).await;
+        if live(&m, "rustorium_connections 0") && live(&m, "rustorium_parked_subscriptions 0") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still connected or parked:\n{m}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

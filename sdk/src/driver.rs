@@ -199,6 +199,26 @@ impl Driver {
                 }
             }
         };
+        let ended = self.converse(&mut socket, ready).await;
+        if matches!(ended.why, Error::Stopped) {
+            // The application dropped the stream: a close with 1000 ends the subscriptions
+            // at the broker at once instead of keeping them for the resume window.
+            let bye = CloseFrame {
+                code: CloseCode::Normal,
+                reason: "stream dropped".into(),
+            };
+            let _ = socket.close(Some(bye)).await;
+        }
+        ended
+    }
+
+    /// The life of one open connection: resume or subscribe, then forward events until it
+    /// ends.
+    async fn converse(
+        &mut self,
+        socket: &mut Socket,
+        ready: &mut Option<oneshot::Sender<Result<(), Error>>>,
+    ) -> Ended {
         let opened = Instant::now();
         let ended = |established: bool, why: Error| Ended {
             established,
@@ -224,7 +244,7 @@ impl Driver {
                 };
                 match asked {
                     Some(asked) => {
-                        if let Err(why) = self.ask(&mut socket, asked, &mut pending, 0).await {
+                        if let Err(why) = self.ask(socket, asked, &mut pending, 0).await {
                             return ended(false, why);
                         }
                     }
@@ -247,11 +267,7 @@ impl Driver {
             let step = tokio::select! {
                 frame = socket.next() => Some(frame),
                 _ = tokio::time::sleep_until(deadline) => None,
-                _ = self.out.closed() => {
-                    let bye = CloseFrame { code: CloseCode::Normal, reason: "stream dropped".into() };
-                    let _ = socket.close(Some(bye)).await;
-                    return ended(established, Error::Stopped);
-                }
+                _ = self.out.closed() => return ended(established, Error::Stopped),
             };
             let frame = match step {
                 Some(frame) => frame,
@@ -260,8 +276,7 @@ impl Driver {
                     if retry_at.is_some_and(|at| at <= now) {
                         retry_at = None;
                         if let Some(p) = pending.take() {
-                            if let Err(why) =
-                                self.ask(&mut socket, p.asked, &mut pending, p.tries).await
+                            if let Err(why) = self.ask(socket, p.asked, &mut pending, p.tries).await
                             {
                                 return ended(established, why);
                             }
@@ -459,11 +474,11 @@ impl Driver {
                 if index < self.subs.len() {
                     self.subs.remove(index);
                 }
-                if self.emit(Out::Error(error)).await {
-                    Ok(())
-                } else {
-                    Err(Error::Stopped)
+                if !self.emit(Out::Error(error)).await || self.subs.is_empty() {
+                    // Nothing left to stream: the stream ends after the error.
+                    return Err(Error::Stopped);
                 }
+                Ok(())
             }
         }
     }
