@@ -9,6 +9,7 @@ use std::time::Duration;
 /// The bench key's secret.
 pub const KEY: &str = "bench-key";
 
+#[allow(unused_imports)] // the sdk bench does not read RSS
 pub use crate::loadgen::report::rss_kib;
 use crate::loadgen::target::{spawn_broker_with, Protocol, Running};
 
