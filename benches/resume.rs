@@ -16,21 +16,13 @@ mod loadgen;
 
 use std::time::{Duration, Instant};
 
-use common::{publish, rss_kib, spawn_broker, KEY};
+use common::{arg, publish, rss_kib, spawn_broker, KEY};
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 type Ws = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
 const LIMIT: Duration = Duration::from_secs(120);
-
-fn arg(name: &str, default: usize) -> usize {
-    let argv: Vec<String> = std::env::args().collect();
-    argv.windows(2)
-        .find(|w| w[0] == name)
-        .and_then(|w| w[1].parse().ok())
-        .unwrap_or(default)
-}
 
 async fn connect(addr: std::net::SocketAddr) -> Result<Ws, String> {
     let url = format!("ws://{addr}/ws?token={KEY}");

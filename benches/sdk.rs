@@ -13,21 +13,13 @@ mod loadgen;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::{publish, run_bench, spawn_broker, KEY};
+use common::{arg, publish, run_bench, spawn_broker, KEY};
 use futures_util::{SinkExt, StreamExt};
 use rustorium_sdk::{Event, WebSocketClient};
 use tokio_tungstenite::tungstenite::Message;
 
 const LIMIT: Duration = Duration::from_secs(120);
 const BATCH: usize = 1000;
-
-fn arg(name: &str, default: usize) -> usize {
-    let argv: Vec<String> = std::env::args().collect();
-    argv.windows(2)
-        .find(|w| w[0] == name)
-        .and_then(|w| w[1].parse().ok())
-        .unwrap_or(default)
-}
 
 fn batch(from: usize) -> String {
     let items: Vec<String> = (from..from + BATCH)

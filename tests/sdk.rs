@@ -352,6 +352,18 @@ fn describe(update: Update) -> (String, String) {
     }
 }
 
+/// The first `count` items of a typed stream, each as [`describe`] tells it.
+async fn read_updates(
+    updates: &mut rustorium_sdk::UpdateStream,
+    count: usize,
+) -> Vec<(String, String)> {
+    let mut got = Vec::with_capacity(count);
+    while got.len() < count {
+        got.push(describe(next(updates).await.expect("a typed update")));
+    }
+    got
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_v1_typed_stream_keeps_its_filters_across_cuts() {
     const ROUNDS: u64 = 300;
@@ -380,11 +392,7 @@ async fn a_v1_typed_stream_keeps_its_filters_across_cuts() {
         want.push((ids[0].clone(), format!("token:{i}.5")));
         want.push((ids[2].clone(), "market:MTK/USD".to_owned()));
     }
-    let mut got = Vec::new();
-    while got.len() < want.len() {
-        got.push(describe(next(&mut updates).await.expect("a typed update")));
-    }
-    assert_eq!(got, want);
+    assert_eq!(read_updates(&mut updates, want.len()).await, want);
     let stats = updates.stats();
     assert!(
         stats.resumes >= 10 && stats.gaps == 0,
@@ -413,11 +421,7 @@ async fn a_confirmations_stream_resumes_from_release_ids() {
             (format!("{release}.{own}"), format!("block:{n}"))
         })
         .collect();
-    let mut got = Vec::new();
-    while got.len() < want.len() {
-        got.push(describe(next(&mut updates).await.expect("a typed update")));
-    }
-    assert_eq!(got, want);
+    assert_eq!(read_updates(&mut updates, want.len()).await, want);
     let stats = updates.stats();
     assert!(
         stats.resumes >= 10 && stats.gaps == 0,
@@ -542,10 +546,11 @@ async fn a_v1_stream_of_more_subscriptions_than_the_message_cap_waits_it_out() {
         .expect("all twelve subscribed");
     let batch: Vec<Value> = tokens.iter().map(|t| token_update(t, 1)).collect();
     let ids = publish_ok(b.addr, &json!(batch)).await;
-    let mut got = Vec::new();
-    while got.len() < ids.len() {
-        got.push(describe(next(&mut updates).await.expect("an update")).0);
-    }
+    let got: Vec<String> = read_updates(&mut updates, ids.len())
+        .await
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
     assert_eq!(got, ids);
 }
 

@@ -62,3 +62,12 @@ pub fn run_bench<F: std::future::Future<Output = Result<(), String>>>(body: F) {
         std::process::exit(1);
     }
 }
+
+/// The value of `--NAME N` on the bench's command line, or `default`.
+pub fn arg(name: &str, default: usize) -> usize {
+    let argv: Vec<String> = std::env::args().collect();
+    argv.windows(2)
+        .find(|w| w[0] == name)
+        .and_then(|w| w[1].parse().ok())
+        .unwrap_or(default)
+}
