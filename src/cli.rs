@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use clap::Parser;
+use clap::{Parser, ValueEnum};
 
 use rustorium_actors::settings::EngineKind;
 
@@ -47,6 +47,19 @@ pub struct Cli {
     /// Prefix of the cluster's Redis keys (default `rustorium:`).
     #[arg(long, env = "RUSTORIUM_REDIS_PREFIX")]
     pub redis_prefix: Option<String>,
+    /// How log lines on stderr look: `text` for people, `json` (one object a line) for
+    /// log shippers.
+    #[arg(long, env = "RUSTORIUM_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// The shape of the broker's log lines (`--log-format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// env_logger's text lines.
+    Text,
+    /// One JSON object a line: `timestamp` (RFC 3339, UTC), `level`, `target`, `message`.
+    Json,
 }
 
 impl Cli {

@@ -7,7 +7,7 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Parser;
-use rustorium_broker::cli::Cli;
+use rustorium_broker::cli::{Cli, LogFormat};
 use rustorium_broker::server::Standalone;
 
 /// The broker's allocator: events are allocated on one thread and freed on others
@@ -17,8 +17,22 @@ use rustorium_broker::server::Standalone;
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    let config = match Cli::parse().load() {
+    let cli = Cli::parse();
+    let mut logger =
+        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"));
+    if cli.log_format == LogFormat::Json {
+        logger.format(|out, record| {
+            let line = serde_json::json!({
+                "timestamp": out.timestamp_millis().to_string(),
+                "level": record.level().as_str(),
+                "target": record.target(),
+                "message": record.args().to_string(),
+            });
+            writeln!(out, "{line}")
+        });
+    }
+    logger.init();
+    let config = match cli.load() {
         Ok(config) => config,
         Err(e) => {
             eprintln!("rustorium-broker: invalid configuration: {e}");

@@ -160,3 +160,36 @@ async fn sigterm_closes_every_connection_1001_and_exits() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[test]
+fn log_format_json_writes_one_object_a_line() {
+    let mut child = Command::new(BIN)
+        .args(["--bind", "127.0.0.1:0", "--log-format", "json"])
+        .env_remove("RUSTORIUM_CONFIG")
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn broker");
+    let rx = lines_of(child.stderr.take().expect("piped stderr"));
+    let mut lines = Vec::new();
+    while lines.len() < 3 {
+        match rx.recv_timeout(WAIT) {
+            Ok(line) => lines.push(line),
+            Err(_) => break,
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(lines.len() >= 3, "log lines at start: {lines:?}");
+    for line in &lines {
+        let v: serde_json::Value = serde_json::from_str(line).expect("each line is JSON");
+        for field in ["timestamp", "level", "target", "message"] {
+            assert!(v[field].is_string(), "{field} in {line}");
+        }
+    }
+    assert!(
+        lines.iter().any(|l| l.contains("\"level\":\"INFO\"")),
+        "{lines:?}"
+    );
+}

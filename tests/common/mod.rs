@@ -58,14 +58,15 @@ pub fn config() -> Config {
 /// The lines a child process prints on its stdout, read on a thread of their own (so the
 /// child never blocks on a full pipe).
 pub fn stdout_lines(child: &mut std::process::Child) -> std::sync::mpsc::Receiver<String> {
+    lines_of(child.stdout.take().expect("the child's stdout is piped"))
+}
+
+/// The lines of `input` (a child's stdout or stderr), read on a thread of their own.
+pub fn lines_of(input: impl std::io::Read + Send + 'static) -> std::sync::mpsc::Receiver<String> {
     use std::io::BufRead;
-    let stdout = child.stdout.take().expect("the child's stdout is piped");
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-        {
+        for line in std::io::BufReader::new(input).lines().map_while(Result::ok) {
             if tx.send(line).is_err() {
                 break;
             }
