@@ -2,17 +2,46 @@
 //! a constant-time comparison against every configured secret.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use actix_web::{http::header, web, HttpRequest};
+use rustorium_actors::messages::KeyTable;
 use rustorium_actors::protocol::Dialect;
 use rustorium_actors::ApiKey;
 
 use crate::config::KeyConfig;
 
-/// The configured keys.
+type Entries = Vec<(Vec<u8>, Arc<ApiKey>)>;
+
+/// The configured keys; a reload replaces them all at once.
 pub struct KeyStore {
-    keys: Vec<(Vec<u8>, Arc<ApiKey>)>,
+    keys: RwLock<Arc<Entries>>,
+}
+
+/// What a reload changed in the keys, by name (never by secret).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct KeyChanges {
+    /// Keys that are new.
+    pub added: Vec<String>,
+    /// Keys that are gone, or whose secret changed: their connections close with 4000.
+    pub removed: Vec<String>,
+    /// Keys whose roles or connection cap changed.
+    pub changed: Vec<String>,
+    /// Every key that stayed (same name and secret), with its new roles and cap.
+    pub kept: KeyTable,
+}
+
+fn entries(keys: &[KeyConfig]) -> Entries {
+    keys.iter()
+        .map(|k| {
+            let key = ApiKey {
+                name: k.name.clone(),
+                roles: k.roles.clone(),
+                max_connections: k.max_connections,
+            };
+            (k.secret.as_bytes().to_vec(), Arc::new(key))
+        })
+        .collect()
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -26,24 +55,55 @@ impl KeyStore {
     /// A store of `keys`.
     pub fn new(keys: &[KeyConfig]) -> KeyStore {
         KeyStore {
-            keys: keys
-                .iter()
-                .map(|k| {
-                    let key = ApiKey {
-                        name: k.name.clone(),
-                        roles: k.roles.clone(),
-                        max_connections: k.max_connections,
-                    };
-                    (k.secret.as_bytes().to_vec(), Arc::new(key))
-                })
-                .collect(),
+            keys: RwLock::new(Arc::new(entries(keys))),
         }
+    }
+
+    fn current(&self) -> Arc<Entries> {
+        match self.keys.read() {
+            Ok(keys) => keys.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Replaces every key with `keys` (already validated) and says what changed. A key is
+    /// kept when a key of the same name has the same secret.
+    pub fn replace(&self, keys: &[KeyConfig]) -> KeyChanges {
+        let old = self.current();
+        let new = Arc::new(entries(keys));
+        let mut changes = KeyChanges::default();
+        for (secret, key) in new.iter() {
+            match old.iter().find(|(_, k)| k.name == key.name) {
+                None => changes.added.push(key.name.clone()),
+                Some((old_secret, old_key)) if constant_time_eq(old_secret, secret) => {
+                    if **old_key != **key {
+                        changes.changed.push(key.name.clone());
+                    }
+                    changes.kept.insert(key.name.clone(), key.clone());
+                }
+                // Same name, new secret: the old secret is revoked.
+                Some(_) => {
+                    changes.removed.push(key.name.clone());
+                    changes.added.push(key.name.clone());
+                }
+            }
+        }
+        for (_, key) in old.iter() {
+            if !new.iter().any(|(_, k)| k.name == key.name) {
+                changes.removed.push(key.name.clone());
+            }
+        }
+        match self.keys.write() {
+            Ok(mut keys) => *keys = new,
+            Err(poisoned) => *poisoned.into_inner() = new,
+        }
+        changes
     }
 
     /// The key whose secret is `presented`. Every secret is compared, in constant time.
     pub fn lookup(&self, presented: &str) -> Option<Arc<ApiKey>> {
         let mut found = None;
-        for (secret, key) in &self.keys {
+        for (secret, key) in self.current().iter() {
             if constant_time_eq(secret, presented.as_bytes()) {
                 found = Some(key.clone());
             }

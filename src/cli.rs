@@ -22,7 +22,7 @@ pub struct Cli {
     /// HTTP worker threads (0: one per core).
     #[arg(long, env = "RUSTORIUM_WORKERS")]
     pub workers: Option<usize>,
-    /// An API key, NAME:SECRET[:ROLE+ROLE] (roles: subscribe, publish, command). Repeatable;
+    /// An API key, NAME:SECRET[:ROLE+ROLE] (roles: subscribe, publish, command, admin). Repeatable;
     /// the variable takes a comma-separated list. Added to the file's keys.
     #[arg(long = "key", env = "RUSTORIUM_KEYS", value_delimiter = ',')]
     pub keys: Vec<String>,
@@ -65,6 +65,12 @@ pub enum LogFormat {
 impl Cli {
     /// The configuration: the file (or defaults), these overrides, then validation.
     pub fn load(&self) -> Result<Config, ConfigError> {
+        self.read()?.finish()
+    }
+
+    /// The file (or defaults) with these overrides, not yet validated: what a reload
+    /// reads again.
+    pub fn read(&self) -> Result<Config, ConfigError> {
         let mut config = match &self.config {
             Some(path) => Config::from_file(path)?,
             None => Config::default(),
@@ -99,6 +105,6 @@ impl Cli {
         if let Some(prefix) = &self.redis_prefix {
             config.engine.key_prefix = prefix.clone();
         }
-        config.finish()
+        Ok(config)
     }
 }

@@ -25,6 +25,9 @@ pub struct ServerConfig {
     /// Milliseconds a shutdown waits for connections to close after sending them 1001,
     /// before dropping them. Default 5000.
     pub shutdown_timeout_ms: u64,
+    /// `[server.tls]`: serve `wss://` and `https://` with this certificate. Default: none
+    /// (plain `ws://` and `http://`).
+    pub tls: Option<crate::tls::TlsConfig>,
 }
 
 impl Default for ServerConfig {
@@ -33,6 +36,33 @@ impl Default for ServerConfig {
             bind: "127.0.0.1:9072".into(),
             workers: 0,
             shutdown_timeout_ms: 5000,
+            tls: None,
+        }
+    }
+}
+
+/// The operator dashboard (`[dashboard]`).
+#[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct DashboardConfig {
+    /// Serve `/dashboard` and sample the counters for it. Default true.
+    pub enabled: bool,
+    /// Milliseconds between samples (the page's updates); at least 1000. Default 1000.
+    pub sample_interval_ms: u64,
+    /// Samples kept for a page that opens (the chart's span): 300 at the default interval
+    /// is the last 5 minutes. 1 to 3600. Default 300.
+    pub history_samples: usize,
+    /// Pages open at once; more are refused with 503. 1 to 1000. Default 16.
+    pub max_viewers: usize,
+}
+
+impl Default for DashboardConfig {
+    fn default() -> Self {
+        DashboardConfig {
+            enabled: true,
+            sample_interval_ms: 1000,
+            history_samples: 300,
+            max_viewers: 16,
         }
     }
 }
@@ -45,7 +75,8 @@ pub struct KeyConfig {
     pub name: String,
     /// The secret clients present (`?token=`, `?api_key=`, `Authorization: Bearer`).
     pub secret: String,
-    /// Roles: `subscribe`, `publish`, `command`. Default `["subscribe"]`.
+    /// Roles: `subscribe`, `publish`, `command`, `admin` (the dashboard). Default
+    /// `["subscribe"]`.
     #[serde(default = "default_roles")]
     pub roles: Vec<Role>,
     /// This key's cap on concurrent connections; default `limits.max_connections_per_key`.
@@ -81,6 +112,8 @@ pub struct Config {
     pub ledger: LedgerConfig,
     /// The synthetic demo feed.
     pub demo: DemoConfig,
+    /// The operator dashboard (`/dashboard`).
+    pub dashboard: DashboardConfig,
     /// The generated development key, if one was made (never read from the file).
     #[serde(skip)]
     pub dev_key: Option<String>,
@@ -105,6 +138,8 @@ pub enum ConfigError {
     },
     /// A value is out of range or inconsistent.
     Invalid(SettingError),
+    /// The TLS certificate or key of `[server.tls]` cannot be used; names the file.
+    Tls(crate::tls::TlsError),
 }
 
 impl std::fmt::Display for ConfigError {
@@ -113,6 +148,7 @@ impl std::fmt::Display for ConfigError {
             ConfigError::Read { path, message } => write!(f, "cannot read {path}: {message}"),
             ConfigError::Parse { path, message } => write!(f, "{path}: {message}"),
             ConfigError::Invalid(e) => write!(f, "{e}"),
+            ConfigError::Tls(e) => write!(f, "server.tls: {e}"),
         }
     }
 }
@@ -176,11 +212,41 @@ impl Config {
         })
     }
 
+    /// [`Config::finish`] for a reload of `running`: when neither configures a key, the
+    /// running development key stays (a new one would revoke it).
+    pub fn finish_reload(mut self, running: &Config) -> Result<Config, ConfigError> {
+        if self.keys.is_empty() {
+            if let Some(secret) = &running.dev_key {
+                if let Some(dev) = running.keys.iter().find(|k| &k.secret == secret) {
+                    self.keys.push(dev.clone());
+                    self.dev_key = Some(secret.clone());
+                }
+            }
+        }
+        self.finish()
+    }
+
     /// Checks every field, and generates the development key when no key is configured
     /// and the address is loopback. The error names the field.
     pub fn finish(mut self) -> Result<Config, ConfigError> {
         let addr = self.bind_addr()?;
         self.settings().validate().map_err(ConfigError::Invalid)?;
+        let d = &self.dashboard;
+        if d.sample_interval_ms < 1000 {
+            return Err(invalid(
+                "dashboard.sample_interval_ms",
+                "must be at least 1000 (the page updates at most once a second)",
+            ));
+        }
+        if !(1..=3600).contains(&d.history_samples) {
+            return Err(invalid("dashboard.history_samples", "must be 1 to 3600"));
+        }
+        if !(1..=1000).contains(&d.max_viewers) {
+            return Err(invalid("dashboard.max_viewers", "must be 1 to 1000"));
+        }
+        if let Some(tls) = &self.server.tls {
+            crate::tls::load(tls).map_err(ConfigError::Tls)?;
+        }
         crate::ledger::config::validate(&self.ledger, &self.demo)
             .map_err(|(f, m)| invalid(f, m))?;
         for (i, key) in self.keys.iter().enumerate() {
@@ -194,7 +260,7 @@ impl Config {
             if key.roles.is_empty() {
                 return Err(invalid(
                     field("roles"),
-                    "must name at least one of subscribe, publish, command",
+                    "must name at least one of subscribe, publish, command, admin",
                 ));
             }
             if key.max_connections == Some(0) {
@@ -220,7 +286,7 @@ impl Config {
             self.keys.push(KeyConfig {
                 name: "dev".into(),
                 secret: secret.clone(),
-                roles: vec![Role::Subscribe, Role::Publish, Role::Command],
+                roles: vec![Role::Subscribe, Role::Publish, Role::Command, Role::Admin],
                 max_connections: None,
             });
             self.dev_key = Some(secret);
@@ -246,9 +312,12 @@ pub fn parse_key_flag(text: &str) -> Result<KeyConfig, ConfigError> {
                 "subscribe" => Ok(Role::Subscribe),
                 "publish" => Ok(Role::Publish),
                 "command" => Ok(Role::Command),
+                "admin" => Ok(Role::Admin),
                 other => Err(invalid(
                     "--key",
-                    format!("unknown role \"{other}\"; expected subscribe, publish or command"),
+                    format!(
+                        "unknown role \"{other}\"; expected subscribe, publish, command or admin"
+                    ),
                 )),
             })
             .collect::<Result<_, _>>()?,

@@ -3,8 +3,11 @@
 //! Crate map:
 //! - [`config`]: the TOML file, flags and environment, validation, the development key.
 //! - [`cli`]: the command-line flags of the binary.
-//! - [`auth`]: where a request presents its key, constant-time lookup.
-//! - `http`: the routes (`/ws`, `/api/publish`, `/health`, `/ready`, `/metrics`).
+//! - [`auth`]: where a request presents its key, constant-time lookup, replacing the keys.
+//! - `http`: the routes (`/ws`, `/v1`, `/api/publish`, `/health`, `/ready`, `/metrics`).
+//! - `dashboard`: `/dashboard`, its page and its stream of samples (`dashboard::sampler`).
+//! - [`tls`]: `[server.tls]`: the certificate files, the resolver a reload swaps.
+//! - [`reload`]: SIGHUP: new keys and certificate without a restart, what needs one.
 //! - [`server`]: the standalone broker process: bind, banner, signals, graceful stop.
 //! - [`Broker`] (here): the embedding handle: start the actor system, mount its routes
 //!   into an actix-web `App`, publish from Rust, shut down.
@@ -33,13 +36,16 @@
 pub mod auth;
 pub mod cli;
 pub mod config;
+mod dashboard;
 pub mod demo;
 mod http;
 pub mod ledger;
+pub mod reload;
 pub mod server;
+pub mod tls;
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use actix_web::web::ServiceConfig;
@@ -58,7 +64,10 @@ pub use rustorium_actors::{NewEvent, PublishError, Publisher, Role};
 #[derive(Clone)]
 pub struct Broker {
     state: http::AppState,
-    config: Arc<Config>,
+    /// The configuration in effect; a reload replaces it.
+    running: Arc<RwLock<Arc<Config>>>,
+    /// The listener's certificate, when `[server.tls]` is configured.
+    certs: Option<Arc<tls::CertStore>>,
 }
 
 impl Broker {
@@ -68,8 +77,12 @@ impl Broker {
     /// `#[actix_web::main]`).
     pub fn start(config: Config) -> Result<Broker, ConfigError> {
         let config = config.finish()?;
+        let certs = tls::cert_store(&config)?;
         if !config.ledger.enabled {
-            return Broker::start_with_backend(config, Arc::new(NoBackend));
+            let core = Core::start(config.settings(), |_| {
+                Arc::new(NoBackend) as Arc<dyn Backend>
+            });
+            return Ok(Broker::assemble(config, core, certs));
         }
         let mut ledger = None;
         let core = Core::start(config.settings(), |publisher| {
@@ -83,7 +96,7 @@ impl Broker {
                 demo::spawn(&config.demo, &config.ledger, ledger, core.publisher.clone());
             }
         }
-        Ok(Broker::assemble(config, core))
+        Ok(Broker::assemble(config, core, certs))
     }
 
     /// Like [`Broker::start`], with `backend` answering commands instead of the built-in
@@ -93,27 +106,44 @@ impl Broker {
         backend: Arc<dyn Backend>,
     ) -> Result<Broker, ConfigError> {
         let mut config = config.finish()?;
+        let certs = tls::cert_store(&config)?;
         config.ledger.enabled = false;
         config.demo.enabled = false;
         let core = Core::start(config.settings(), |_| backend);
-        Ok(Broker::assemble(config, core))
+        Ok(Broker::assemble(config, core, certs))
     }
 
-    fn assemble(config: Config, core: Arc<Core>) -> Broker {
+    fn assemble(config: Config, core: Arc<Core>, certs: Option<Arc<tls::CertStore>>) -> Broker {
+        let dashboard = config
+            .dashboard
+            .enabled
+            .then(|| dashboard::sampler::Sampler::start(core.clone(), config.dashboard.clone()));
         let state = http::AppState {
             core,
             keys: Arc::new(auth::KeyStore::new(&config.keys)),
             ready: Arc::new(AtomicBool::new(true)),
+            dashboard,
         };
         Broker {
             state,
-            config: Arc::new(config),
+            running: Arc::new(RwLock::new(Arc::new(config))),
+            certs,
         }
     }
 
-    /// The validated configuration (including a generated development key, if any).
-    pub fn config(&self) -> &Config {
-        &self.config
+    /// The configuration in effect: validated, with a generated development key if any,
+    /// and the keys and certificate of the last reload.
+    pub fn config(&self) -> Arc<Config> {
+        match self.running.read() {
+            Ok(config) => config.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// The rustls configuration serving `[server.tls]`'s certificate (and the one of each
+    /// reload), for `HttpServer::listen_rustls_0_23`; `None` without `[server.tls]`.
+    pub fn rustls_config(&self) -> Option<Result<rustls::ServerConfig, tls::TlsError>> {
+        self.certs.clone().map(tls::server_config)
     }
 
     /// A function that mounts the broker's routes (`/ws`, `/api/publish`, `/health`,
@@ -132,9 +162,15 @@ impl Broker {
     pub fn on_connect(
         &self,
     ) -> impl Fn(&dyn std::any::Any, &mut actix_web::dev::Extensions) + Send + Sync + 'static {
-        let timeout = Duration::from_millis(self.config.limits.stall_timeout_ms);
+        let timeout = Duration::from_millis(self.config().limits.stall_timeout_ms);
         move |conn, _| {
-            if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
+            let tcp = conn
+                .downcast_ref::<actix_web::rt::net::TcpStream>()
+                .or_else(|| {
+                    conn.downcast_ref::<tls::Stream>()
+                        .map(|tls| tls.get_ref().0)
+                });
+            if let Some(tcp) = tcp {
                 if let Err(e) = socket2::SockRef::from(tcp).set_tcp_user_timeout(Some(timeout)) {
                     log::warn!("cannot set TCP_USER_TIMEOUT on a connection: {e}");
                 }

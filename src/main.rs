@@ -42,7 +42,9 @@ fn main() -> ExitCode {
     let files = rustorium_broker::server::raise_file_limit();
     log::info!("open-file limit {files}: at most that many connections");
     let result = actix_web::rt::System::new().block_on(async move {
-        let standalone = Standalone::bind(config)?;
+        // SIGHUP reads the file and the command line again.
+        let source = std::sync::Arc::new(move || cli.read());
+        let standalone = Standalone::bind(config)?.reload_from(source);
         // Not println!: a closed stdout must not take the broker down.
         let _ = writeln!(std::io::stdout(), "{}", standalone.banner());
         standalone

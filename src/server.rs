@@ -1,8 +1,9 @@
-//! The standalone broker process: bind the listener, print the ready-to-paste banner, run
-//! until SIGINT/SIGTERM, then stop accepting, close connections with 1001, and exit
-//! within the configured time.
+//! The standalone broker process: bind the listener (TLS with `[server.tls]`), print the
+//! ready-to-paste banner, reload the configuration on SIGHUP, run until SIGINT/SIGTERM,
+//! then stop accepting, close connections with 1001, and exit within the configured time.
 
 use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::dev::Server;
@@ -41,11 +42,16 @@ pub const WALKTHROUGH_ADDRESS: &str = "0x000000000000000000000000000000000000c0d
 /// The event the banner's `curl` line publishes.
 const WALKTHROUGH_EVENT: &str = r#"{"channel":"transaction_updates","data":{"transaction_id":"0xfeed","status":"confirmed","from":"0x000000000000000000000000000000000000c0de","to":"0xa11ce00000000000000000000000000000000001","timestamp":"2024-01-01T12:00:00Z"}}"#;
 
+/// Reads the configuration again for a reload: the file with the command line on top,
+/// not yet validated ([`crate::cli::Cli::read`]).
+pub type ConfigSource = Arc<dyn Fn() -> Result<Config, ConfigError> + Send + Sync>;
+
 /// A bound, not yet running, standalone broker.
 pub struct Standalone {
     broker: Broker,
     server: Server,
     addr: SocketAddr,
+    source: Option<ConfigSource>,
 }
 
 impl Standalone {
@@ -53,7 +59,8 @@ impl Standalone {
     /// inside a running actix `System`.
     pub fn bind(config: Config) -> Result<Standalone, StartError> {
         let broker = Broker::start(config).map_err(StartError::Config)?;
-        let server_cfg = &broker.config().server;
+        let config = broker.config();
+        let server_cfg = &config.server;
         let bind_err = |error| StartError::Bind {
             addr: server_cfg.bind.clone(),
             error,
@@ -70,12 +77,26 @@ impl Standalone {
         if server_cfg.workers > 0 {
             http = http.workers(server_cfg.workers);
         }
-        let server = http.listen(listener).map_err(bind_err)?.run();
+        let http = match broker.rustls_config() {
+            None => http.listen(listener),
+            Some(tls) => {
+                let tls = tls.map_err(|e| StartError::Config(ConfigError::Tls(e)))?;
+                http.listen_rustls_0_23(listener, tls)
+            }
+        };
+        let server = http.map_err(bind_err)?.run();
         Ok(Standalone {
             broker,
             server,
             addr,
+            source: None,
         })
+    }
+
+    /// Reloads the configuration from `source` on SIGHUP ([`Broker::reload`]).
+    pub fn reload_from(mut self, source: ConfigSource) -> Standalone {
+        self.source = Some(source);
+        self
     }
 
     /// The address actually bound (port 0 resolved).
@@ -91,8 +112,13 @@ impl Standalone {
     /// The lines printed at start: where to connect and how to publish.
     pub fn banner(&self) -> String {
         let addr = self.addr;
+        let config = self.broker.config();
+        let (ws, http) = match config.server.tls {
+            Some(_) => ("wss", "https"),
+            None => ("ws", "http"),
+        };
         let mut out = format!("rustorium-broker listening on {addr}\n");
-        let (key, note) = match &self.broker.config().dev_key {
+        let (key, note) = match &config.dev_key {
             Some(secret) => (
                 secret.as_str(),
                 "development key \"dev\" (every role), generated because no keys are configured; it changes at each start",
@@ -100,12 +126,14 @@ impl Standalone {
             None => ("YOUR_KEY", "using the configured keys"),
         };
         out.push_str(&format!("{note}\n\n"));
-        out.push_str(&format!("  subscribe:  ws://{addr}/ws?token={key}\n"));
-        out.push_str(&format!("  v1 API:     ws://{addr}/v1?api_key={key}\n"));
+        out.push_str(&format!("  subscribe:  {ws}://{addr}/ws?token={key}\n"));
+        out.push_str(&format!("  v1 API:     {ws}://{addr}/v1?api_key={key}\n"));
         out.push_str(&format!(
-            "  publish:    curl -s -X POST http://{addr}/api/publish -H 'Authorization: Bearer {key}' -H 'Content-Type: application/json' -d '{WALKTHROUGH_EVENT}'\n"
+            "  publish:    curl -s -X POST {http}://{addr}/api/publish -H 'Authorization: Bearer {key}' -H 'Content-Type: application/json' -d '{WALKTHROUGH_EVENT}'\n"
         ));
-        let config = self.broker.config();
+        out.push_str(&format!(
+            "  dashboard:  {http}://{addr}/dashboard (a key with the admin role)\n"
+        ));
         if config.ledger.enabled {
             out.push_str(&format!(
                 "\nbuilt-in ledger: a block every {} ms; commands execute_transaction, get_token_info, get_balance\n",
@@ -137,8 +165,36 @@ impl Standalone {
             broker.shutdown(timeout).await;
             handle.stop(true).await;
         });
+        if let Some(source) = self.source {
+            let broker = self.broker.clone();
+            actix_web::rt::spawn(reload_on_sighup(broker, source));
+        }
         self.broker.set_ready(true);
         self.server.await
+    }
+}
+
+/// Reloads the configuration at each SIGHUP, for as long as the broker runs.
+async fn reload_on_sighup(broker: Broker, source: ConfigSource) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hangups = match signal(SignalKind::hangup()) {
+        Ok(hangups) => hangups,
+        Err(e) => {
+            log::warn!("cannot watch SIGHUP ({e}); configuration reload is off");
+            return;
+        }
+    };
+    while hangups.recv().await.is_some() {
+        log::info!("SIGHUP: reloading the configuration");
+        match source() {
+            // `reload` validates, logs and counts; a refused file changes nothing.
+            Ok(config) => {
+                let _ = broker.reload(config).await;
+            }
+            Err(e) => {
+                broker.count_refused_reload(&e);
+            }
+        }
     }
 }
 

@@ -10,6 +10,9 @@ use crate::metrics::Rejection;
 pub enum Disconnect {
     /// Missing, empty or unknown key at connect (4000). Do not retry with the same key.
     InvalidToken,
+    /// The connection's key was removed (or its secret changed) by a configuration
+    /// reload (4000). Do not retry with the same key.
+    KeyRevoked,
     /// The key already has its maximum connections (4001).
     TooManyConnections {
         /// The key's cap.
@@ -43,7 +46,7 @@ impl Disconnect {
     /// The close code.
     pub fn code(&self) -> u16 {
         match self {
-            Disconnect::InvalidToken => 4000,
+            Disconnect::InvalidToken | Disconnect::KeyRevoked => 4000,
             Disconnect::TooManyConnections { .. } | Disconnect::Flooding => 4001,
             Disconnect::TooBig { .. } => 1009,
             Disconnect::ProtocolError => 1002,
@@ -58,6 +61,7 @@ impl Disconnect {
     pub fn reason(&self) -> String {
         match self {
             Disconnect::InvalidToken => "Invalid token: missing or unknown API key".into(),
+            Disconnect::KeyRevoked => "Invalid token: this API key was revoked".into(),
             Disconnect::TooManyConnections { max } => {
                 format!("Rate limited: this key already has its maximum of {max} connections")
             }
@@ -86,7 +90,10 @@ impl Disconnect {
             Disconnect::TooBig { .. } => Some(Rejection::FrameTooLarge),
             Disconnect::HeartbeatTimeout { .. } => Some(Rejection::HeartbeatTimeout),
             Disconnect::SlowConsumer => Some(Rejection::SlowConsumer),
-            Disconnect::ProtocolError | Disconnect::Shutdown | Disconnect::TryAgainLater => None,
+            Disconnect::KeyRevoked
+            | Disconnect::ProtocolError
+            | Disconnect::Shutdown
+            | Disconnect::TryAgainLater => None,
         }
     }
 }

@@ -1,7 +1,7 @@
 //! The `Heartbeat` actor: one timer for the whole broker. Every interval it renders the
 //! heartbeat frame once per dialect and sends a [`Tick`] to each registered connection,
 //! which writes it with a ping and applies the liveness rule (PROTOCOL.md section 6).
-//! It also knows every connection, so it carries the shutdown notice.
+//! It also knows every connection, so it carries the shutdown notice and a reload's keys.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -9,12 +9,13 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use actix::{Actor, AsyncContext, Context, Handler, Recipient};
 
-use crate::messages::{CloseAll, ConnId, Register, Shutdown, Tick, Unregister};
+use crate::messages::{CloseAll, ConnId, Register, Rekey, RekeyAll, Shutdown, Tick, Unregister};
 use crate::protocol::{render, Dialect};
 
 struct Registered {
     tick: Recipient<Tick>,
     shutdown: Recipient<Shutdown>,
+    rekey: Recipient<Rekey>,
 }
 
 /// The heartbeat actor. One per broker.
@@ -71,6 +72,7 @@ impl Handler<Register> for Heartbeat {
             Registered {
                 tick: msg.tick,
                 shutdown: msg.shutdown,
+                rekey: msg.rekey,
             },
         );
     }
@@ -91,6 +93,18 @@ impl Handler<CloseAll> for Heartbeat {
         for reg in self.conns.values() {
             // The notice must arrive even past a full mailbox: one per connection, bounded.
             reg.shutdown.do_send(Shutdown(msg.0.clone()));
+        }
+        self.conns.len()
+    }
+}
+
+impl Handler<RekeyAll> for Heartbeat {
+    type Result = usize;
+
+    fn handle(&mut self, msg: RekeyAll, _: &mut Context<Self>) -> usize {
+        for reg in self.conns.values() {
+            // Like the shutdown notice: one per connection, past a full mailbox.
+            reg.rekey.do_send(Rekey(msg.0.clone()));
         }
         self.conns.len()
     }

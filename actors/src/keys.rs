@@ -14,6 +14,8 @@ pub enum Role {
     Publish,
     /// May send commands (`execute_transaction`, `get_token_info`).
     Command,
+    /// May open the operator dashboard (`/dashboard`). Grants nothing else.
+    Admin,
 }
 
 impl Role {
@@ -23,6 +25,7 @@ impl Role {
             Role::Subscribe => "subscribe",
             Role::Publish => "publish",
             Role::Command => "command",
+            Role::Admin => "admin",
         }
     }
 }

@@ -116,6 +116,8 @@ pub struct Register {
     pub tick: Recipient<Tick>,
     /// Where the shutdown notice goes.
     pub shutdown: Recipient<Shutdown>,
+    /// Where a reload's new keys go.
+    pub rekey: Recipient<Rekey>,
 }
 
 /// Connection → Heartbeat: the connection ended.
@@ -148,3 +150,25 @@ pub struct Shutdown(pub Disconnect);
 #[derive(Message)]
 #[rtype(result = "usize")]
 pub struct CloseAll(pub Disconnect);
+
+/// The keys that survived a configuration reload, by name: each with its new roles and
+/// cap. A key whose name is missing was removed, or its secret changed.
+pub type KeyTable = std::collections::HashMap<String, Arc<ApiKey>>;
+
+/// Heartbeat → Connection, after a configuration reload: take your key's new roles and
+/// cap from the table, or close with 4000 if it is not there.
+#[derive(Message, Clone)]
+#[rtype(result = "()")]
+pub struct Rekey(pub Arc<KeyTable>);
+
+/// Broker handle → Heartbeat: pass the reloaded keys to every connection. Returns how
+/// many connections were told.
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub struct RekeyAll(pub Arc<KeyTable>);
+
+/// Dashboard sampler → RateLimiter: open connections per key name, sorted by name (keys
+/// with none are left out). Bounded by the configured keys.
+#[derive(Message)]
+#[rtype(result = "Vec<(String, u32)>")]
+pub struct ConnectionsByKey;

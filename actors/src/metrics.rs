@@ -35,7 +35,8 @@ pub enum Rejection {
 }
 
 impl Rejection {
-    const ALL: [Rejection; 12] = [
+    /// Every reason, in the order `/metrics` lists them.
+    pub const ALL: [Rejection; 12] = [
         Rejection::InvalidToken,
         Rejection::ConnectionLimit,
         Rejection::RateLimited,
@@ -50,7 +51,8 @@ impl Rejection {
         Rejection::CommandFailed,
     ];
 
-    fn label(self) -> &'static str {
+    /// The reason's name, as the `reason` label of `rustorium_rejections_total`.
+    pub fn label(self) -> &'static str {
         match self {
             Rejection::InvalidToken => "invalid_token",
             Rejection::ConnectionLimit => "connection_limit",
@@ -120,6 +122,12 @@ pub struct Metrics {
     pub history_evicted_bound: AtomicU64,
     /// Subscriptions not parked because `resume.max_parked` were parked already.
     pub parked_refused: AtomicU64,
+    /// Configuration reloads applied.
+    pub reloads: AtomicU64,
+    /// Configuration reloads refused (the file did not validate; the old one stays).
+    pub reload_failures: AtomicU64,
+    /// Connections closed 4000 because a reload removed their key.
+    pub key_revocations: AtomicU64,
     rejections: [AtomicU64; Rejection::ALL.len()],
     /// The engine's own counters (the Redis engine; zero with the memory engine).
     pub engine: EngineMetrics,
@@ -172,7 +180,7 @@ impl Metrics {
         );
         // f64, so a time keeps its fraction; whole counts still print with no decimals.
         let e = &self.engine;
-        let scalars: [(&str, &str, &str, f64); 29] = [
+        let scalars: [(&str, &str, &str, f64); 32] = [
             (
                 "rustorium_connections",
                 "gauge",
@@ -262,6 +270,24 @@ impl Metrics {
                 "counter",
                 "Subscriptions not kept for resume because resume.max_parked were kept already.",
                 self.parked_refused.load(Relaxed) as f64,
+            ),
+            (
+                "rustorium_config_reloads_total",
+                "counter",
+                "Configuration reloads applied (SIGHUP).",
+                self.reloads.load(Relaxed) as f64,
+            ),
+            (
+                "rustorium_config_reload_failures_total",
+                "counter",
+                "Configuration reloads refused because the file did not validate; the running configuration stayed.",
+                self.reload_failures.load(Relaxed) as f64,
+            ),
+            (
+                "rustorium_key_revocations_total",
+                "counter",
+                "Connections closed 4000 because a reload removed their key or changed its secret.",
+                self.key_revocations.load(Relaxed) as f64,
             ),
             (
                 "rustorium_history_events",

@@ -14,8 +14,7 @@ use actix::{Actor, Addr, AsyncContext, Context, Handler};
 use governor::{DefaultDirectRateLimiter, Quota};
 
 use crate::engine::Engine;
-use crate::keys::Role;
-use crate::messages::{Admit, ConnId, Release};
+use crate::messages::{Admit, ConnId, ConnectionsByKey, Release};
 use crate::metrics::{Metrics, Rejection};
 use crate::protocol::Dialect;
 use crate::settings::Limits;
@@ -41,8 +40,10 @@ pub struct ConnectionQuota {
     subscriptions: AtomicUsize,
     /// Subscriptions allowed.
     pub max_subscriptions: usize,
-    /// Events per second this connection may publish, for keys with the publish role.
-    publish: Option<(DefaultDirectRateLimiter, u32)>,
+    /// Events per second this connection may publish. Every connection has the bucket:
+    /// the role is checked per request, so a reload that grants the publish role applies
+    /// to open connections too.
+    publish: (DefaultDirectRateLimiter, u32),
 }
 
 impl ConnectionQuota {
@@ -50,19 +51,18 @@ impl ConnectionQuota {
         cap: u32,
         period: Duration,
         max_subscriptions: usize,
-        publish_per_second: Option<u32>,
+        publish_per_second: u32,
     ) -> ConnectionQuota {
         let burst = NonZeroU32::new(cap).unwrap_or(NonZeroU32::MIN);
         let quota = Quota::with_period(period / burst.get())
             .unwrap_or_else(|| Quota::per_second(burst))
             .allow_burst(burst);
-        let publish = publish_per_second.map(|n| {
-            let burst = NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN);
-            (
-                DefaultDirectRateLimiter::direct(Quota::per_second(burst)),
-                n,
-            )
-        });
+        let publish = (
+            DefaultDirectRateLimiter::direct(Quota::per_second(
+                NonZeroU32::new(publish_per_second).unwrap_or(NonZeroU32::MIN),
+            )),
+            publish_per_second,
+        );
         ConnectionQuota {
             messages: DefaultDirectRateLimiter::direct(quota),
             cap,
@@ -78,12 +78,10 @@ impl ConnectionQuota {
         self.messages.check().is_ok()
     }
 
-    /// Takes `events` from the publish bucket. `Err(cap)` when over the per-second cap
-    /// (or the connection may not publish: cap 0).
+    /// Takes `events` from the publish bucket. `Err(cap)` when over the per-second cap.
+    /// (Whether the key may publish at all is the caller's check, by role.)
     pub fn check_publish(&self, events: usize) -> Result<(), u32> {
-        let Some((bucket, cap)) = &self.publish else {
-            return Err(0);
-        };
+        let (bucket, cap) = &self.publish;
         let n = u32::try_from(events)
             .ok()
             .and_then(NonZeroU32::new)
@@ -194,9 +192,7 @@ impl Handler<Admit> for RateLimiter {
                 cap,
                 period,
                 self.limits.max_subscriptions_per_connection,
-                msg.key
-                    .has(Role::Publish)
-                    .then_some(self.limits.publish_events_per_second),
+                self.limits.publish_events_per_second,
             )),
             ticket: Ticket {
                 conn,
@@ -223,13 +219,23 @@ impl Handler<Release> for RateLimiter {
     }
 }
 
+impl Handler<ConnectionsByKey> for RateLimiter {
+    type Result = Vec<(String, u32)>;
+
+    fn handle(&mut self, _: ConnectionsByKey, _: &mut Context<Self>) -> Vec<(String, u32)> {
+        let mut counts: Vec<_> = self.per_key.iter().map(|(k, n)| (k.clone(), *n)).collect();
+        counts.sort();
+        counts
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn bucket_allows_exactly_the_burst() {
-        let q = ConnectionQuota::new(10, Duration::from_secs(1), 2, Some(5));
+        let q = ConnectionQuota::new(10, Duration::from_secs(1), 2, 5);
         assert_eq!(q.check_publish(5), Ok(()));
         assert_eq!(q.check_publish(1), Err(5));
         let passed = (0..11).filter(|_| q.check_message()).count();

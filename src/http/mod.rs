@@ -1,5 +1,6 @@
 //! The HTTP routes of the broker, all on one listener: `/ws`, `/v1`,
-//! `POST /api/publish`, `/health`, `/ready`, `/metrics`.
+//! `POST /api/publish`, `/health`, `/ready`, `/metrics`, and `/dashboard` (its own
+//! module, `crate::dashboard`).
 
 mod input;
 mod ops;
@@ -23,10 +24,13 @@ pub struct AppState {
     pub keys: Arc<KeyStore>,
     /// Whether `/ready` answers 200.
     pub ready: Arc<AtomicBool>,
+    /// The dashboard's samples; `None` when `dashboard.enabled` is false.
+    pub dashboard: Option<Arc<crate::dashboard::sampler::Sampler>>,
 }
 
 /// Registers every route of the broker on `cfg`.
 pub fn mount(state: AppState, cfg: &mut web::ServiceConfig) {
+    let state_has_dashboard = state.dashboard.is_some();
     cfg.app_data(web::Data::new(state))
         .route("/ws", web::get().to(ws::ws_dialect))
         .route("/v1", web::get().to(ws::v1_dialect))
@@ -34,4 +38,11 @@ pub fn mount(state: AppState, cfg: &mut web::ServiceConfig) {
         .route("/health", web::get().to(ops::health))
         .route("/ready", web::get().to(ops::ready))
         .route("/metrics", web::get().to(ops::metrics));
+    if state_has_dashboard {
+        cfg.route("/dashboard", web::get().to(crate::dashboard::page))
+            .route(
+                "/dashboard/stream",
+                web::get().to(crate::dashboard::stream_samples),
+            );
+    }
 }

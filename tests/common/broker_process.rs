@@ -6,7 +6,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::Receiver;
 use std::time::Instant;
 
-use super::{stdout_lines, WAIT};
+use super::{lines_of, stdout_lines, WAIT};
 
 /// The broker binary of this package.
 pub const BIN: &str = env!("CARGO_BIN_EXE_rustorium-broker");
@@ -19,21 +19,30 @@ pub struct BrokerProcess {
     pub banner: Vec<String>,
     /// The rest of its stdout, line by line.
     pub lines: Receiver<String>,
+    /// Its stderr (the log, at `RUST_LOG=warn` unless the arguments say otherwise), line
+    /// by line.
+    pub log: Receiver<String>,
 }
 
 impl BrokerProcess {
     /// Starts the binary with these arguments (no `RUSTORIUM_CONFIG` from the environment,
-    /// `RUST_LOG=warn`, stderr discarded) and waits for its `listening on` line.
+    /// `RUST_LOG=warn`) and waits for its `listening on` line.
     pub fn spawn(args: &[&str]) -> BrokerProcess {
+        BrokerProcess::spawn_logging(args, "warn")
+    }
+
+    /// [`BrokerProcess::spawn`] with `RUST_LOG=log_level`.
+    pub fn spawn_logging(args: &[&str], log_level: &str) -> BrokerProcess {
         let mut child = Command::new(BIN)
             .args(args)
             .env_remove("RUSTORIUM_CONFIG")
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", log_level)
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("spawn broker");
         let lines = stdout_lines(&mut child);
+        let log = lines_of(child.stderr.take().expect("stderr piped"));
         let deadline = Instant::now() + WAIT;
         let mut banner = Vec::new();
         let addr = loop {
@@ -52,7 +61,29 @@ impl BrokerProcess {
             addr,
             banner,
             lines,
+            log,
         }
+    }
+
+    /// Reads log lines until one contains `text`, within WAIT; returns it.
+    pub fn log_until(&self, text: &str) -> String {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.log.recv_timeout(left) {
+                Ok(line) if line.contains(text) => return line,
+                Ok(_) => {}
+                Err(e) => panic!("no log line containing {text:?} in time: {e}"),
+            }
+        }
+    }
+
+    /// Sends SIGHUP: reload the configuration.
+    pub fn hangup(&self) {
+        let pid = i32::try_from(self.child.id()).expect("pid fits i32");
+        // SAFETY: kill only sends a signal to the child we started.
+        let rc = unsafe { libc::kill(pid, libc::SIGHUP) };
+        assert_eq!(rc, 0, "SIGHUP sent");
     }
 
     /// Reads stdout lines (after the banner so far) until `want` returns a value, within WAIT.

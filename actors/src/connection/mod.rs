@@ -25,7 +25,9 @@ use crate::core::Core;
 use crate::disconnect::Disconnect;
 use crate::engine::ParkedSub;
 use crate::keys::ApiKey;
-use crate::messages::{ConnId, ConnectionClosed, Moved, Register, Shutdown, Tick, Unregister};
+use crate::messages::{
+    ConnId, ConnectionClosed, Moved, Register, Rekey, Shutdown, Tick, Unregister,
+};
 use crate::metrics::Rejection;
 use crate::outbox::{self, Mode, Outbox, OutboxLimits, Wake};
 use crate::protocol::{Dialect, ErrorKind};
@@ -291,6 +293,7 @@ impl Actor for Connection {
             conn: self.conn(),
             tick: ctx.address().recipient(),
             shutdown: ctx.address().recipient(),
+            rekey: ctx.address().recipient(),
         });
         log::debug!(
             "connection {} opened for key {}",
@@ -409,6 +412,25 @@ impl Handler<Shutdown> for Connection {
 
     fn handle(&mut self, msg: Shutdown, ctx: &mut Self::Context) {
         self.disconnect(ctx, msg.0);
+    }
+}
+
+impl Handler<Rekey> for Connection {
+    type Result = ();
+
+    /// A reload kept this connection's key: later requests see its new roles. A reload
+    /// that removed it (or changed its secret) ends the connection with 4000.
+    fn handle(&mut self, msg: Rekey, ctx: &mut Self::Context) {
+        match msg.0.get(&*self.key_name) {
+            Some(key) => self.key = key.clone(),
+            None => {
+                self.core
+                    .metrics
+                    .key_revocations
+                    .fetch_add(1, Ordering::Relaxed);
+                self.disconnect(ctx, Disconnect::KeyRevoked);
+            }
+        }
     }
 }
 

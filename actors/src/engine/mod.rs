@@ -12,6 +12,7 @@ pub mod redis;
 pub mod redis_fanout;
 pub mod redis_lease;
 pub mod redis_log;
+pub mod redis_nodes;
 mod redis_parked;
 pub mod redis_record;
 
@@ -159,6 +160,32 @@ pub struct Range {
     pub upto: u64,
 }
 
+/// Whether a node of the cluster is alive, as its last record says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeState {
+    /// It wrote its record within the last lease.
+    Up,
+    /// Its record is older than a lease: stopped, killed, or cut off from Redis.
+    Down,
+}
+
+/// One node of the cluster, for the dashboard.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct NodeInfo {
+    /// The node's name (host, process id and a random part).
+    pub name: String,
+    /// Up or down.
+    pub state: NodeState,
+    /// Its open WebSocket connections when it last wrote.
+    pub connections: i64,
+    /// Milliseconds since it last wrote.
+    pub last_seen_ms: u64,
+    /// Whether it is the node answering.
+    #[serde(rename = "self")]
+    pub this: bool,
+}
+
 /// The seam. See the module documentation.
 pub trait Engine: Send + Sync {
     /// Sequences `drafts`, appends each to its channel's history (trimming by age and
@@ -229,6 +256,12 @@ pub trait Engine: Send + Sync {
     /// Subscription `id` ended for good (unsubscribed, or its client closed with 1000).
     fn gone(&self, id: &Arc<str>) {
         let _ = id;
+    }
+
+    /// The nodes sharing this engine and their state, for the dashboard; empty for an
+    /// engine of one process.
+    fn nodes(&self) -> EngineFuture<'_, Vec<NodeInfo>> {
+        Box::pin(std::future::ready(Vec::new()))
     }
 
     /// Whether the engine can serve now, for `/ready`.

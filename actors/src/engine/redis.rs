@@ -23,10 +23,11 @@ use tokio::sync::{oneshot, watch};
 
 use super::redis_lease::{self, Slot};
 use super::redis_log::{self, Keys, LogEntry, LogQuery, Trim};
-use super::redis_parked;
 use super::redis_record::{decode, encode, unix_ms_now};
+use super::{redis_nodes, redis_parked};
 use super::{
-    Appended, ChannelRead, Engine, EngineError, EngineFuture, ParkedSub, Range, Sink, Snapshot,
+    Appended, ChannelRead, Engine, EngineError, EngineFuture, NodeInfo, ParkedSub, Range, Sink,
+    Snapshot,
 };
 use crate::channels::ChannelKind;
 use crate::event::{Draft, Event};
@@ -521,6 +522,23 @@ impl Engine for RedisEngine {
         lock(&self.shared.feed).up
     }
 
+    fn nodes(&self) -> EngineFuture<'_, Vec<NodeInfo>> {
+        let sh = self.shared.clone();
+        Box::pin(async move {
+            let Ok(mut con) = sh.con() else {
+                return Vec::new();
+            };
+            let listed = redis_nodes::list(
+                &mut con,
+                &sh.keys,
+                &sh.node,
+                unix_ms_now(),
+                sh.settings.lease_ms,
+            );
+            sh.ask(listed).await.unwrap_or_default()
+        })
+    }
+
     fn gaps(&self) -> Option<watch::Receiver<u64>> {
         Some(self.shared.gaps.subscribe())
     }
@@ -541,6 +559,14 @@ async fn renew_leases(sh: Arc<Shared>) {
                 .push(format!("{}:{conn}", sh.node));
         }
         let Ok(mut con) = sh.con() else { continue };
+        let record = redis_nodes::NodeRecord {
+            connections: sh.metrics.connections.load(Ordering::Relaxed),
+            at_ms: unix_ms_now(),
+        };
+        let announced = redis_nodes::announce(&mut con, &sh.keys, &sh.node, &record);
+        if sh.ask(announced).await.is_err() {
+            log::debug!("cannot write this node's record to Redis");
+        }
         if !redis_parked::renew_live(&sh, &mut con).await {
             sh.metrics
                 .engine

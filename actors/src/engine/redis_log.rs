@@ -56,6 +56,11 @@ impl Keys {
             .strip_prefix("e:")
     }
 
+    /// The cluster's nodes: a hash of node name → its last record ([`super::redis_nodes`]).
+    pub fn nodes(&self) -> String {
+        format!("{}nodes", self.prefix)
+    }
+
     /// An API key's connection slots across the cluster (by the key's configured name).
     pub fn slots(&self, key_name: &str) -> String {
         format!("{}slots:{key_name}", self.prefix)
