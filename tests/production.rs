@@ -515,3 +515,58 @@ async fn sighup_adds_removes_and_changes_keys_and_refuses_an_invalid_file() {
         "{line}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sdk_connects_over_wss_trusting_the_brokers_certificate() {
+    use futures_util::StreamExt as _;
+    use rustorium_sdk::{Event, WebSocketClient};
+    let d = dir("sdk-wss");
+    let pair = certificate();
+    write_pair(&d, &pair);
+    let path = config_file(&d, &tls_config(&d, KEYS));
+    let broker = BrokerProcess::spawn(&["--config", path.to_str().expect("utf-8")]);
+    let addr = broker.addr;
+    let endpoint = format!("wss://{addr}/ws");
+
+    // Not trusted: the public authorities do not vouch for a self-signed certificate.
+    let untrusting = WebSocketClient::new()
+        .with_endpoint(endpoint.as_str())
+        .with_api_key("alice-secret-1")
+        .build()
+        .expect("client");
+    let refused = untrusting.subscribe_events(&["blocks"]).await;
+    let Err(e) = refused else {
+        panic!("a certificate no authority signed must be refused");
+    };
+    assert!(e.to_string().to_lowercase().contains("certificate"), "{e}");
+
+    let client = WebSocketClient::new()
+        .with_endpoint(endpoint.as_str())
+        .with_api_key("alice-secret-1")
+        .with_root_certificates_pem(&pair.0)
+        .build()
+        .expect("client");
+    let mut stream = client
+        .subscribe_events(&["blocks"])
+        .await
+        .expect("subscribed over wss");
+    let event = common::block(9).to_string();
+    let (status, _) = https(
+        addr,
+        &trusting(&pair.0),
+        "POST",
+        "/api/publish",
+        &[("Authorization", "Bearer alice-secret-1")],
+        &event,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let got = tokio::time::timeout(WAIT, stream.next())
+        .await
+        .expect("an event in time")
+        .expect("stream open");
+    match got {
+        Event::NewBlock(block) => assert_eq!(block.number, 9),
+        other => panic!("expected block 9, got {other:?}"),
+    }
+}

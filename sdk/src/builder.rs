@@ -22,6 +22,8 @@ pub(crate) struct Settings {
     pub(crate) buffer: usize,
     pub(crate) max_in_flight: usize,
     pub(crate) max_frame_bytes: usize,
+    /// The TLS client of a `wss://` endpoint; `None` for `ws://`.
+    pub(crate) tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl Settings {
@@ -65,6 +67,7 @@ pub struct ClientBuilder {
     buffer: usize,
     max_in_flight: usize,
     max_frame_bytes: usize,
+    extra_roots: Vec<u8>,
 }
 
 impl Default for ClientBuilder {
@@ -80,13 +83,15 @@ impl Default for ClientBuilder {
             buffer: 1024,
             max_in_flight: 256,
             max_frame_bytes: 4 << 20,
+            extra_roots: Vec::new(),
         }
     }
 }
 
 impl ClientBuilder {
     /// The broker's WebSocket URL: `ws://HOST:PORT/ws` (node API) or `ws://HOST:PORT/v1`
-    /// (v1 API); the client reads the replies of both. Required.
+    /// (v1 API), or the same with `wss://` for a broker with TLS; the client reads the
+    /// replies of both. Required.
     pub fn with_endpoint(mut self, url: impl Into<String>) -> Self {
         self.endpoint = Some(url.into());
         self
@@ -147,6 +152,15 @@ impl ClientBuilder {
         self
     }
 
+    /// Certificates (PEM) to trust for a `wss://` endpoint besides the usual public
+    /// authorities (Mozilla's list, built in): a private CA, or a broker's self-signed
+    /// certificate. Each call adds to the ones before.
+    pub fn with_root_certificates_pem(mut self, pem: impl AsRef<[u8]>) -> Self {
+        self.extra_roots.extend_from_slice(pem.as_ref());
+        self.extra_roots.push(b'\n');
+        self
+    }
+
     /// The largest frame accepted from the broker (default 4 MiB).
     pub fn with_max_frame_bytes(mut self, bytes: usize) -> Self {
         self.max_frame_bytes = bytes;
@@ -162,19 +176,15 @@ impl ClientBuilder {
         let uri: Uri = endpoint
             .parse()
             .map_err(|e| Error::Config(format!("endpoint {endpoint:?} is not a URL: {e}")))?;
-        match uri.scheme_str() {
-            Some("ws") => {}
-            Some("wss") => {
-                return Err(Error::Config(format!(
-                    "endpoint {endpoint:?}: wss:// is not supported by this version of the SDK"
-                )))
-            }
+        let tls = match uri.scheme_str() {
+            Some("ws") => None,
+            Some("wss") => Some(tls_client(&self.extra_roots)?),
             _ => {
                 return Err(Error::Config(format!(
-                    "endpoint {endpoint:?} must start with ws://"
+                    "endpoint {endpoint:?} must start with ws:// or wss://"
                 )))
             }
-        }
+        };
         if uri.host().is_none_or(str::is_empty) {
             return Err(Error::Config(format!("endpoint {endpoint:?} has no host")));
         }
@@ -218,6 +228,35 @@ impl ClientBuilder {
             buffer: self.buffer,
             max_in_flight: self.max_in_flight,
             max_frame_bytes: self.max_frame_bytes,
+            tls,
         })))
     }
+}
+
+/// The TLS client of `wss://` endpoints: Mozilla's authorities plus `extra_pem`.
+fn tls_client(extra_pem: &[u8]) -> Result<Arc<rustls::ClientConfig>> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+    let mut roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    for cert in CertificateDer::pem_slice_iter(extra_pem) {
+        let cert = cert.map_err(|e| {
+            Error::Config(format!(
+                "with_root_certificates_pem: not a PEM certificate: {e}"
+            ))
+        })?;
+        roots.add(cert).map_err(|e| {
+            Error::Config(format!(
+                "with_root_certificates_pem: unusable certificate: {e}"
+            ))
+        })?;
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::Config(format!("TLS: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
 }

@@ -4,7 +4,7 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::header::AUTHORIZATION;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 
 use crate::builder::Settings;
 use crate::error::Error;
@@ -26,7 +26,9 @@ pub(crate) async fn connect(settings: &Settings) -> Result<Socket, Error> {
     let config = WebSocketConfig::default()
         .max_message_size(Some(settings.max_frame_bytes))
         .max_frame_size(Some(settings.max_frame_bytes));
-    let opening = tokio_tungstenite::connect_async_with_config(request, Some(config), true);
+    let connector = settings.tls.clone().map(Connector::Rustls);
+    let opening =
+        tokio_tungstenite::connect_async_tls_with_config(request, Some(config), true, connector);
     match tokio::time::timeout(settings.connect_timeout, opening).await {
         Ok(Ok((socket, _response))) => Ok(socket),
         Ok(Err(e)) => Err(Error::Connect(e.to_string())),
