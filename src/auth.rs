@@ -23,8 +23,10 @@ pub struct KeyStore {
 pub struct KeyChanges {
     /// Keys that are new.
     pub added: Vec<String>,
-    /// Keys that are gone, or whose secret changed: their connections close with 4000.
+    /// Keys that are gone: their connections close with 4000.
     pub removed: Vec<String>,
+    /// Keys whose secret changed: connections made with the old secret close with 4000.
+    pub rotated: Vec<String>,
     /// Keys whose roles or connection cap changed.
     pub changed: Vec<String>,
     /// Every key that stayed (same name and secret), with its new roles and cap.
@@ -82,10 +84,7 @@ impl KeyStore {
                     changes.kept.insert(key.name.clone(), key.clone());
                 }
                 // Same name, new secret: the old secret is revoked.
-                Some(_) => {
-                    changes.removed.push(key.name.clone());
-                    changes.added.push(key.name.clone());
-                }
+                Some(_) => changes.rotated.push(key.name.clone()),
             }
         }
         for (_, key) in old.iter() {

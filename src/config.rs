@@ -170,13 +170,17 @@ impl Config {
             path: shown.clone(),
             message: e.to_string(),
         })?;
-        Config::from_toml(&text).map_err(|e| match e {
+        let mut config = Config::from_toml(&text).map_err(|e| match e {
             ConfigError::Parse { message, .. } => ConfigError::Parse {
                 path: shown,
                 message,
             },
             other => other,
-        })
+        })?;
+        if let (Some(tls), Some(dir)) = (config.server.tls.as_mut(), path.parent()) {
+            tls.relative_to(dir);
+        }
+        Ok(config)
     }
 
     /// Parses TOML text.

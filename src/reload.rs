@@ -16,8 +16,11 @@ use crate::{Broker, Config, ConfigError};
 pub struct ReloadReport {
     /// Keys that are new (by name).
     pub added: Vec<String>,
-    /// Keys removed, or whose secret changed: their connections were told to close 4000.
+    /// Keys removed: their connections were told to close 4000.
     pub removed: Vec<String>,
+    /// Keys whose secret changed: connections made with the old one were told to close
+    /// 4000.
+    pub rotated: Vec<String>,
     /// Keys whose roles or connection cap changed; their connections stay.
     pub changed: Vec<String>,
     /// Whether a new certificate was loaded (the next handshake presents it).
@@ -38,9 +41,10 @@ impl std::fmt::Display for ReloadReport {
         };
         write!(
             f,
-            "keys added: {}; removed: {}; changed: {}; certificate {}",
+            "keys added: {}; removed: {}; secret rotated: {}; changed: {}; certificate {}",
             list(&self.added),
             list(&self.removed),
+            list(&self.rotated),
             list(&self.changed),
             if self.certificate_reloaded {
                 "reloaded"
@@ -127,7 +131,8 @@ impl Broker {
             report.certificate_reloaded = true;
         }
         let changes = self.state.keys.replace(&new.keys);
-        if !changes.removed.is_empty() || !changes.changed.is_empty() {
+        if !changes.removed.is_empty() || !changes.rotated.is_empty() || !changes.changed.is_empty()
+        {
             let told = self
                 .state
                 .core
@@ -139,6 +144,7 @@ impl Broker {
         }
         report.added = changes.added;
         report.removed = changes.removed;
+        report.rotated = changes.rotated;
         report.changed = changes.changed;
         // What runs now: the new keys and certificate, every other section as it was.
         let mut effective = (*running).clone();

@@ -31,10 +31,23 @@ pub fn cert_store(config: &crate::Config) -> Result<Option<Arc<CertStore>>, crat
 #[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct TlsConfig {
-    /// The certificate chain, PEM: the broker's certificate first, then intermediates.
+    /// The certificate chain, PEM: the broker's certificate first, then intermediates. A
+    /// relative name is relative to the configuration file's directory.
     pub cert_file: PathBuf,
-    /// The private key, PEM (PKCS#8, PKCS#1 or SEC1), unencrypted.
+    /// The private key, PEM (PKCS#8, PKCS#1 or SEC1), unencrypted. Relative like
+    /// `cert_file`.
     pub key_file: PathBuf,
+}
+
+impl TlsConfig {
+    /// Makes relative file names relative to `dir` (the configuration file's directory).
+    pub fn relative_to(&mut self, dir: &Path) {
+        for file in [&mut self.cert_file, &mut self.key_file] {
+            if file.is_relative() {
+                *file = dir.join(&*file);
+            }
+        }
+    }
 }
 
 /// Why a certificate or key cannot be used; the message names the file.

@@ -443,7 +443,9 @@ async fn sighup_adds_removes_and_changes_keys_and_refuses_an_invalid_file() {
     assert!(line.contains("added: carol"), "{line}");
     assert!(line.contains("removed: bob"), "{line}");
     assert!(line.contains("changed: alice"), "{line}");
-    assert!(!line.contains("secret"), "no secret in the log: {line}");
+    for secret in ["carol-secret-1", "bob-secret-1", "alice-secret-1"] {
+        assert!(!line.contains(secret), "no secret in the log: {line}");
+    }
 
     let (code, reason) = closed(&mut b).await;
     assert_eq!(code, 4000, "{reason}");
@@ -501,15 +503,24 @@ async fn sighup_adds_removes_and_changes_keys_and_refuses_an_invalid_file() {
     );
     block_arrives(&mut a, 42).await;
 
-    // A setting that needs a restart is reported, and the keys still reload.
+    // A setting that needs a restart is reported, and the keys still reload: dave added,
+    // carol's secret rotated (her connections made with the old one close 4000).
+    let carol2 = key("carol", "carol-secret-2", "\"subscribe\"");
     let restart = plain_config(
-        &format!("{publisher}{alice2}{carol}{dave}"),
+        &format!("{publisher}{alice2}{carol2}{dave}"),
         "\n[heartbeat]\ninterval_ms = 20000\n",
     );
     config_file(&d, &restart);
     broker.hangup();
     let line = broker.log_until("configuration reloaded");
     assert!(line.contains("added: dave"), "{line}");
+    assert!(line.contains("secret rotated: carol"), "{line}");
+    assert_eq!(closed(&mut c).await.0, 4000);
+    assert_eq!(closed(&mut c2).await.0, 4000);
+    Client::ws(addr, "carol-secret-2")
+        .await
+        .subscribe("blocks", json!({}))
+        .await;
     assert!(
         line.contains("needing a restart") && line.contains("heartbeat"),
         "{line}"
