@@ -3,16 +3,19 @@
 
 use std::path::PathBuf;
 
-use clap::{Parser, ValueEnum};
+use clap::{Parser, Subcommand, ValueEnum};
 
 use rustorium_actors::settings::EngineKind;
 
 use crate::config::{parse_key_flag, Config, ConfigError};
 
 /// rustorium-broker: a real-time WebSocket message broker for the Rustorium API.
-#[derive(Debug, Parser)]
+#[derive(Debug, Clone, Parser)]
 #[command(version, about)]
 pub struct Cli {
+    /// What to do instead of running the broker.
+    #[command(subcommand)]
+    pub command: Option<Command>,
     /// TOML configuration file.
     #[arg(long, env = "RUSTORIUM_CONFIG")]
     pub config: Option<PathBuf>,
@@ -53,6 +56,18 @@ pub struct Cli {
     pub log_format: LogFormat,
 }
 
+/// The operator commands.
+#[derive(Debug, Clone, Subcommand)]
+pub enum Command {
+    /// Validates a configuration file as a start would (the flags and environment on
+    /// top, the TLS certificate and key included), prints the effective configuration
+    /// with secrets masked, and exits 0; on an error, names the field and exits 2.
+    CheckConfig {
+        /// The TOML file.
+        path: PathBuf,
+    },
+}
+
 /// The shape of the broker's log lines (`--log-format`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -63,6 +78,23 @@ pub enum LogFormat {
 }
 
 impl Cli {
+    /// `check-config PATH`: what to print (the effective configuration, masked), or the
+    /// error naming the field.
+    pub fn check_config(&self, path: &std::path::Path) -> Result<String, ConfigError> {
+        let mut cli = self.clone();
+        cli.config = Some(path.to_path_buf());
+        let config = cli.load()?;
+        let mut out = format!("# effective configuration of {}: valid\n", path.display());
+        if config.dev_key.is_some() {
+            out.push_str(
+                "# no keys are configured: a development key \"dev\" (every role) is generated at each start\n",
+            );
+        }
+        out.push('\n');
+        out.push_str(&config.masked_toml()?);
+        Ok(out)
+    }
+
     /// The configuration: the file (or defaults), these overrides, then validation.
     pub fn load(&self) -> Result<Config, ConfigError> {
         self.read()?.finish()

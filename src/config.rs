@@ -10,12 +10,12 @@ use rustorium_actors::settings::{
     SettingError,
 };
 use rustorium_actors::{Role, Settings};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::ledger::config::{DemoConfig, LedgerConfig};
 
 /// Where the broker listens and how it stops (`[server]`).
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(default, deny_unknown_fields)]
 pub struct ServerConfig {
     /// Address to listen on. Default `127.0.0.1:9072`. Port 0 picks a free port.
@@ -42,7 +42,7 @@ impl Default for ServerConfig {
 }
 
 /// The operator dashboard (`[dashboard]`).
-#[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(default, deny_unknown_fields)]
 pub struct DashboardConfig {
     /// Serve `/dashboard` and sample the counters for it. Default true.
@@ -68,7 +68,7 @@ impl Default for DashboardConfig {
 }
 
 /// One API key (`[[keys]]`).
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct KeyConfig {
     /// Name used in logs and metrics; the secret never is.
@@ -89,7 +89,7 @@ fn default_roles() -> Vec<Role> {
 }
 
 /// The whole configuration file.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Listener and shutdown.
@@ -189,6 +189,18 @@ impl Config {
             path: "config".into(),
             message: e.to_string().trim_end().to_owned(),
         })
+    }
+
+    /// The configuration as TOML of the file's schema, every default filled in, with each
+    /// key's secret and the password of `engine.redis_url` replaced by `***` (what
+    /// `rustorium-broker check-config` prints).
+    pub fn masked_toml(&self) -> Result<String, ConfigError> {
+        let mut shown = self.clone();
+        for key in &mut shown.keys {
+            key.secret = MASK.into();
+        }
+        shown.engine.redis_url = mask_password(&shown.engine.redis_url);
+        toml::to_string(&shown).map_err(|e| invalid("config", format!("cannot print: {e}")))
     }
 
     /// The settings the actor system needs.
@@ -299,6 +311,25 @@ impl Config {
     }
 }
 
+/// What a masked secret reads as.
+pub const MASK: &str = "***";
+
+/// `url` with the password of its user part (`scheme://user:PASSWORD@host...`) replaced
+/// by [`MASK`].
+fn mask_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else {
+        return url.to_owned();
+    };
+    match rest[..at].split_once(':') {
+        Some((user, _password)) => format!("{scheme}://{user}:{MASK}{}", &rest[at..]),
+        None => url.to_owned(),
+    }
+}
+
 /// Parses `NAME:SECRET[:ROLE+ROLE...]` as given to `--key`.
 pub fn parse_key_flag(text: &str) -> Result<KeyConfig, ConfigError> {
     let mut parts = text.splitn(3, ':');
@@ -350,6 +381,35 @@ mod tests {
         c.server.bind = "0.0.0.0:9072".into();
         let e = c.finish().err().map(|e| e.to_string());
         assert!(e.is_some_and(|m| m.starts_with("keys: refusing")));
+    }
+
+    #[test]
+    fn masked_toml_hides_secrets_and_reads_back() {
+        let text = "[[keys]]\nname = \"alice\"\nsecret = \"s3cret-alice-123\"\n\
+                    [engine]\nredis_url = \"redis://user:hunter2@10.0.0.1:6379/0\"\n";
+        let config = Config::from_toml(text).and_then(Config::finish);
+        let shown = config.and_then(|c| c.masked_toml());
+        let Ok(shown) = shown else {
+            panic!("masked: {shown:?}");
+        };
+        assert!(
+            !shown.contains("s3cret") && !shown.contains("hunter2"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("redis://user:***@10.0.0.1:6379/0"),
+            "{shown}"
+        );
+        let back = Config::from_toml(&shown).and_then(Config::finish);
+        assert!(back.is_ok_and(|c| c.keys[0].name == "alice" && c.keys[0].secret == MASK));
+    }
+
+    #[test]
+    fn a_url_without_password_is_unchanged() {
+        for url in ["redis://127.0.0.1:6379/", "redis://user@host/", "not a url"] {
+            assert_eq!(mask_password(url), url);
+        }
+        assert_eq!(mask_password("redis://:pw@h/"), "redis://:***@h/");
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Parser;
-use rustorium_broker::cli::{Cli, LogFormat};
+use rustorium_broker::cli::{Cli, Command, LogFormat};
 use rustorium_broker::server::Standalone;
 
 /// The broker's allocator: events are allocated on one thread and freed on others
@@ -32,6 +32,18 @@ fn main() -> ExitCode {
         });
     }
     logger.init();
+    if let Some(Command::CheckConfig { path }) = &cli.command {
+        return match cli.check_config(path) {
+            Ok(text) => {
+                let _ = write!(std::io::stdout(), "{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("rustorium-broker: invalid configuration: {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
     let config = match cli.load() {
         Ok(config) => config,
         Err(e) => {

@@ -193,3 +193,53 @@ fn log_format_json_writes_one_object_a_line() {
         "{lines:?}"
     );
 }
+
+#[test]
+fn check_config_prints_the_effective_configuration_with_secrets_masked() {
+    let dir = std::env::temp_dir().join(format!("rustorium-check-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join("broker.toml");
+    std::fs::write(
+        &path,
+        "[server]\nbind = \"127.0.0.1:0\"\n\n[[keys]]\nname = \"alice\"\nsecret = \"s3cret-alice-123\"\nroles = [\"subscribe\", \"admin\"]\n\n[[keys]]\nname = \"feed\"\nsecret = \"feed-secret-456\"\nroles = [\"publish\"]\n\n[engine]\nredis_url = \"redis://app:hunter2@127.0.0.1:6379/\"\n",
+    )
+    .expect("write config");
+    let out = Command::new(BIN)
+        .args(["check-config", path.to_str().expect("utf-8 path")])
+        .env_remove("RUSTORIUM_CONFIG")
+        .output()
+        .expect("run check-config");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    for secret in ["s3cret-alice-123", "feed-secret-456", "hunter2"] {
+        assert!(!stdout.contains(secret), "{secret} is masked: {stdout}");
+    }
+    assert!(stdout.contains("name = \"alice\""), "{stdout}");
+    assert!(
+        stdout.contains("redis://app:***@127.0.0.1:6379/"),
+        "{stdout}"
+    );
+    // Every default filled in, and the text parses as a configuration file (the masked
+    // secrets, all alike, would not validate as two keys).
+    assert!(
+        stdout.contains("max_subscriptions_per_connection = 100"),
+        "{stdout}"
+    );
+    let back = rustorium_broker::Config::from_toml(&stdout);
+    assert!(back.is_ok_and(|c| c.keys.len() == 2), "{stdout}");
+
+    std::fs::write(&path, "[limits]\nmax_subscriptions_per_connection = 0\n").expect("write");
+    let out = Command::new(BIN)
+        .args(["check-config", path.to_str().expect("utf-8 path")])
+        .env_remove("RUSTORIUM_CONFIG")
+        .output()
+        .expect("run check-config");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(out.stdout.is_empty(), "nothing printed on stdout");
+    assert!(
+        stderr.contains("limits.max_subscriptions_per_connection"),
+        "{stderr}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -2,10 +2,10 @@
 //!
 //! The secret never reaches the actors; the HTTP layer resolves it to an [`ApiKey`].
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// What a key may do. A key with any role may connect (PROTOCOL.md 10.17).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     /// May send `subscribe`.

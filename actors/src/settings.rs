@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// A setting that failed validation: which field, and what is wrong with it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,7 +35,7 @@ fn at_least(field: &str, value: u64, min: u64) -> Result<(), SettingError> {
 }
 
 /// Per-connection and per-key limits (`[limits]`).
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(default, deny_unknown_fields)]
 pub struct Limits {
     /// Concurrent connections per API key, both endpoints together. Default 10.
@@ -153,7 +153,7 @@ impl Limits {
 }
 
 /// Heartbeat and liveness (`[heartbeat]`).
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(default, deny_unknown_fields)]
 pub struct HeartbeatSettings {
     /// Milliseconds between heartbeat frames (and WebSocket pings). Default 30000.
@@ -198,7 +198,7 @@ impl HeartbeatSettings {
 
 /// Resume after reconnect (`[resume]`): the channels' history and the parked
 /// subscriptions.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(default, deny_unknown_fields)]
 pub struct ResumeSettings {
     /// Milliseconds each channel's events, and a dropped connection's subscriptions, are
@@ -255,7 +255,7 @@ impl ResumeSettings {
 }
 
 /// Publishing (`[publish]`).
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(default, deny_unknown_fields)]
 pub struct PublishSettings {
     /// Largest `POST /api/publish` body, in bytes; larger answers 413. Default 1048576.
@@ -322,7 +322,7 @@ impl PublishSettings {
 }
 
 /// Channels beyond the six of the contract (`[channels]`).
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(default, deny_unknown_fields)]
 pub struct ChannelSettings {
     /// Whether names outside the six channels (matching `[a-z0-9_.:-]{1,64}`) are plain
@@ -342,7 +342,7 @@ impl Default for ChannelSettings {
 }
 
 /// Which engine keeps the sequence, history, chain head and parked subscriptions.
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum EngineKind {
     /// In this process: one broker (the default).
@@ -365,7 +365,7 @@ impl std::str::FromStr for EngineKind {
 }
 
 /// The engine (`[engine]`). The Redis fields matter only with `kind = "redis"`.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(default, deny_unknown_fields)]
 pub struct EngineSettings {
     /// `"memory"` (default) or `"redis"`.

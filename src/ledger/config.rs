@@ -3,10 +3,10 @@
 
 use std::collections::BTreeMap;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// One genesis token (`[[ledger.tokens]]`).
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct GenesisToken {
     /// The token's id, as clients name it (`0x…`).
@@ -60,7 +60,7 @@ fn default_tokens() -> Vec<GenesisToken> {
 }
 
 /// `[ledger]`: the built-in backend of the standalone broker.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(default, deny_unknown_fields)]
 pub struct LedgerConfig {
     /// Whether the built-in ledger answers commands. Default true.
@@ -95,7 +95,7 @@ impl Default for LedgerConfig {
 }
 
 /// `[demo]`: synthetic activity so a fresh broker is alive at once.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(default, deny_unknown_fields)]
 pub struct DemoConfig {
     /// Whether the synthetic feeds run. Default true; needs the ledger.
