@@ -16,7 +16,6 @@ use futures_util::{SinkExt, StreamExt};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use serde_json::{json, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
@@ -95,35 +94,22 @@ async fn https(
     let tcp = TcpStream::connect(addr).await.expect("tcp connect");
     let connector = tokio_rustls::TlsConnector::from(tls.clone());
     let name = ServerName::IpAddress(addr.ip().into());
-    let mut stream = tokio::time::timeout(WAIT, connector.connect(name, tcp))
+    let stream = tokio::time::timeout(WAIT, connector.connect(name, tcp))
         .await
         .expect("handshake in time")
         .expect("TLS handshake");
-    let mut head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        head.push_str(&format!("{k}: {v}\r\n"));
-    }
-    head.push_str("\r\n");
-    head.push_str(body);
-    let mut raw = Vec::new();
-    tokio::time::timeout(WAIT, async {
-        stream.write_all(head.as_bytes()).await?;
-        stream.read_to_end(&mut raw).await
-    })
-    .await
-    .expect("HTTPS exchange in time")
-    .ok();
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_owned();
-    (status, body)
+    let r = common::http_over(stream, addr, method, path, headers, body.as_bytes()).await;
+    (r.status, r.text)
+}
+
+/// Publishes `event` over HTTPS with alice's key; the status.
+async fn publish_https(addr: SocketAddr, tls: &Arc<rustls::ClientConfig>, event: &Value) {
+    let auth = [
+        ("Authorization", "Bearer alice-secret-1"),
+        ("Content-Type", "application/json"),
+    ];
+    let (status, body) = https(addr, tls, "POST", "/api/publish", &auth, &event.to_string()).await;
+    assert_eq!(status, 200, "publish over https: {body}");
 }
 
 /// The next JSON text frame (heartbeats skipped), within WAIT.
@@ -201,20 +187,7 @@ async fn tls_serves_both_dialects_publish_and_metrics_and_refuses_an_untrusted_c
     let ack = next_json(&mut v1).await;
     assert_eq!(ack["type"], "subscription_confirmation", "v1 ack: {ack}");
 
-    let event = common::block(7).to_string();
-    let (status, body) = https(
-        addr,
-        &tls,
-        "POST",
-        "/api/publish",
-        &[
-            ("Authorization", "Bearer alice-secret-1"),
-            ("Content-Type", "application/json"),
-        ],
-        &event,
-    )
-    .await;
-    assert_eq!(status, 200, "publish over https: {body}");
+    publish_https(addr, &tls, &common::block(7)).await;
     let on_ws = next_json(&mut ws).await;
     assert_eq!(on_ws["type"], "new_block", "{on_ws}");
     assert_eq!(on_ws["data"]["number"], 7);
@@ -277,17 +250,7 @@ async fn a_reloaded_certificate_is_presented_to_the_next_connection_and_open_one
     assert!(old.is_err(), "the old certificate is no longer presented");
 
     // The connection opened before the reload still delivers.
-    let event = common::block(1).to_string();
-    let (status, _) = https(
-        addr,
-        &trusting(&second.0),
-        "POST",
-        "/api/publish",
-        &[("Authorization", "Bearer alice-secret-1")],
-        &event,
-    )
-    .await;
-    assert_eq!(status, 200);
+    publish_https(addr, &trusting(&second.0), &common::block(1)).await;
     assert_eq!(next_json(&mut open).await["type"], "new_block");
 
     // A certificate that does not parse is refused, and the running one stays.
@@ -561,17 +524,7 @@ async fn the_sdk_connects_over_wss_trusting_the_brokers_certificate() {
         .subscribe_events(&["blocks"])
         .await
         .expect("subscribed over wss");
-    let event = common::block(9).to_string();
-    let (status, _) = https(
-        addr,
-        &trusting(&pair.0),
-        "POST",
-        "/api/publish",
-        &[("Authorization", "Bearer alice-secret-1")],
-        &event,
-    )
-    .await;
-    assert_eq!(status, 200);
+    publish_https(addr, &trusting(&pair.0), &common::block(9)).await;
     let got = tokio::time::timeout(WAIT, stream.next())
         .await
         .expect("an event in time")

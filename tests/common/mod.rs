@@ -312,10 +312,23 @@ pub async fn http(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> Response {
-    let mut stream = tokio::time::timeout(WAIT, TcpStream::connect(addr))
+    let stream = tokio::time::timeout(WAIT, TcpStream::connect(addr))
         .await
         .expect("connect timed out")
         .expect("connect");
+    http_over(stream, addr, method, path, headers, body).await
+}
+
+/// One HTTP/1.1 request (`Connection: close`) over `stream`, already connected to `addr`
+/// (a TCP stream, or a TLS stream over one).
+pub async fn http_over(
+    mut stream: impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Response {
     let mut head = format!(
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
         body.len()
