@@ -17,19 +17,7 @@ GENS=${GENS:-6}
 EVENTS=${EVENTS:-10}
 cd "$(dirname "$0")/.."
 
-cargo build --release --bin rustorium-broker
-LOAD=$(cargo bench --bench load --no-run 2>&1 | sed -n 's/.*Executable benches\/load.rs (\(.*\))/\1/p')
-[ -x "$LOAD" ] || { echo "the load generator was not built" >&2; exit 1; }
-ulimit -n 20000
-
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  [ -n "${redis_pid:-}" ] && kill "$redis_pid" 2>/dev/null || true
-  wait 2>/dev/null || true
-}
-trap cleanup EXIT
+. benches/prepare.sh
 
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no --dir "$work" >"$work/redis.log" 2>&1 &

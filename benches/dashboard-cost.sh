@@ -17,19 +17,7 @@ ROUNDS=${ROUNDS:-3}
 PAGES=${PAGES:-4}
 cd "$(dirname "$0")/.."
 
-cargo build --release --bin rustorium-broker
-LOAD=$(cargo bench --bench load --no-run 2>&1 | sed -n 's/.*Executable benches\/load.rs (\(.*\))/\1/p')
-[ -x "$LOAD" ] || { echo "the load generator was not built" >&2; exit 1; }
-ulimit -n 20000
-
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
+. benches/prepare.sh
 
 run() { # run NAME ENABLED PAGES
   local name=$1 enabled=$2 pages=$3
