@@ -29,8 +29,18 @@ pub struct KeyChanges {
     pub rotated: Vec<String>,
     /// Keys whose roles or connection cap changed.
     pub changed: Vec<String>,
-    /// Every key that stayed (same name and secret), with its new roles and cap.
-    pub kept: KeyTable,
+    /// Every key now, by name, with its roles, cap and secret id (what open connections
+    /// compare themselves with).
+    pub table: KeyTable,
+}
+
+/// A keyed hash of a secret: random per process, so it tells secrets apart without
+/// revealing them.
+fn secret_id(secret: &str) -> u64 {
+    use std::hash::BuildHasher;
+    static HASHER: std::sync::LazyLock<std::collections::hash_map::RandomState> =
+        std::sync::LazyLock::new(std::collections::hash_map::RandomState::new);
+    HASHER.hash_one(secret)
 }
 
 fn entries(keys: &[KeyConfig]) -> Entries {
@@ -40,6 +50,7 @@ fn entries(keys: &[KeyConfig]) -> Entries {
                 name: k.name.clone(),
                 roles: k.roles.clone(),
                 max_connections: k.max_connections,
+                secret_id: secret_id(&k.secret),
             };
             (k.secret.as_bytes().to_vec(), Arc::new(key))
         })
@@ -75,13 +86,13 @@ impl KeyStore {
         let new = Arc::new(entries(keys));
         let mut changes = KeyChanges::default();
         for (secret, key) in new.iter() {
+            changes.table.insert(key.name.clone(), key.clone());
             match old.iter().find(|(_, k)| k.name == key.name) {
                 None => changes.added.push(key.name.clone()),
                 Some((old_secret, old_key)) if constant_time_eq(old_secret, secret) => {
                     if **old_key != **key {
                         changes.changed.push(key.name.clone());
                     }
-                    changes.kept.insert(key.name.clone(), key.clone());
                 }
                 // Same name, new secret: the old secret is revoked.
                 Some(_) => changes.rotated.push(key.name.clone()),

@@ -137,7 +137,7 @@ impl Broker {
                 .state
                 .core
                 .heartbeat
-                .send(RekeyAll(Arc::new(changes.kept)))
+                .send(RekeyAll(Arc::new(changes.table)))
                 .await
                 .unwrap_or(0);
             log::debug!("reload: {told} connections given the new keys");

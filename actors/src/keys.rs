@@ -39,6 +39,9 @@ pub struct ApiKey {
     pub roles: Vec<Role>,
     /// This key's own cap on concurrent connections, overriding the default.
     pub max_connections: Option<u32>,
+    /// A keyed hash of the secret (never the secret): after a reload that rotated the
+    /// key's secret, it tells the connections made with the old secret from the new ones.
+    pub secret_id: u64,
 }
 
 impl ApiKey {

@@ -151,12 +151,12 @@ pub struct Shutdown(pub Disconnect);
 #[rtype(result = "usize")]
 pub struct CloseAll(pub Disconnect);
 
-/// The keys that survived a configuration reload, by name: each with its new roles and
-/// cap. A key whose name is missing was removed, or its secret changed.
+/// The keys after a configuration reload, by name, each with its roles, cap and secret id.
 pub type KeyTable = std::collections::HashMap<String, Arc<ApiKey>>;
 
 /// Heartbeat → Connection, after a configuration reload: take your key's new roles and
-/// cap from the table, or close with 4000 if it is not there.
+/// cap from the table; close with 4000 if it is not there (removed) or has another
+/// secret id (rotated).
 #[derive(Message, Clone)]
 #[rtype(result = "()")]
 pub struct Rekey(pub Arc<KeyTable>);

@@ -422,8 +422,8 @@ impl Handler<Rekey> for Connection {
     /// that removed it (or changed its secret) ends the connection with 4000.
     fn handle(&mut self, msg: Rekey, ctx: &mut Self::Context) {
         match msg.0.get(&*self.key_name) {
-            Some(key) => self.key = key.clone(),
-            None => {
+            Some(key) if key.secret_id == self.key.secret_id => self.key = key.clone(),
+            _ => {
                 self.core
                     .metrics
                     .key_revocations
