@@ -16,43 +16,54 @@ pub struct Cli {
     /// What to do instead of running the broker.
     #[command(subcommand)]
     pub command: Option<Command>,
-    /// TOML configuration file.
+    /// TOML configuration file (not with `check-config`, whose PATH is the file).
     #[arg(long, env = "RUSTORIUM_CONFIG")]
     pub config: Option<PathBuf>,
     /// Address to listen on (default 127.0.0.1:9072).
-    #[arg(long, env = "RUSTORIUM_BIND")]
+    #[arg(long, env = "RUSTORIUM_BIND", global = true)]
     pub bind: Option<String>,
     /// HTTP worker threads (0: one per core).
-    #[arg(long, env = "RUSTORIUM_WORKERS")]
+    #[arg(long, env = "RUSTORIUM_WORKERS", global = true)]
     pub workers: Option<usize>,
     /// An API key, NAME:SECRET[:ROLE+ROLE] (roles: subscribe, publish, command, admin). Repeatable;
     /// the variable takes a comma-separated list. Added to the file's keys.
-    #[arg(long = "key", env = "RUSTORIUM_KEYS", value_delimiter = ',')]
+    #[arg(
+        long = "key",
+        env = "RUSTORIUM_KEYS",
+        value_delimiter = ',',
+        global = true
+    )]
     pub keys: Vec<String>,
     /// Milliseconds between heartbeats (default 30000).
-    #[arg(long, env = "RUSTORIUM_HEARTBEAT_INTERVAL_MS")]
+    #[arg(long, env = "RUSTORIUM_HEARTBEAT_INTERVAL_MS", global = true)]
     pub heartbeat_interval_ms: Option<u64>,
     /// Milliseconds of client silence before closing 4004 (default 2 intervals + 10 s).
-    #[arg(long, env = "RUSTORIUM_HEARTBEAT_TIMEOUT_MS")]
+    #[arg(long, env = "RUSTORIUM_HEARTBEAT_TIMEOUT_MS", global = true)]
     pub heartbeat_timeout_ms: Option<u64>,
     /// Concurrent connections per key (default 10).
-    #[arg(long, env = "RUSTORIUM_MAX_CONNECTIONS_PER_KEY")]
+    #[arg(long, env = "RUSTORIUM_MAX_CONNECTIONS_PER_KEY", global = true)]
     pub max_connections_per_key: Option<u32>,
     /// Accept channel names beyond the six of the contract as plain channels.
-    #[arg(long, env = "RUSTORIUM_ALLOW_PLAIN_CHANNELS")]
+    #[arg(long, env = "RUSTORIUM_ALLOW_PLAIN_CHANNELS", global = true)]
     pub allow_plain_channels: Option<bool>,
     /// The engine: `memory` (one process, the default) or `redis` (a cluster).
-    #[arg(long, env = "RUSTORIUM_ENGINE")]
+    #[arg(long, env = "RUSTORIUM_ENGINE", global = true)]
     pub engine: Option<EngineKind>,
     /// The Redis server of the `redis` engine (default redis://127.0.0.1:6379/).
-    #[arg(long, env = "RUSTORIUM_REDIS_URL")]
+    #[arg(long, env = "RUSTORIUM_REDIS_URL", global = true)]
     pub redis_url: Option<String>,
     /// Prefix of the cluster's Redis keys (default `rustorium:`).
-    #[arg(long, env = "RUSTORIUM_REDIS_PREFIX")]
+    #[arg(long, env = "RUSTORIUM_REDIS_PREFIX", global = true)]
     pub redis_prefix: Option<String>,
     /// How log lines on stderr look: `text` for people, `json` (one object a line) for
     /// log shippers.
-    #[arg(long, env = "RUSTORIUM_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    #[arg(
+        long,
+        env = "RUSTORIUM_LOG_FORMAT",
+        value_enum,
+        default_value_t = LogFormat::Text,
+        global = true
+    )]
     pub log_format: LogFormat,
 }
 
@@ -138,5 +149,50 @@ impl Cli {
             config.engine.key_prefix = prefix.clone();
         }
         Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("rustorium-broker").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn flags_apply_before_or_after_check_config() {
+        for args in [
+            &[
+                "--key",
+                "bob:pw",
+                "--log-format",
+                "json",
+                "check-config",
+                "b.toml",
+            ][..],
+            &[
+                "check-config",
+                "b.toml",
+                "--key",
+                "bob:pw",
+                "--log-format",
+                "json",
+            ][..],
+        ] {
+            let cli = parse(args);
+            assert!(
+                cli.as_ref().is_ok_and(|c| c.keys == ["bob:pw"]
+                    && c.log_format == LogFormat::Json
+                    && matches!(&c.command, Some(Command::CheckConfig { path }) if path.as_os_str() == "b.toml")),
+                "{args:?}: {cli:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn plain_flags_still_run_the_broker() {
+        let cli = parse(&["--bind", "127.0.0.1:0", "--key", "a:b"]);
+        assert!(cli.is_ok_and(|c| c.command.is_none() && c.bind.as_deref() == Some("127.0.0.1:0")));
     }
 }

@@ -243,3 +243,41 @@ fn check_config_prints_the_effective_configuration_with_secrets_masked() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn check_config_masks_a_development_key_and_applies_flags_after_the_path() {
+    let dir = std::env::temp_dir().join(format!("rustorium-check-dev-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join("broker.toml");
+    std::fs::write(&path, "[server]\nbind = \"127.0.0.1:0\"\n").expect("write config");
+    let check = |flags: &[&str]| {
+        Command::new(BIN)
+            .arg("check-config")
+            .arg(&path)
+            .args(flags)
+            .env_remove("RUSTORIUM_CONFIG")
+            .env_remove("RUSTORIUM_KEYS")
+            .output()
+            .expect("run check-config")
+    };
+
+    // No keys: the development key a start would generate is shown, its secret masked.
+    let out = check(&[]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("a development key"), "{stdout}");
+    assert!(stdout.contains("name = \"dev\""), "{stdout}");
+    assert!(
+        !stdout.contains("dev_"),
+        "the generated secret is masked: {stdout}"
+    );
+
+    // A flag after the path applies as it would at start.
+    let out = check(&["--key", "bob:flag-secret-789:publish"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("name = \"bob\""), "{stdout}");
+    assert!(!stdout.contains("flag-secret-789"), "{stdout}");
+    assert!(!stdout.contains("development key"), "{stdout}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
