@@ -59,6 +59,9 @@
 //! history) → `Delivery` → hub (fan-out) → outbox → `Connection` (frame rendered once,
 //! write).
 
+// Nothing a client, a publisher or a config file controls may panic.
+#![warn(clippy::unwrap_used, clippy::expect_used)]
+
 pub mod backend;
 pub mod channel_hub;
 pub mod channels;

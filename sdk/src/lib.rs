@@ -49,6 +49,9 @@
 //! - `transport`: opening a connection, reading why it closed.
 //! - `error`: [`Error`], [`ErrorCode`], [`Gap`].
 
+// Nothing a client, a publisher or a config file controls may panic.
+#![warn(clippy::unwrap_used, clippy::expect_used)]
+
 #![warn(missing_docs)]
 
 mod backoff;
