@@ -51,7 +51,6 @@
 
 // Nothing a client, a publisher or a config file controls may panic.
 #![warn(clippy::unwrap_used, clippy::expect_used)]
-
 #![warn(missing_docs)]
 
 mod backoff;
