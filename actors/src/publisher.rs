@@ -245,48 +245,10 @@ impl Publisher {
         self.inner.max_batch
     }
 
-    /// Reads events from a JSON body: one event object, or an array of them.
+    /// Reads events from a JSON body: one event object, or an array of at most
+    /// `publish.max_batch_events` ([`parse_events`]).
     pub fn parse_json(&self, body: Value) -> Result<Vec<NewEvent>, PublishError> {
-        let items = match body {
-            Value::Array(items) => items,
-            one => vec![one],
-        };
-        if items.is_empty() || items.len() > self.inner.max_batch {
-            return Err(PublishError::BatchSize {
-                max: self.inner.max_batch,
-            });
-        }
-        items
-            .into_iter()
-            .enumerate()
-            .map(|(i, item)| {
-                let Value::Object(mut obj) = item else {
-                    return Err(invalid(
-                        i,
-                        "an event must be an object {\"channel\", \"type\", \"data\"}",
-                    ));
-                };
-                let channel = match obj.remove("channel") {
-                    Some(Value::String(c)) => c,
-                    Some(_) => return Err(invalid(i, "channel must be a string")),
-                    None => return Err(invalid(i, "channel is required")),
-                };
-                let kind = match obj.remove("type") {
-                    None | Some(Value::Null) => None,
-                    Some(Value::String(t)) => Some(t),
-                    Some(_) => return Err(invalid(i, "type must be a string")),
-                };
-                let data = match obj.remove("data") {
-                    None | Some(Value::Null) => return Err(invalid(i, "data is required")),
-                    Some(d) => d,
-                };
-                Ok(NewEvent {
-                    channel,
-                    kind,
-                    data,
-                })
-            })
-            .collect()
+        parse_events(body, self.inner.max_batch)
     }
 
     /// Validates the whole batch, has the engine sequence and append it (coalesced with
@@ -348,6 +310,50 @@ impl Publisher {
             answer.await.unwrap_or_else(|_| Err(shutting_down()))
         }))
     }
+}
+
+/// Reads events from a JSON publish body: one event object `{channel, type, data}`, or an
+/// array of 1 to `max_batch` of them. Only the shape is checked here; channels and data
+/// are validated when the batch is submitted. The error names the event's index.
+pub fn parse_events(body: Value, max_batch: usize) -> Result<Vec<NewEvent>, PublishError> {
+    let items = match body {
+        Value::Array(items) => items,
+        one => vec![one],
+    };
+    if items.is_empty() || items.len() > max_batch {
+        return Err(PublishError::BatchSize { max: max_batch });
+    }
+    items
+        .into_iter()
+        .enumerate()
+        .map(|(i, item)| {
+            let Value::Object(mut obj) = item else {
+                return Err(invalid(
+                    i,
+                    "an event must be an object {\"channel\", \"type\", \"data\"}",
+                ));
+            };
+            let channel = match obj.remove("channel") {
+                Some(Value::String(c)) => c,
+                Some(_) => return Err(invalid(i, "channel must be a string")),
+                None => return Err(invalid(i, "channel is required")),
+            };
+            let kind = match obj.remove("type") {
+                None | Some(Value::Null) => None,
+                Some(Value::String(t)) => Some(t),
+                Some(_) => return Err(invalid(i, "type must be a string")),
+            };
+            let data = match obj.remove("data") {
+                None | Some(Value::Null) => return Err(invalid(i, "data is required")),
+                Some(d) => d,
+            };
+            Ok(NewEvent {
+                channel,
+                kind,
+                data,
+            })
+        })
+        .collect()
 }
 
 fn shutting_down() -> PublishError {
