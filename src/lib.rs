@@ -7,6 +7,7 @@
 //! - `http`: the routes (`/ws`, `/v1`, `/api/publish`, `/health`, `/ready`, `/metrics`).
 //! - `dashboard`: `/dashboard`, its page and its stream of samples (`dashboard::sampler`).
 //! - [`tls`]: `[server.tls]`: the certificate files, the resolver a reload swaps.
+//! - `preauth`: connections without a valid key yet: the per-address and total caps.
 //! - [`reload`]: SIGHUP: new keys and certificate without a restart, what needs one.
 //! - [`server`]: the standalone broker process: bind, banner, signals, graceful stop.
 //! - [`Broker`] (here): the embedding handle: start the actor system, mount its routes
@@ -40,6 +41,7 @@ mod dashboard;
 pub mod demo;
 mod http;
 pub mod ledger;
+mod preauth;
 pub mod reload;
 pub mod server;
 pub mod tls;
@@ -118,11 +120,17 @@ impl Broker {
             .dashboard
             .enabled
             .then(|| dashboard::sampler::Sampler::start(core.clone(), config.dashboard.clone()));
+        let unauthenticated = preauth::Unauthenticated::new(
+            config.limits.max_unauthenticated_per_address,
+            config.limits.max_unauthenticated,
+            core.metrics.clone(),
+        );
         let state = http::AppState {
             core,
             keys: Arc::new(auth::KeyStore::new(&config.keys)),
             ready: Arc::new(AtomicBool::new(true)),
             dashboard,
+            unauthenticated,
         };
         Broker {
             state,
@@ -156,27 +164,51 @@ impl Broker {
     /// For `HttpServer::on_connect`: sets `TCP_USER_TIMEOUT` (`limits.stall_timeout_ms`) on
     /// every accepted socket, so the kernel drops a client that stopped reading (its
     /// subscriptions are then parked for resume), and `TCP_NODELAY`, so a small event frame
-    /// is not held back by Nagle's algorithm waiting for the client's delayed ACK. The
-    /// standalone server installs it; an embedding app should too:
+    /// is not held back by Nagle's algorithm waiting for the client's delayed ACK.
+    ///
+    /// It also counts the socket among the connections without a valid key yet, and shuts
+    /// it down before it is read when its address has `limits.max_unauthenticated_per_address`
+    /// of them already, or the broker `limits.max_unauthenticated` (counted as
+    /// `rustorium_rejections_total{reason="address_limit"}`).
+    ///
+    /// The standalone server installs it; an embedding app should too:
     /// `HttpServer::new(...).on_connect(broker.on_connect())`.
     pub fn on_connect(
         &self,
     ) -> impl Fn(&dyn std::any::Any, &mut actix_web::dev::Extensions) + Send + Sync + 'static {
         let timeout = Duration::from_millis(self.config().limits.stall_timeout_ms);
-        move |conn, _| {
+        let unauthenticated = self.state.unauthenticated.clone();
+        move |conn, data| {
             let tcp = conn
                 .downcast_ref::<actix_web::rt::net::TcpStream>()
                 .or_else(|| {
                     conn.downcast_ref::<tls::Stream>()
                         .map(|tls| tls.get_ref().0)
                 });
-            if let Some(tcp) = tcp {
-                if let Err(e) = socket2::SockRef::from(tcp).set_tcp_user_timeout(Some(timeout)) {
-                    log::warn!("cannot set TCP_USER_TIMEOUT on a connection: {e}");
+            let Some(tcp) = tcp else {
+                return;
+            };
+            let socket = socket2::SockRef::from(tcp);
+            if let Ok(peer) = tcp.peer_addr() {
+                match unauthenticated.admit(peer.ip()) {
+                    Ok(pending) => {
+                        data.insert(pending);
+                    }
+                    Err(why) => {
+                        log::debug!("connection from {peer} closed at accept: {why:?}");
+                        // Nothing is read from it: the dispatcher sees the end at once.
+                        if let Err(e) = socket.shutdown(std::net::Shutdown::Both) {
+                            log::debug!("cannot shut down a refused connection: {e}");
+                        }
+                        return;
+                    }
                 }
-                if let Err(e) = tcp.set_nodelay(true) {
-                    log::warn!("cannot set TCP_NODELAY on a connection: {e}");
-                }
+            }
+            if let Err(e) = socket.set_tcp_user_timeout(Some(timeout)) {
+                log::warn!("cannot set TCP_USER_TIMEOUT on a connection: {e}");
+            }
+            if let Err(e) = tcp.set_nodelay(true) {
+                log::warn!("cannot set TCP_NODELAY on a connection: {e}");
             }
         }
     }

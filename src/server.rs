@@ -68,11 +68,16 @@ impl Standalone {
         let listener = TcpListener::bind(&server_cfg.bind).map_err(bind_err)?;
         let addr = listener.local_addr().map_err(bind_err)?;
         let routes = broker.clone();
+        // A connection that has not sent its request head (the upgrade, with its key) by
+        // then gets 408 and is closed; the TLS handshake has as long before it.
+        let handshake = Duration::from_millis(config.limits.handshake_timeout_ms);
         let mut http = HttpServer::new(move || App::new().configure(routes.configure()))
             .on_connect(broker.on_connect())
             .disable_signals()
             .shutdown_timeout(1)
             .max_connections(1 << 20)
+            .client_request_timeout(handshake)
+            .tls_handshake_timeout(handshake)
             .backlog(4096);
         if server_cfg.workers > 0 {
             http = http.workers(server_cfg.workers);

@@ -27,6 +27,18 @@ pub enum Disconnect {
     },
     /// A frame that breaks the WebSocket protocol (1002).
     ProtocolError,
+    /// A text message that is not UTF-8 (1007).
+    InvalidUtf8,
+    /// The client kept sending pings or pongs past its cap (4001).
+    ControlFlood {
+        /// Control frames per second allowed.
+        max: u32,
+    },
+    /// One message arrived in more fragments than allowed (4001).
+    TooManyFragments {
+        /// Fragments per message allowed.
+        max: u32,
+    },
     /// No frame from the client for the heartbeat timeout (4004). Reconnect and resume.
     HeartbeatTimeout {
         /// The timeout, in milliseconds.
@@ -47,7 +59,11 @@ impl Disconnect {
     pub fn code(&self) -> u16 {
         match self {
             Disconnect::InvalidToken | Disconnect::KeyRevoked => 4000,
-            Disconnect::TooManyConnections { .. } | Disconnect::Flooding => 4001,
+            Disconnect::TooManyConnections { .. }
+            | Disconnect::Flooding
+            | Disconnect::ControlFlood { .. }
+            | Disconnect::TooManyFragments { .. } => 4001,
+            Disconnect::InvalidUtf8 => 1007,
             Disconnect::TooBig { .. } => 1009,
             Disconnect::ProtocolError => 1002,
             Disconnect::HeartbeatTimeout { .. } => 4004,
@@ -68,6 +84,13 @@ impl Disconnect {
             Disconnect::Flooding => "rate limited: too many messages over the cap".into(),
             Disconnect::TooBig { max } => format!("message larger than {max} bytes"),
             Disconnect::ProtocolError => "WebSocket protocol error".into(),
+            Disconnect::InvalidUtf8 => "text message is not valid UTF-8".into(),
+            Disconnect::ControlFlood { max } => {
+                format!("rate limited: more than {max} pings and pongs per second")
+            }
+            Disconnect::TooManyFragments { max } => {
+                format!("rate limited: a message in more than {max} fragments")
+            }
             Disconnect::HeartbeatTimeout { ms } => {
                 format!("heartbeat timeout: no frame from the client for {ms} ms")
             }
@@ -81,7 +104,7 @@ impl Disconnect {
         }
     }
 
-    /// The refusal it counts as in `/metrics` (shutdown and protocol errors count none).
+    /// The refusal it counts as in `/metrics` (shutdown, revocation and 1013 count none here).
     pub fn rejection(&self) -> Option<Rejection> {
         match self {
             Disconnect::InvalidToken => Some(Rejection::InvalidToken),
@@ -90,10 +113,10 @@ impl Disconnect {
             Disconnect::TooBig { .. } => Some(Rejection::FrameTooLarge),
             Disconnect::HeartbeatTimeout { .. } => Some(Rejection::HeartbeatTimeout),
             Disconnect::SlowConsumer => Some(Rejection::SlowConsumer),
-            Disconnect::KeyRevoked
-            | Disconnect::ProtocolError
-            | Disconnect::Shutdown
-            | Disconnect::TryAgainLater => None,
+            Disconnect::ControlFlood { .. } => Some(Rejection::ControlFlood),
+            Disconnect::TooManyFragments { .. } => Some(Rejection::FragmentFlood),
+            Disconnect::ProtocolError | Disconnect::InvalidUtf8 => Some(Rejection::ProtocolError),
+            Disconnect::KeyRevoked | Disconnect::Shutdown | Disconnect::TryAgainLater => None,
         }
     }
 }

@@ -32,11 +32,21 @@ pub enum Rejection {
     PublishRejected,
     /// A command the backend refused.
     CommandFailed,
+    /// A connection closed at accept: its address (or the broker) already had its
+    /// maximum of connections without a valid key.
+    AddressLimit,
+    /// A client closed 4001 for sending pings or pongs past its cap.
+    ControlFlood,
+    /// A client closed 4001 for sending one message in more fragments than allowed.
+    FragmentFlood,
+    /// A connection closed for breaking the WebSocket protocol (1002) or sending text
+    /// that is not UTF-8 (1007).
+    ProtocolError,
 }
 
 impl Rejection {
     /// Every reason, in the order `/metrics` lists them.
-    pub const ALL: [Rejection; 12] = [
+    pub const ALL: [Rejection; 16] = [
         Rejection::InvalidToken,
         Rejection::ConnectionLimit,
         Rejection::RateLimited,
@@ -49,6 +59,10 @@ impl Rejection {
         Rejection::SlowConsumer,
         Rejection::PublishRejected,
         Rejection::CommandFailed,
+        Rejection::AddressLimit,
+        Rejection::ControlFlood,
+        Rejection::FragmentFlood,
+        Rejection::ProtocolError,
     ];
 
     /// The reason's name, as the `reason` label of `rustorium_rejections_total`.
@@ -66,6 +80,10 @@ impl Rejection {
             Rejection::SlowConsumer => "slow_consumer",
             Rejection::PublishRejected => "publish_rejected",
             Rejection::CommandFailed => "command_failed",
+            Rejection::AddressLimit => "address_limit",
+            Rejection::ControlFlood => "control_flood",
+            Rejection::FragmentFlood => "fragment_flood",
+            Rejection::ProtocolError => "protocol_error",
         }
     }
 }
@@ -128,6 +146,12 @@ pub struct Metrics {
     pub reload_failures: AtomicU64,
     /// Connections closed 4000 because a reload removed their key.
     pub key_revocations: AtomicU64,
+    /// Connections open that have not presented a valid key yet (set by the server's
+    /// `on_connect` accounting; zero in an app that does not install it).
+    pub unauthenticated: AtomicI64,
+    /// Connections that closed before any request reached the broker's routes: request
+    /// heads that timed out (408), oversized or malformed heads (431, 400), scanners.
+    pub closed_without_request: AtomicU64,
     rejections: [AtomicU64; Rejection::ALL.len()],
     /// The engine's own counters (the Redis engine; zero with the memory engine).
     pub engine: EngineMetrics,
@@ -180,7 +204,7 @@ impl Metrics {
         );
         // f64, so a time keeps its fraction; whole counts still print with no decimals.
         let e = &self.engine;
-        let scalars: [(&str, &str, &str, f64); 32] = [
+        let scalars: [(&str, &str, &str, f64); 34] = [
             (
                 "rustorium_connections",
                 "gauge",
@@ -288,6 +312,18 @@ impl Metrics {
                 "counter",
                 "Connections closed 4000 because a reload removed their key or changed its secret.",
                 self.key_revocations.load(Relaxed) as f64,
+            ),
+            (
+                "rustorium_unauthenticated_connections",
+                "gauge",
+                "Connections open that have not presented a valid key yet.",
+                self.unauthenticated.load(Relaxed).max(0) as f64,
+            ),
+            (
+                "rustorium_closed_without_request_total",
+                "counter",
+                "Connections closed before any request reached the broker: request heads that timed out (408), oversized or malformed heads, scanners.",
+                self.closed_without_request.load(Relaxed) as f64,
             ),
             (
                 "rustorium_history_events",

@@ -76,6 +76,23 @@ pub struct Limits {
     /// Milliseconds the broker waits, after sending a close frame, for the client's close
     /// before dropping the TCP connection (the RFC 6455 closing handshake). Default 1000.
     pub close_grace_ms: u64,
+    /// Milliseconds a new connection has to finish its TLS handshake, and then again to
+    /// send its whole request head (the upgrade with its key); past it the broker answers
+    /// 408 and closes. Set by the standalone server on its listener. Default 5000.
+    pub handshake_timeout_ms: u64,
+    /// Connections one IP address may hold open before any of them presented a valid key
+    /// (slow or unfinished upgrades, requests without a key). A connection past it is
+    /// closed at once, before it is read. Default 1024.
+    pub max_unauthenticated_per_address: u32,
+    /// The same bound over all addresses together. Default 8192.
+    pub max_unauthenticated: u32,
+    /// WebSocket control frames (pings, pongs) a connection may send per second. Past it
+    /// a ping gets no pong; a client that keeps going (as many frames over as the cap,
+    /// within a second) is closed 4001. Default 50.
+    pub max_control_frames_per_second: u32,
+    /// Frames one fragmented message may arrive in; more closes the connection 4001.
+    /// Default 1024.
+    pub max_fragments_per_message: u32,
 }
 
 impl Default for Limits {
@@ -94,6 +111,11 @@ impl Default for Limits {
             max_pending_confirmations: 100_000,
             stall_timeout_ms: 30_000,
             close_grace_ms: 1000,
+            handshake_timeout_ms: 5000,
+            max_unauthenticated_per_address: 1024,
+            max_unauthenticated: 8192,
+            max_control_frames_per_second: 50,
+            max_fragments_per_message: 1024,
         }
     }
 }
@@ -144,6 +166,31 @@ impl Limits {
             1,
         )?;
         at_least("limits.stall_timeout_ms", self.stall_timeout_ms, 100)?;
+        at_least(
+            "limits.handshake_timeout_ms",
+            self.handshake_timeout_ms,
+            100,
+        )?;
+        at_least(
+            "limits.max_unauthenticated_per_address",
+            self.max_unauthenticated_per_address.into(),
+            1,
+        )?;
+        at_least(
+            "limits.max_unauthenticated",
+            self.max_unauthenticated.into(),
+            self.max_unauthenticated_per_address.into(),
+        )?;
+        at_least(
+            "limits.max_control_frames_per_second",
+            self.max_control_frames_per_second.into(),
+            1,
+        )?;
+        at_least(
+            "limits.max_fragments_per_message",
+            self.max_fragments_per_message.into(),
+            2,
+        )?;
         at_least(
             "limits.max_pending_confirmations",
             self.max_pending_confirmations as u64,

@@ -24,7 +24,8 @@ use sampler::Sampler;
 const PAGE: &str = include_str!("page.html");
 
 /// `GET /dashboard`: the page. It holds no data; the stream needs an admin key.
-pub async fn page() -> HttpResponse {
+pub async fn page(req: HttpRequest) -> HttpResponse {
+    crate::preauth::seen(&req);
     HttpResponse::Ok()
         .content_type("text/html; charset=utf-8")
         .insert_header((header::CACHE_CONTROL, "no-store"))
@@ -60,6 +61,7 @@ impl Drop for Viewer {
 /// an `event: sample` per sample. It ends when a reload takes the key's admin role away.
 pub async fn stream_samples(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
     use actix_web::http::StatusCode;
+    crate::preauth::seen(&req);
     let Some(sampler) = state.dashboard.clone() else {
         return HttpResponse::NotFound().finish();
     };
@@ -81,6 +83,7 @@ pub async fn stream_samples(req: HttpRequest, state: web::Data<AppState>) -> Htt
             msg,
         );
     };
+    crate::preauth::authenticated(&req);
     if !key.has(Role::Admin) {
         let msg = "forbidden: this key lacks the admin role";
         return refuse(&state, StatusCode::FORBIDDEN, Rejection::Forbidden, msg);

@@ -26,6 +26,8 @@ pub struct AppState {
     pub ready: Arc<AtomicBool>,
     /// The dashboard's samples; `None` when `dashboard.enabled` is false.
     pub dashboard: Option<Arc<crate::dashboard::sampler::Sampler>>,
+    /// Connections without a valid key yet, per address ([`crate::preauth`]).
+    pub unauthenticated: Arc<crate::preauth::Unauthenticated>,
 }
 
 /// Registers every route of the broker on `cfg`.

@@ -3,20 +3,22 @@
 
 use std::sync::atomic::Ordering;
 
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use rustorium_actors::metrics::Gauges;
 
 use super::AppState;
 
 /// `GET /health`: 200 while the process serves HTTP.
-pub async fn health() -> HttpResponse {
+pub async fn health(req: HttpRequest) -> HttpResponse {
+    crate::preauth::seen(&req);
     HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
 }
 
 /// `GET /ready`: 200 once connections are accepted and the engine can serve (the Redis
 /// engine: its subscription to Redis is up and caught up); 503 before, while shutting
 /// down, and while Redis is unreachable.
-pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
+pub async fn ready(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    crate::preauth::seen(&req);
     if state.ready.load(Ordering::Acquire) && state.core.engine.ready() {
         HttpResponse::Ok().json(serde_json::json!({"status": "ready"}))
     } else {
@@ -25,7 +27,8 @@ pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
 }
 
 /// `GET /metrics`: Prometheus text exposition.
-pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+pub async fn metrics(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    crate::preauth::seen(&req);
     let core = &state.core;
     let (history_events, history_bytes) = core.engine.history_size();
     let gauges = Gauges {

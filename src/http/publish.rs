@@ -47,6 +47,7 @@ pub async fn publish(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> HttpResponse {
+    crate::preauth::seen(&req);
     let invalid_token = ErrorKind::InvalidToken.v1_code();
     let Some(presented) = crate::auth::bearer(&req) else {
         let msg = "missing Authorization: Bearer PUBLISHER_KEY header";
@@ -56,6 +57,7 @@ pub async fn publish(
         let msg = "invalid token: unknown API key";
         return failure(&state, StatusCode::UNAUTHORIZED, invalid_token, msg);
     };
+    crate::preauth::authenticated(&req);
     if !key.has(Role::Publish) {
         let msg = "forbidden: this key lacks the publish role";
         let code = ErrorKind::Forbidden.v1_code();

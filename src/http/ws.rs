@@ -40,6 +40,7 @@ async fn upgrade(
     state: web::Data<AppState>,
     dialect: Dialect,
 ) -> Result<HttpResponse, Error> {
+    crate::preauth::seen(&req);
     let core = state.core.clone();
     let key = crate::auth::presented_key(&req, dialect).and_then(|k| state.keys.lookup(&k));
     let limits = &core.settings.limits;
@@ -84,6 +85,7 @@ async fn upgrade(
     };
     match admitted {
         Ok(admitted) => {
+            crate::preauth::authenticated(&req);
             log::debug!("admitting connection for key {}", admitted.key.name);
             let connection = Connection::new(core, dialect, admitted, max_frame);
             let input = OneFrameAtATime::new(stream, max_frame, connection.read_gate());

@@ -2,10 +2,13 @@
 //! forget its subscriptions at the end), the frames it reads (text, binary, fragments,
 //! pings, close), the events it writes from its outbox, and the heartbeat ticks.
 //!
-//! What it answers lives beside it: `requests.rs` (every request, one `Result` each,
-//! rendered at one exit) and `resume.rs` (`reconnect`). A refused client never gets a
+//! What it reads first goes through [`frames::FrameInput`] (control budget, fragments,
+//! UTF-8; `control.rs` counts the pings). What it answers lives beside it: `requests.rs`
+//! (every request, one `Result` each, rendered at one exit) and `resume.rs` (`reconnect`). A refused client never gets a
 //! `Connection`: [`refused::Refused`] answers it.
 
+mod control;
+pub mod frames;
 mod publishing;
 pub mod refused;
 mod requests;
@@ -17,7 +20,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::{Actor, ActorContext, AsyncContext, Handler, StreamHandler};
-use actix_http::ws::Item as Fragment;
 use actix_web_actors::ws::{self, CloseCode, CloseReason, ProtocolError};
 use bytestring::ByteString;
 
@@ -34,6 +36,7 @@ use crate::protocol::{Dialect, ErrorKind};
 use crate::rate_limiter::Admission;
 use crate::read_gate::ReadGate;
 use crate::sessions::LiveSub;
+use frames::Inbound;
 
 /// An admitted connection's key and quotas.
 pub struct Admitted {
@@ -47,12 +50,6 @@ pub struct Admitted {
 /// (wake-ups, heartbeat ticks, moves, shutdown); events travel in the outbox.
 const CONTROL_MAILBOX: usize = 64;
 
-/// A fragmented message being reassembled, bounded by the frame limit.
-struct Fragments {
-    text: bool,
-    buf: Vec<u8>,
-}
-
 /// The connection actor. One per admitted WebSocket.
 pub struct Connection {
     core: Arc<Core>,
@@ -61,8 +58,6 @@ pub struct Connection {
     /// The key's configured name, as sessions and parked subscriptions record it.
     key_name: Arc<str>,
     admission: Admission,
-    /// Largest message accepted, in bytes (frames are capped by the codec too).
-    max_message: usize,
     /// This connection's subscriptions; bounded by the subscription cap.
     subs: HashMap<Arc<str>, LiveSub>,
     /// Where hubs put this connection's events.
@@ -74,7 +69,8 @@ pub struct Connection {
     /// Messages refused in the current cap period, and when that period began.
     rejected: u32,
     window_start: Instant,
-    fragments: Option<Fragments>,
+    /// Control frames, fragments and UTF-8, before requests ([`frames::FrameInput`]).
+    input: frames::FrameInput,
     closing: bool,
     /// Publish frames read and not yet answered.
     in_flight: publishing::InFlight,
@@ -101,6 +97,12 @@ impl Connection {
             core.flow.clone(),
             core.progress.clone(),
         );
+        let input = frames::FrameInput::new(
+            max_message,
+            limits.max_fragments_per_message,
+            limits.max_control_frames_per_second,
+            now,
+        );
         let in_flight = publishing::InFlight::new(
             core.settings.publish.connection_in_flight_bytes,
             core.metrics.clone(),
@@ -111,14 +113,13 @@ impl Connection {
             admission: admitted.admission,
             core,
             dialect,
-            max_message,
             subs: HashMap::new(),
             outbox,
             last_seen: now,
             clean_close: false,
             rejected: 0,
             window_start: now,
-            fragments: None,
+            input,
             closing: false,
             in_flight,
         }
@@ -190,44 +191,6 @@ impl Connection {
             .fetch_add(frames.len() as u64, Ordering::Relaxed);
         for frame in frames {
             ctx.text(frame);
-        }
-    }
-
-    fn handle_fragment(&mut self, ctx: &mut ws::WebsocketContext<Self>, item: Fragment) {
-        let (text, chunk, last) = match item {
-            Fragment::FirstText(b) => (Some(true), b, false),
-            Fragment::FirstBinary(b) => (Some(false), b, false),
-            Fragment::Continue(b) => (None, b, false),
-            Fragment::Last(b) => (None, b, true),
-        };
-        if let Some(text) = text {
-            self.fragments = Some(Fragments {
-                text,
-                buf: Vec::new(),
-            });
-        }
-        let Some(frag) = self.fragments.as_mut() else {
-            let msg = "Invalid message format: continuation frame without a first frame";
-            return self.send_error(ctx, None, ErrorKind::InvalidRequest, msg);
-        };
-        if frag.buf.len().saturating_add(chunk.len()) > self.max_message {
-            let max = self.max_message;
-            return self.disconnect(ctx, Disconnect::TooBig { max });
-        }
-        frag.buf.extend_from_slice(&chunk);
-        if !last {
-            return;
-        }
-        let Some(frag) = self.fragments.take() else {
-            return;
-        };
-        match (frag.text, String::from_utf8(frag.buf)) {
-            (true, Ok(text)) => self.handle_message(ctx, &text),
-            (true, Err(_)) => {
-                let msg = "Invalid message format: text message is not UTF-8";
-                self.send_error(ctx, None, ErrorKind::InvalidRequest, msg)
-            }
-            (false, _) => self.handle_binary(ctx),
         }
     }
 
@@ -332,29 +295,26 @@ impl StreamHandler<Result<ws::Message, ProtocolError>> for Connection {
             }
             return;
         }
-        let msg = match msg {
-            Ok(msg) => msg,
-            Err(ProtocolError::Overflow) => {
-                let max = self.max_message;
-                return self.disconnect(ctx, Disconnect::TooBig { max });
-            }
-            Err(e) => {
-                log::debug!("protocol error: {e}");
-                return self.disconnect(ctx, Disconnect::ProtocolError);
-            }
-        };
-        self.last_seen = Instant::now();
+        let now = Instant::now();
+        let inbound = self.input.take(msg, now);
+        if let Inbound::End(why) = inbound {
+            return self.disconnect(ctx, why);
+        }
+        self.last_seen = now;
         self.core
             .metrics
             .messages_in
             .fetch_add(1, Ordering::Relaxed);
-        match msg {
-            ws::Message::Text(text) => self.handle_message(ctx, &text),
-            ws::Message::Binary(_) => self.handle_binary(ctx),
-            ws::Message::Continuation(item) => self.handle_fragment(ctx, item),
-            ws::Message::Ping(payload) => ctx.pong(&payload),
-            ws::Message::Pong(_) | ws::Message::Nop => {}
-            ws::Message::Close(reason) => {
+        match inbound {
+            Inbound::Text(text) => self.handle_message(ctx, &text),
+            Inbound::Binary => self.handle_binary(ctx),
+            Inbound::Pong(payload) => ctx.pong(&payload),
+            Inbound::Nothing | Inbound::End(_) => {}
+            Inbound::Orphan => {
+                let msg = "Invalid message format: continuation frame without a first frame";
+                self.send_error(ctx, None, ErrorKind::InvalidRequest, msg);
+            }
+            Inbound::Close(reason) => {
                 self.clean_close = reason.as_ref().is_some_and(|r| r.code == CloseCode::Normal);
                 self.closing = true;
                 ctx.close(reason);

@@ -1,0 +1,75 @@
+//! The budget for a connection's control frames (pings and pongs): a count per one-second
+//! window, with the same flood rule as the message caps (PROTOCOL.md decision 7).
+
+use std::time::{Duration, Instant};
+
+/// What to do with one control frame.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Within the cap: answer it as usual.
+    Answer,
+    /// Over the cap: no pong, nothing else.
+    Ignore,
+    /// As many frames over the cap as the cap itself within the window: close 4001.
+    Flooding,
+}
+
+/// Control frames counted in the current one-second window.
+pub struct ControlBudget {
+    per_second: u32,
+    seen: u32,
+    window_start: Instant,
+}
+
+impl ControlBudget {
+    /// A budget of `per_second` frames (`limits.max_control_frames_per_second`).
+    pub fn new(per_second: u32, now: Instant) -> ControlBudget {
+        ControlBudget {
+            per_second,
+            seen: 0,
+            window_start: now,
+        }
+    }
+
+    /// Counts one control frame arriving at `now`.
+    pub fn count(&mut self, now: Instant) -> Verdict {
+        if now.saturating_duration_since(self.window_start) >= Duration::from_secs(1) {
+            self.window_start = now;
+            self.seen = 0;
+        }
+        self.seen = self.seen.saturating_add(1);
+        let over = self.seen.saturating_sub(self.per_second);
+        if over == 0 {
+            Verdict::Answer
+        } else if over < self.per_second {
+            Verdict::Ignore
+        } else {
+            Verdict::Flooding
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_the_cap_ignores_past_it_and_flags_a_flood() {
+        let t0 = Instant::now();
+        let mut b = ControlBudget::new(3, t0);
+        let verdicts: Vec<Verdict> = (0..6).map(|_| b.count(t0)).collect();
+        assert_eq!(
+            verdicts,
+            [
+                Verdict::Answer,
+                Verdict::Answer,
+                Verdict::Answer,
+                Verdict::Ignore,
+                Verdict::Ignore,
+                Verdict::Flooding
+            ]
+        );
+        // A new window starts afresh.
+        assert_eq!(b.count(t0 + Duration::from_secs(1)), Verdict::Answer);
+    }
+}
