@@ -365,6 +365,26 @@ pub fn parse_key_flag(text: &str) -> Result<KeyConfig, ConfigError> {
     })
 }
 
+/// Logs a warning when one publish at its limits (`publish.max_batch_events` events,
+/// `publish.max_body_bytes` bytes) can fill half a connection's queue
+/// (`limits.connection_queue_*`): every reader of such a batch's channel would then be cut
+/// 4005 however fast it reads. Allowed (a deployment may never publish such batches), but
+/// said at start.
+pub fn warn_queue_below_batch(config: &Config) {
+    let (limits, publish) = (&config.limits, &config.publish);
+    if limits.connection_queue_frames < publish.max_batch_events.saturating_mul(2)
+        || limits.connection_queue_bytes < publish.max_body_bytes.saturating_mul(2)
+    {
+        log::warn!(
+            "limits.connection_queue_frames ({}) and connection_queue_bytes ({}) should be at least twice publish.max_batch_events ({}) and max_body_bytes ({}): one publish at its limits can cut every reader of its channel 4005",
+            limits.connection_queue_frames,
+            limits.connection_queue_bytes,
+            publish.max_batch_events,
+            publish.max_body_bytes
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -79,6 +79,7 @@ impl Broker {
     /// `#[actix_web::main]`).
     pub fn start(config: Config) -> Result<Broker, ConfigError> {
         let config = config.finish()?;
+        config::warn_queue_below_batch(&config);
         let certs = tls::cert_store(&config)?;
         if !config.ledger.enabled {
             let core = Core::start(config.settings(), |_| {

@@ -20,6 +20,13 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let mut logger =
         env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"));
+    // actix-http logs every malformed request from a client at ERROR ("request parse
+    // error"): a scanner could flood the log. They are counted in
+    // rustorium_closed_without_request_total instead; RUST_LOG naming actix_http brings
+    // them back.
+    if !std::env::var("RUST_LOG").is_ok_and(|v| v.contains("actix_http")) {
+        logger.filter_module("actix_http::h1::dispatcher", log::LevelFilter::Off);
+    }
     if cli.log_format == LogFormat::Json {
         logger.format(|out, record| {
             let line = serde_json::json!({

@@ -53,9 +53,12 @@ pub struct Limits {
     /// Largest WebSocket frame a subscriber may send, in bytes; larger closes 1009. Default 65536.
     pub max_frame_bytes: usize,
     /// Frames queued for one connection, not yet written, before it counts as a slow
-    /// consumer (closed 4005, its subscriptions kept for resume). Default 1024.
+    /// consumer (closed 4005, its subscriptions kept for resume). Default 2048: twice
+    /// `publish.max_batch_events`, so one publish at its limits fits a reader's queue while
+    /// flow control holds the next (a smaller bound cuts readers on every such batch).
     pub connection_queue_frames: usize,
-    /// Bytes queued for one connection before it counts as a slow consumer. Default 1 MiB.
+    /// Bytes queued for one connection before it counts as a slow consumer. Default 2 MiB,
+    /// twice `publish.max_body_bytes`, for the same reason.
     pub connection_queue_bytes: usize,
     /// Coalesced publish batches in the channel hubs at once, not yet fanned out; the
     /// next waits. Flow control sees a batch only once the hubs have it, so a
@@ -104,8 +107,8 @@ impl Default for Limits {
             v1_messages_per_second: 10,
             publish_events_per_second: 10_000,
             max_frame_bytes: 64 * 1024,
-            connection_queue_frames: 1024,
-            connection_queue_bytes: 1024 * 1024,
+            connection_queue_frames: 2048,
+            connection_queue_bytes: 2 * 1024 * 1024,
             hub_queue_batches: 2,
             max_filter_value_bytes: 256,
             max_pending_confirmations: 100_000,
