@@ -8,6 +8,11 @@
 //! `cargo bench --bench soak -- [--minutes M] [--rate R] [--channels C] [--steady N]
 //!  [--churners N] [--slow N] [--no-abuse] [--sample-secs S] [--out DIR]`
 //!
+//! `cargo bench --bench soak -- --each-abuse SECS` runs each abuse alone instead, for SECS
+//! seconds against a fresh broker beside a publisher and two subscribers, and prints a
+//! table: the answers, the metric that counted them, the broker's RSS before, after and
+//! at peak, and what the two subscribers lost.
+//!
 //! Defaults: 3 minutes, 200 events/s over 4 channels, 20 steady, 20 churning and 2 slow
 //! subscribers, abuse on, a sample every 5 s, `target/soak/`. Exits 1 when a
 //! well-behaved subscriber lost or repeated an event, an abuse got another answer than
@@ -52,6 +57,13 @@ fn parse() -> Result<Plan, String> {
         abuse: !argv.iter().any(|a| a == "--no-abuse"),
         sample_every: Duration::from_secs_f64(number("--sample-secs", 5.0)?.clamp(0.5, 600.0)),
         out_dir: value("--out").unwrap_or("target/soak").into(),
+        each_abuse: value("--each-abuse")
+            .map(|v| {
+                v.parse::<f64>()
+                    .map_err(|_| format!("--each-abuse takes seconds, not {v}"))
+            })
+            .transpose()?
+            .map(|s| Duration::from_secs_f64(s.clamp(1.0, 3600.0))),
     })
 }
 
@@ -186,6 +198,81 @@ async fn soak(plan: Plan) -> Result<bool, String> {
     Ok(clean && flat)
 }
 
+/// The metric that counts each abuse's answer.
+fn metric_of(abuse: &str) -> &'static str {
+    match abuse {
+        "upgrade_flood" => "rustorium_rejections_total{reason=\"address_limit\"}",
+        "ping_flood" => "rustorium_rejections_total{reason=\"control_flood\"}",
+        "fragment_flood" => "rustorium_rejections_total{reason=\"fragment_flood\"}",
+        "invalid_utf8" => "rustorium_rejections_total{reason=\"protocol_error\"}",
+        "deep_json" => "rustorium_rejections_total{reason=\"invalid_request\"}",
+        "sub_unsub_loop" => "rustorium_rejections_total{reason=\"flooding\"}",
+        "bulk_publisher" => "rustorium_events_published_total",
+        "garbage" => "rustorium_rejections_total{reason=\"invalid_token\"}",
+        _ => "rustorium_closed_without_request_total",
+    }
+}
+
+async fn scrape(addr: std::net::SocketAddr, name: &str) -> f64 {
+    let text = soakgen::http(addr, "GET", "/metrics", &[], b"", Duration::from_secs(10))
+        .await
+        .map(|(_, body)| body)
+        .unwrap_or_default();
+    soakgen::metric(&text, name).unwrap_or(0.0)
+}
+
+/// Each abuse alone against a fresh broker (see the module documentation).
+async fn each_abuse(secs: Duration) -> Result<bool, String> {
+    println!("| abuse | answered | other answer | metric (delta) | RSS before | after | peak | bystanders lost/dup |");
+    println!("|---|---|---|---|---|---|---|---|");
+    let mut clean = true;
+    for name in abusers::NAMES {
+        let broker = loadgen::target::spawn_broker_with(&soakgen::broker_config(PER_ADDRESS))?;
+        let pid = *broker.pids.first().ok_or("the broker's pid is unknown")?;
+        let addr = match &broker.protocol {
+            loadgen::target::Protocol::Rustorium(nodes) => nodes.publisher(),
+            loadgen::target::Protocol::Nats { .. } => return Err("not a rustorium broker".into()),
+        };
+        let start = Instant::now();
+        let ctx = Ctx::new(addr, start + secs + Duration::from_secs(2));
+        let subs: Vec<_> = (0..2)
+            .map(|i| tokio::task::spawn_local(clients::subscriber(ctx.clone(), i, Kind::Steady, 1)))
+            .collect();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let publisher = tokio::task::spawn_local(clients::publisher(ctx.clone(), 1, 50.0, 200));
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let before = series::sample(&ctx, pid, start).await;
+        let metric_before = scrape(addr, metric_of(name)).await;
+        let abuse =
+            tokio::task::spawn_local(abusers::run(ctx.clone(), name, [127, 0, 0, 9], PER_ADDRESS));
+        let _ = abuse.await;
+        publisher.await.map_err(|e| e.to_string())?;
+        let (mut lost, mut dups) = (0, 0);
+        for s in subs {
+            let seq = s.await.map_err(|e| e.to_string())?;
+            lost += seq.lost;
+            dups += seq.dups;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let after = series::sample(&ctx, pid, start).await;
+        let metric_after = scrape(addr, metric_of(name)).await;
+        let peak = loadgen::report::peak_rss_kib(pid) as f64 / 1024.0;
+        let answered = ctx.get(&format!("abuse.{name}.answered"));
+        let other = ctx.get(&format!("abuse.{name}.unexpected"));
+        println!(
+            "| {name} | {answered} | {other} | `{}` +{:.0} | {:.1} MiB | {:.1} MiB | {:.1} MiB | {lost}/{dups} |",
+            metric_of(name),
+            metric_after - metric_before,
+            before.rss_mib,
+            after.rss_mib,
+            peak
+        );
+        clean &= other == 0 && lost == 0 && dups == 0 && answered > 0;
+        drop(broker);
+    }
+    Ok(clean)
+}
+
 fn main() {
     let plan = match parse() {
         Ok(p) => p,
@@ -195,7 +282,13 @@ fn main() {
         }
     };
     let _ = loadgen::report::file_limit();
-    match loadgen::block_on(soak(plan)) {
+    let run = async move {
+        match plan.each_abuse {
+            Some(secs) => each_abuse(secs).await,
+            None => soak(plan).await,
+        }
+    };
+    match loadgen::block_on(run) {
         Ok(Ok(true)) => {}
         Ok(Ok(false)) => {
             eprintln!("soak: FAILED (see the summary)");

@@ -15,12 +15,13 @@ use serde_json::{Map, Value};
 pub type Target = fn(&[u8]);
 
 /// The targets, by name (the files under `fuzz/fuzz_targets/` and the corpus folders).
-pub const TARGETS: [(&str, Target); 5] = [
+pub const TARGETS: [(&str, Target); 6] = [
     ("request", request),
     ("filter", filter),
     ("publish_body", publish_body),
     ("config", config),
     ("last_message_id", last_message_id),
+    ("ws_frames", ws_frames),
 ];
 
 /// One client frame of either dialect, through the request parser. A refusal carries a
@@ -107,5 +108,94 @@ pub fn last_message_id(data: &[u8]) {
             Some(p),
             "{text:?} printed as {shown:?}"
         );
+    }
+}
+
+/// The largest message of the `ws_frames` target (the broker's is 64 KiB; smaller here so
+/// the fuzzer reaches the limit).
+const WS_MAX: usize = 4096;
+
+/// Client bytes of a WebSocket connection after the upgrade, through the broker's frame
+/// path: read in pieces whose size the first byte chooses; handed on one frame at a time
+/// (`OneFrameAtATime`); decoded by actix-http's codec with the frame limit, as
+/// actix-web-actors' stream does (text checked as UTF-8); taken by the connection's
+/// `FrameInput` (control budget, fragments, UTF-8 of reassembled text); each whole text
+/// message then through the request parser. A text message handed on is within the limit,
+/// nothing is taken after the connection ended, and the loop ends.
+pub fn ws_frames(data: &[u8]) {
+    use actix_http::ws::{Codec, Frame, Message, ProtocolError};
+    use actix_web::error::PayloadError;
+    use actix_web::web::{Bytes, BytesMut};
+    use futures_util::Stream;
+    use rustorium_actors::connection::frames::{FrameInput, Inbound};
+    use rustorium_actors::read_gate::ReadGate;
+    use rustorium_broker::fuzzing::OneFrameAtATime;
+    use std::pin::Pin;
+    use std::sync::Arc;
+    use std::task::{Context, Poll};
+    use std::time::Instant;
+    use tokio_util::codec::Decoder;
+
+    let Some((&cut, bytes)) = data.split_first() else {
+        return;
+    };
+    let piece = usize::from(cut % 64) + 1;
+    let reads: Vec<Result<Bytes, PayloadError>> = bytes
+        .chunks(piece)
+        .map(|c| Ok(Bytes::copy_from_slice(c)))
+        .collect();
+    let gate = Arc::new(ReadGate::default());
+    let mut input = OneFrameAtATime::new(futures_util::stream::iter(reads), WS_MAX, gate);
+    let mut codec = Codec::new().max_size(WS_MAX);
+    let mut buf = BytesMut::new();
+    let now = Instant::now();
+    let mut conn = FrameInput::new(WS_MAX, 8, 4, now);
+    let waker = futures_util::task::noop_waker();
+    let mut cx = Context::from_waker(&waker);
+    let mut input_done = false;
+    // Every round reads or decodes at least one byte, or stops.
+    for _ in 0..bytes.len().saturating_mul(2).saturating_add(8) {
+        let mut read_any = false;
+        if !input_done {
+            match Pin::new(&mut input).poll_next(&mut cx) {
+                Poll::Ready(Some(Ok(chunk))) => {
+                    buf.extend_from_slice(&chunk);
+                    read_any = true;
+                }
+                Poll::Ready(Some(Err(_))) | Poll::Ready(None) => input_done = true,
+                Poll::Pending => {}
+            }
+        }
+        let msg = match codec.decode(&mut buf) {
+            Ok(Some(frame)) => Ok(match frame {
+                Frame::Text(b) => match bytestring::ByteString::try_from(b) {
+                    Ok(text) => Message::Text(text),
+                    Err(e) => {
+                        let io = std::io::Error::other(format!("{e}"));
+                        match conn.take(Err(ProtocolError::Io(io)), now) {
+                            Inbound::End(_) => return,
+                            other => panic!("bad UTF-8 did not end the connection: {other:?}"),
+                        }
+                    }
+                },
+                Frame::Binary(b) => Message::Binary(b),
+                Frame::Continuation(item) => Message::Continuation(item),
+                Frame::Ping(b) => Message::Ping(b),
+                Frame::Pong(b) => Message::Pong(b),
+                Frame::Close(reason) => Message::Close(reason),
+            }),
+            Ok(None) if read_any => continue,
+            Ok(None) if input_done => return,
+            Ok(None) => continue,
+            Err(e) => Err(e),
+        };
+        match conn.take(msg, now) {
+            Inbound::Text(text) => {
+                assert!(text.len() <= WS_MAX, "a message past the limit");
+                let _ = request::parse(&text);
+            }
+            Inbound::End(_) | Inbound::Close(_) => return,
+            Inbound::Binary | Inbound::Pong(_) | Inbound::Nothing | Inbound::Orphan => {}
+        }
     }
 }

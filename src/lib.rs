@@ -46,6 +46,12 @@ pub mod reload;
 pub mod server;
 pub mod tls;
 
+/// For the fuzz targets (`fuzz/`) only; not part of the embedding API.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::http::input::OneFrameAtATime;
+}
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};

@@ -493,3 +493,72 @@ async fn a_subscribe_unsubscribe_loop_is_capped_closed_4001_and_leaves_nothing_b
     }
     assert_unharmed(b.addr, &mut other, 8).await;
 }
+
+/// Upgrades a raw TCP connection to `/ws` with the subscriber key; returns the stream
+/// positioned after the 101 response.
+async fn raw_upgrade(addr: SocketAddr) -> TcpStream {
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    let head = format!(
+        "GET /ws?token={SUB_KEY} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\n\
+         Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+         Sec-WebSocket-Version: 13\r\n\r\n"
+    );
+    s.write_all(head.as_bytes()).await.expect("upgrade");
+    let mut got = Vec::new();
+    let mut byte = [0u8; 1];
+    while !got.ends_with(b"\r\n\r\n") {
+        assert!(got.len() < 4096, "no end of the 101 response");
+        let n = tokio::time::timeout(WAIT, s.read(&mut byte))
+            .await
+            .expect("101 in time")
+            .expect("read");
+        assert_eq!(n, 1, "the upgrade was answered");
+        got.push(byte[0]);
+    }
+    assert!(
+        got.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&got)
+    );
+    s
+}
+
+/// The close code of the server's close frame, from raw bytes read until the stream ends.
+fn close_code_in(bytes: &[u8]) -> Option<u16> {
+    // Server frames are unmasked: [0x88, len, code_hi, code_lo, reason...].
+    let at = bytes.windows(2).position(|w| w[0] == 0x88 && w[1] >= 2)?;
+    let code = bytes.get(at + 2..at + 4)?;
+    Some(u16::from_be_bytes([code[0], code[1]]))
+}
+
+#[tokio::test]
+async fn broken_framing_closes_1002_and_is_counted() {
+    let b = start(config());
+    let mut other = bystander(b.addr).await;
+    // A ping of 200 bytes (control frames carry at most 125).
+    let mut long_ping = vec![0x89, 0xfe, 0x00, 0xc8, 1, 2, 3, 4];
+    long_ping.extend([0u8; 200]);
+    let cases: [(&str, &[u8]); 3] = [
+        // A text frame the client did not mask.
+        ("unmasked", &[0x81, 0x02, b'{', b'}']),
+        // Opcode 0x3 is reserved.
+        ("reserved opcode", &[0x83, 0x80, 1, 2, 3, 4]),
+        ("long ping", &long_ping),
+    ];
+    for (what, bytes) in cases {
+        let mut s = raw_upgrade(b.addr).await;
+        s.write_all(bytes).await.expect("send");
+        let (reply, ended) = read_to_end(&mut s).await;
+        assert!(ended, "{what}: the connection ended");
+        assert_eq!(close_code_in(&reply), Some(1002), "{what}: {reply:?}");
+    }
+    let text = metrics(b.addr).await;
+    assert_eq!(
+        metric(
+            &text,
+            "rustorium_rejections_total{reason=\"protocol_error\"}"
+        ),
+        Some(3.0)
+    );
+    assert_unharmed(b.addr, &mut other, 9).await;
+}

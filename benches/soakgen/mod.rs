@@ -60,6 +60,8 @@ pub struct Plan {
     pub sample_every: Duration,
     /// Where the CSV and the SVG go.
     pub out_dir: std::path::PathBuf,
+    /// Run each abuse alone for this long instead (`--each-abuse`).
+    pub each_abuse: Option<Duration>,
 }
 
 /// Where everything runs, shared by the tasks of the run (one thread).

@@ -2,7 +2,7 @@
 //! `POST /api/publish`, `/health`, `/ready`, `/metrics`, and `/dashboard` (its own
 //! module, `crate::dashboard`).
 
-mod input;
+pub(crate) mod input;
 mod ops;
 mod publish;
 mod ws;
