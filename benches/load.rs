@@ -31,29 +31,14 @@ struct Args {
 }
 
 fn parse() -> Result<Args, String> {
-    let argv: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| a != "--bench")
-        .collect();
-    let value = |flag: &str| -> Option<&str> {
-        argv.iter()
-            .position(|a| a == flag)
-            .and_then(|i| argv.get(i + 1))
-            .map(String::as_str)
-    };
-    let number = |flag: &str| -> Result<Option<f64>, String> {
-        value(flag)
-            .map(|v| {
-                v.parse::<f64>()
-                    .map_err(|_| format!("{flag} takes a number, not {v}"))
-            })
-            .transpose()
-    };
+    let argv = loadgen::args::Argv::from_env();
+    let value = |flag: &str| argv.value(flag);
+    let number = |flag: &str| argv.number(flag);
     let names: Vec<&str> = match value("--scenario").unwrap_or("A") {
         "all" => vec!["A", "A100", "A-open", "A-batched", "B", "C", "D", "E"],
         one => vec![one],
     };
-    let toy = argv.iter().any(|a| a == "--toy");
+    let toy = argv.has("--toy");
     let mut scenarios = Vec::new();
     for name in names {
         let mut s = Scenario::preset(name)?;
@@ -75,7 +60,7 @@ fn parse() -> Result<Args, String> {
         if let Some(n) = number("--rate")? {
             s.pace = Pace::Rate(n.max(0.001));
         }
-        if argv.iter().any(|a| a == "--open") {
+        if argv.has("--open") {
             s.pace = Pace::Open;
         }
         if let Some(n) = number("--batch")? {
@@ -105,7 +90,7 @@ fn parse() -> Result<Args, String> {
         };
         scenarios.push(s);
     }
-    let targets = if argv.iter().any(|a| a == "--race") {
+    let targets = if argv.has("--race") {
         vec![TargetSpec::Broker, TargetSpec::Nats]
     } else {
         vec![TargetSpec::parse(value("--target").unwrap_or("broker"))?]

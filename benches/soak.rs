@@ -31,21 +31,9 @@ use soakgen::{abusers, series, Ctx, Plan};
 const PER_ADDRESS: u32 = 100;
 
 fn parse() -> Result<Plan, String> {
-    let argv: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| a != "--bench")
-        .collect();
-    let value = |flag: &str| -> Option<&str> {
-        argv.iter()
-            .position(|a| a == flag)
-            .and_then(|i| argv.get(i + 1))
-            .map(String::as_str)
-    };
+    let argv = loadgen::args::Argv::from_env();
     let number = |flag: &str, default: f64| -> Result<f64, String> {
-        value(flag).map_or(Ok(default), |v| {
-            v.parse::<f64>()
-                .map_err(|_| format!("{flag} takes a number, not {v}"))
-        })
+        Ok(argv.number(flag)?.unwrap_or(default))
     };
     Ok(Plan {
         duration: Duration::from_secs_f64(number("--minutes", 3.0)?.clamp(0.5, 24.0 * 60.0) * 60.0),
@@ -54,26 +42,29 @@ fn parse() -> Result<Plan, String> {
         steady: number("--steady", 20.0)?.clamp(0.0, 5000.0) as usize,
         churners: number("--churners", 20.0)?.clamp(0.0, 5000.0) as usize,
         slow: number("--slow", 2.0)?.clamp(0.0, 100.0) as usize,
-        abuse: !argv.iter().any(|a| a == "--no-abuse"),
+        abuse: !argv.has("--no-abuse"),
         sample_every: Duration::from_secs_f64(number("--sample-secs", 5.0)?.clamp(0.5, 600.0)),
-        out_dir: value("--out").unwrap_or("target/soak").into(),
-        each_abuse: value("--each-abuse")
-            .map(|v| {
-                v.parse::<f64>()
-                    .map_err(|_| format!("--each-abuse takes seconds, not {v}"))
-            })
-            .transpose()?
+        out_dir: argv.value("--out").unwrap_or("target/soak").into(),
+        each_abuse: argv
+            .number("--each-abuse")?
             .map(|s| Duration::from_secs_f64(s.clamp(1.0, 3600.0))),
     })
 }
 
-async fn soak(plan: Plan) -> Result<bool, String> {
+/// Starts the release broker with the soak's configuration: the process, its pid and
+/// address.
+fn start_broker() -> Result<(loadgen::target::Running, u32, std::net::SocketAddr), String> {
     let broker = loadgen::target::spawn_broker_with(&soakgen::broker_config(PER_ADDRESS))?;
     let pid = *broker.pids.first().ok_or("the broker's pid is unknown")?;
     let addr = match &broker.protocol {
         loadgen::target::Protocol::Rustorium(nodes) => nodes.publisher(),
         loadgen::target::Protocol::Nats { .. } => return Err("not a rustorium broker".into()),
     };
+    Ok((broker, pid, addr))
+}
+
+async fn soak(plan: Plan) -> Result<bool, String> {
+    let (broker, pid, addr) = start_broker()?;
     let start = Instant::now();
     let ctx = Ctx::new(addr, start + plan.duration);
     // Warm-up: twice the resume window (history and parked subscriptions reach their
@@ -227,12 +218,7 @@ async fn each_abuse(secs: Duration) -> Result<bool, String> {
     println!("|---|---|---|---|---|---|---|---|");
     let mut clean = true;
     for name in abusers::NAMES {
-        let broker = loadgen::target::spawn_broker_with(&soakgen::broker_config(PER_ADDRESS))?;
-        let pid = *broker.pids.first().ok_or("the broker's pid is unknown")?;
-        let addr = match &broker.protocol {
-            loadgen::target::Protocol::Rustorium(nodes) => nodes.publisher(),
-            loadgen::target::Protocol::Nats { .. } => return Err("not a rustorium broker".into()),
-        };
+        let (broker, pid, addr) = start_broker()?;
         let start = Instant::now();
         let ctx = Ctx::new(addr, start + secs + Duration::from_secs(2));
         let subs: Vec<_> = (0..2)

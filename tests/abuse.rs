@@ -32,6 +32,12 @@ async fn metric_of(addr: SocketAddr, name: &str) -> f64 {
     metric(&metrics(addr).await, name).unwrap_or_else(|| panic!("no metric {name}"))
 }
 
+/// Asserts `/metrics` counts `n` rejections for `reason`.
+async fn assert_rejections(addr: SocketAddr, reason: &str, n: f64) {
+    let name = format!("rustorium_rejections_total{{reason=\"{reason}\"}}");
+    assert_eq!(metric(&metrics(addr).await, &name), Some(n), "{name}");
+}
+
 /// Reads from `s` until it ends (or `WAIT` passes); returns what it read and whether it
 /// ended.
 async fn read_to_end(s: &mut TcpStream) -> (Vec<u8>, bool) {
@@ -141,14 +147,7 @@ async fn one_address_gets_at_most_its_cap_of_unauthenticated_connections() {
         String::from_utf8_lossy(&reply)
     );
     assert!(started.elapsed() < Duration::from_secs(5));
-    let text = metrics(b.addr).await;
-    assert_eq!(
-        metric(
-            &text,
-            "rustorium_rejections_total{reason=\"address_limit\"}"
-        ),
-        Some(1.0)
-    );
+    assert_rejections(b.addr, "address_limit", 1.0).await;
 
     // Another address is not affected: a full WebSocket session from 127.0.0.4.
     let stream = connect_from([127, 0, 0, 4], b.addr).await;
@@ -255,14 +254,7 @@ async fn a_ping_flood_gets_pongs_up_to_the_cap_then_none_then_4001() {
     assert_eq!(pongs, 0, "no pong past the cap");
     assert_eq!(close.0, 4001);
     assert!(close.1.contains("pings"), "{}", close.1);
-    let text = metrics(b.addr).await;
-    assert_eq!(
-        metric(
-            &text,
-            "rustorium_rejections_total{reason=\"control_flood\"}"
-        ),
-        Some(1.0)
-    );
+    assert_rejections(b.addr, "control_flood", 1.0).await;
     assert_unharmed(b.addr, &mut other, 4).await;
 }
 
@@ -314,14 +306,7 @@ async fn a_message_in_too_many_fragments_closes_4001() {
     };
     assert_eq!(close.0, 4001);
     assert!(close.1.contains("fragments"), "{}", close.1);
-    let text = metrics(b.addr).await;
-    assert_eq!(
-        metric(
-            &text,
-            "rustorium_rejections_total{reason=\"fragment_flood\"}"
-        ),
-        Some(1.0)
-    );
+    assert_rejections(b.addr, "fragment_flood", 1.0).await;
     assert_unharmed(b.addr, &mut other, 5).await;
 }
 
@@ -346,14 +331,7 @@ async fn text_that_is_not_utf8_closes_1007_whole_or_fragmented() {
             other => panic!("expected close 1007, got {other:?}"),
         }
     }
-    let text = metrics(b.addr).await;
-    assert_eq!(
-        metric(
-            &text,
-            "rustorium_rejections_total{reason=\"protocol_error\"}"
-        ),
-        Some(2.0)
-    );
+    assert_rejections(b.addr, "protocol_error", 2.0).await;
     assert_unharmed(b.addr, &mut other, 6).await;
 }
 
@@ -552,13 +530,6 @@ async fn broken_framing_closes_1002_and_is_counted() {
         assert!(ended, "{what}: the connection ended");
         assert_eq!(close_code_in(&reply), Some(1002), "{what}: {reply:?}");
     }
-    let text = metrics(b.addr).await;
-    assert_eq!(
-        metric(
-            &text,
-            "rustorium_rejections_total{reason=\"protocol_error\"}"
-        ),
-        Some(3.0)
-    );
+    assert_rejections(b.addr, "protocol_error", 3.0).await;
     assert_unharmed(b.addr, &mut other, 9).await;
 }

@@ -4,6 +4,7 @@
 //! and CPU. Loopback only; every run stops by itself.
 #![allow(dead_code)]
 
+pub mod args;
 pub mod client;
 pub mod payload;
 pub mod publisher;
