@@ -29,7 +29,7 @@ pub fn on_publish(block: Option<u64>, k: u64, head: Option<u64>) -> AtPublish {
         return AtPublish::Now(None);
     };
     match head {
-        Some(h) if n.saturating_add(k - 1) <= h => AtPublish::Now(Some(h - n + 1)),
+        Some(h) if n.saturating_add(k - 1) <= h => AtPublish::Now(Some((h - n).saturating_add(1))),
         _ => AtPublish::Held,
     }
 }
@@ -39,7 +39,7 @@ pub fn on_publish(block: Option<u64>, k: u64, head: Option<u64>) -> AtPublish {
 pub fn releases_at(n: u64, k: u64, from: Option<u64>, to: u64) -> Option<u64> {
     let needed = n.saturating_add(k.saturating_sub(1));
     let before = from.is_some_and(|h| h >= needed);
-    (!before && to >= needed).then(|| to - n + 1)
+    (!before && to >= needed).then(|| (to - n).saturating_add(1))
 }
 
 /// A hub's held events of recent blocks, kept whether or not a subscription waits on
@@ -96,6 +96,23 @@ impl Gate {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn block_numbers_at_the_ends_of_u64_neither_overflow_nor_wrap() {
+        // A publisher controls both numbers: block 0 under a head at u64::MAX has more
+        // confirmations than u64 counts; it saturates.
+        assert!(matches!(
+            on_publish(Some(0), 2, Some(u64::MAX)),
+            AtPublish::Now(Some(u64::MAX))
+        ));
+        assert_eq!(releases_at(0, 2, Some(0), u64::MAX), Some(u64::MAX));
+        // The block a subscription waits for saturates at u64::MAX, which the head reaches.
+        assert!(matches!(
+            on_publish(Some(u64::MAX), u64::MAX, Some(u64::MAX)),
+            AtPublish::Now(Some(1))
+        ));
+        assert_eq!(releases_at(u64::MAX, 2, None, u64::MAX), Some(1));
+    }
 
     #[test]
     fn k_one_and_unnamed_blocks_are_immediate() {
