@@ -6,6 +6,7 @@
 //! | --- | --- |
 //! | [`core`] | the actor system of one broker, started together |
 //! | [`connection`] | one admitted client: lifecycle, frames, flush, ticks; its [`connection::refused`] sibling answers refused ones |
+//! | [`connection::frames`] | what a connection reads before requests: ping budget (`connection/control.rs`), fragments, UTF-8 |
 //! | `connection/requests.rs` | every request: quota, role, handler, one exit for replies and errors |
 //! | `connection/resume.rs` | `reconnect`: claim, attach, replay, then live |
 //! | [`disconnect`] | every reason a connection ends: code, reason, metric |

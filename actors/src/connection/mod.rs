@@ -4,8 +4,9 @@
 //!
 //! What it reads first goes through [`frames::FrameInput`] (control budget, fragments,
 //! UTF-8; `control.rs` counts the pings). What it answers lives beside it: `requests.rs`
-//! (every request, one `Result` each, rendered at one exit) and `resume.rs` (`reconnect`). A refused client never gets a
-//! `Connection`: [`refused::Refused`] answers it.
+//! (every request, one `Result` each, rendered at one exit) and `resume.rs`
+//! (`reconnect`). A refused client never gets a `Connection`: [`refused::Refused`]
+//! answers it.
 
 mod control;
 pub mod frames;
