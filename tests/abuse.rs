@@ -472,14 +472,14 @@ async fn a_subscribe_unsubscribe_loop_is_capped_closed_4001_and_leaves_nothing_b
     assert_unharmed(b.addr, &mut other, 8).await;
 }
 
-/// Upgrades a raw TCP connection to `/ws` with the subscriber key; returns the stream
-/// positioned after the 101 response.
-async fn raw_upgrade(addr: SocketAddr) -> TcpStream {
+/// Upgrades a raw TCP connection to `/ws` with the subscriber key and `extra` header
+/// lines; returns the stream positioned after the 101 response, and that response's head.
+async fn raw_upgrade_with(addr: SocketAddr, extra: &str) -> (TcpStream, String) {
     let mut s = TcpStream::connect(addr).await.expect("connect");
     let head = format!(
         "GET /ws?token={SUB_KEY} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\n\
          Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
-         Sec-WebSocket-Version: 13\r\n\r\n"
+         Sec-WebSocket-Version: 13\r\n{extra}\r\n"
     );
     s.write_all(head.as_bytes()).await.expect("upgrade");
     let mut got = Vec::new();
@@ -493,12 +493,13 @@ async fn raw_upgrade(addr: SocketAddr) -> TcpStream {
         assert_eq!(n, 1, "the upgrade was answered");
         got.push(byte[0]);
     }
-    assert!(
-        got.starts_with(b"HTTP/1.1 101"),
-        "{}",
-        String::from_utf8_lossy(&got)
-    );
-    s
+    let response = String::from_utf8_lossy(&got).into_owned();
+    assert!(response.starts_with("HTTP/1.1 101"), "{response}");
+    (s, response)
+}
+
+async fn raw_upgrade(addr: SocketAddr) -> TcpStream {
+    raw_upgrade_with(addr, "").await.0
 }
 
 /// The close code of the server's close frame, from raw bytes read until the stream ends.
@@ -532,4 +533,26 @@ async fn broken_framing_closes_1002_and_is_counted() {
     }
     assert_rejections(b.addr, "protocol_error", 3.0).await;
     assert_unharmed(b.addr, &mut other, 9).await;
+}
+
+#[tokio::test]
+async fn compression_is_never_negotiated_and_a_compressed_frame_closes_1002() {
+    let b = start(config());
+    let mut other = bystander(b.addr).await;
+    let offer = "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n";
+    let (mut s, response) = raw_upgrade_with(b.addr, offer).await;
+    assert!(
+        !response
+            .to_ascii_lowercase()
+            .contains("sec-websocket-extensions"),
+        "no extension is accepted: {response}"
+    );
+    // A frame marked compressed (RSV1) anyway: nothing to inflate, a protocol error.
+    s.write_all(&[0xc1, 0x81, 1, 2, 3, 4, b'x' ^ 1])
+        .await
+        .expect("send");
+    let (reply, ended) = read_to_end(&mut s).await;
+    assert!(ended);
+    assert_eq!(close_code_in(&reply), Some(1002), "{reply:?}");
+    assert_unharmed(b.addr, &mut other, 10).await;
 }
