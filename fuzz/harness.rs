@@ -174,6 +174,7 @@ pub fn ws_frames(data: &[u8]) {
                         let io = std::io::Error::other(format!("{e}"));
                         match conn.take(Err(ProtocolError::Io(io)), now) {
                             Inbound::End(_) => return,
+                            Inbound::Gone => panic!("bad UTF-8 taken for a failed socket"),
                             other => panic!("bad UTF-8 did not end the connection: {other:?}"),
                         }
                     }
@@ -194,7 +195,7 @@ pub fn ws_frames(data: &[u8]) {
                 assert!(text.len() <= WS_MAX, "a message past the limit");
                 let _ = request::parse(&text);
             }
-            Inbound::End(_) | Inbound::Close(_) => return,
+            Inbound::End(_) | Inbound::Close(_) | Inbound::Gone => return,
             Inbound::Binary | Inbound::Pong(_) | Inbound::Nothing | Inbound::Orphan => {}
         }
     }

@@ -556,3 +556,35 @@ async fn compression_is_never_negotiated_and_a_compressed_frame_closes_1002() {
     assert_eq!(close_code_in(&reply), Some(1002), "{reply:?}");
     assert_unharmed(b.addr, &mut other, 10).await;
 }
+
+#[tokio::test]
+async fn a_client_that_just_goes_away_is_not_counted_as_breaking_the_protocol() {
+    let b = start(config());
+    let mut other = bystander(b.addr).await;
+    // Gone between frames, gone in the middle of one (FIN), gone with a reset (RST).
+    let cases: [(&[u8], bool); 3] = [
+        (&[], false),
+        (&[0x81, 0x85, 1, 2], false),
+        (&[0x81, 0x85, 1, 2], true),
+    ];
+    for (bytes, reset) in cases {
+        let mut s = raw_upgrade(b.addr).await;
+        s.write_all(bytes).await.expect("send");
+        if reset {
+            s.set_linger(Some(Duration::ZERO)).expect("linger");
+        } else {
+            s.shutdown().await.expect("shutdown");
+        }
+        drop(s);
+    }
+    let deadline = Instant::now() + WAIT;
+    while metric_of(b.addr, "rustorium_connections").await > 1.0 {
+        assert!(
+            Instant::now() < deadline,
+            "the departed connections never went"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_rejections(b.addr, "protocol_error", 0.0).await;
+    assert_unharmed(b.addr, &mut other, 11).await;
+}

@@ -32,6 +32,9 @@ pub enum Inbound {
     Close(Option<CloseReason>),
     /// Close the connection for this.
     End(Disconnect),
+    /// The socket failed under the connection (a reset, an I/O error): nothing can be
+    /// written to it; the connection just ends (its subscriptions parked), uncounted.
+    Gone,
 }
 
 /// A fragmented message being reassembled.
@@ -76,10 +79,20 @@ impl FrameInput {
                 let max = self.max_message;
                 return Inbound::End(Disconnect::TooBig { max });
             }
-            // actix-web-actors reports a text frame that is not UTF-8 as an I/O error
-            // carrying the UTF-8 error's text; any other I/O error means the socket is gone.
+            // Three things arrive as I/O errors: actix-http's decoder reports reserved bits
+            // set (no extension is negotiated) as `InvalidData`; actix-web-actors reports a
+            // text frame that is not UTF-8 carrying the UTF-8 error's text; anything else is
+            // the socket failing under the connection.
+            Err(ProtocolError::Io(e)) if e.kind() == std::io::ErrorKind::InvalidData => {
+                log::debug!("protocol error: {e}");
+                return Inbound::End(Disconnect::ProtocolError);
+            }
             Err(ProtocolError::Io(e)) if e.to_string().contains("utf-8") => {
                 return Inbound::End(Disconnect::InvalidUtf8);
+            }
+            Err(ProtocolError::Io(e)) => {
+                log::debug!("connection input failed: {e}");
+                return Inbound::Gone;
             }
             Err(e) => {
                 log::debug!("protocol error: {e}");

@@ -298,8 +298,10 @@ impl StreamHandler<Result<ws::Message, ProtocolError>> for Connection {
         }
         let now = Instant::now();
         let inbound = self.input.take(msg, now);
-        if let Inbound::End(why) = inbound {
-            return self.disconnect(ctx, why);
+        match inbound {
+            Inbound::End(why) => return self.disconnect(ctx, why),
+            Inbound::Gone => return ctx.stop(),
+            _ => {}
         }
         self.last_seen = now;
         self.core
@@ -310,7 +312,7 @@ impl StreamHandler<Result<ws::Message, ProtocolError>> for Connection {
             Inbound::Text(text) => self.handle_message(ctx, &text),
             Inbound::Binary => self.handle_binary(ctx),
             Inbound::Pong(payload) => ctx.pong(&payload),
-            Inbound::Nothing | Inbound::End(_) => {}
+            Inbound::Nothing | Inbound::End(_) | Inbound::Gone => {}
             Inbound::Orphan => {
                 let msg = "Invalid message format: continuation frame without a first frame";
                 self.send_error(ctx, None, ErrorKind::InvalidRequest, msg);
