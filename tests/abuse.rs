@@ -571,7 +571,9 @@ async fn a_client_that_just_goes_away_is_not_counted_as_breaking_the_protocol() 
         let mut s = raw_upgrade(b.addr).await;
         s.write_all(bytes).await.expect("send");
         if reset {
-            s.set_linger(Some(Duration::ZERO)).expect("linger");
+            socket2::SockRef::from(&s)
+                .set_linger(Some(Duration::ZERO))
+                .expect("linger");
         } else {
             s.shutdown().await.expect("shutdown");
         }
