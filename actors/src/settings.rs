@@ -90,8 +90,8 @@ pub struct Limits {
     /// The same bound over all addresses together. Default 8192.
     pub max_unauthenticated: u32,
     /// WebSocket control frames (pings, pongs) a connection may send per second. Past it
-    /// a ping gets no pong; a client that keeps going (as many frames over as the cap,
-    /// within a second) is closed 4001. Default 50.
+    /// a ping gets no pong; a client refused more times than the cap within a second is
+    /// closed 4001 (the flood rule of the message caps). Default 50.
     pub max_control_frames_per_second: u32,
     /// Frames one fragmented message may arrive in; more closes the connection 4001.
     /// Default 1024.

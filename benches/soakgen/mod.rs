@@ -7,7 +7,6 @@
 //!   slow readers) and what each saw ([`check::Seq`]).
 //! - `abusers`: one task per abuse, each in a loop, each checking the broker's answer.
 //! - `series`: the samples, the flatness verdict, the CSV and the SVG plot.
-#![allow(dead_code)]
 
 pub mod abusers;
 pub mod check;

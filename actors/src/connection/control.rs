@@ -1,7 +1,13 @@
 //! The budget for a connection's control frames (pings and pongs): a count per one-second
-//! window, with the same flood rule as the message caps (PROTOCOL.md decision 7).
+//! window; past it a frame is refused, and refusals follow the flood rule of the message
+//! caps ([`super::refusals`], PROTOCOL.md decision 7).
 
 use std::time::{Duration, Instant};
+
+use super::refusals::Refusals;
+
+/// The window the cap counts in.
+const WINDOW: Duration = Duration::from_secs(1);
 
 /// What to do with one control frame.
 #[derive(Debug, PartialEq, Eq)]
@@ -10,7 +16,7 @@ pub enum Verdict {
     Answer,
     /// Over the cap: no pong, nothing else.
     Ignore,
-    /// As many frames over the cap as the cap itself within the window: close 4001.
+    /// Refused more times than the cap within the window: close 4001.
     Flooding,
 }
 
@@ -19,6 +25,7 @@ pub struct ControlBudget {
     per_second: u32,
     seen: u32,
     window_start: Instant,
+    refused: Refusals,
 }
 
 impl ControlBudget {
@@ -28,23 +35,28 @@ impl ControlBudget {
             per_second,
             seen: 0,
             window_start: now,
+            refused: Refusals::new(now),
         }
+    }
+
+    /// The cap, frames per second.
+    pub fn per_second(&self) -> u32 {
+        self.per_second
     }
 
     /// Counts one control frame arriving at `now`.
     pub fn count(&mut self, now: Instant) -> Verdict {
-        if now.saturating_duration_since(self.window_start) >= Duration::from_secs(1) {
+        if now.saturating_duration_since(self.window_start) >= WINDOW {
             self.window_start = now;
             self.seen = 0;
         }
         self.seen = self.seen.saturating_add(1);
-        let over = self.seen.saturating_sub(self.per_second);
-        if over == 0 {
+        if self.seen <= self.per_second {
             Verdict::Answer
-        } else if over < self.per_second {
-            Verdict::Ignore
-        } else {
+        } else if self.refused.refuse(self.per_second, WINDOW, now) {
             Verdict::Flooding
+        } else {
+            Verdict::Ignore
         }
     }
 }
@@ -57,13 +69,15 @@ mod tests {
     fn answers_the_cap_ignores_past_it_and_flags_a_flood() {
         let t0 = Instant::now();
         let mut b = ControlBudget::new(3, t0);
-        let verdicts: Vec<Verdict> = (0..6).map(|_| b.count(t0)).collect();
+        let verdicts: Vec<Verdict> = (0..7).map(|_| b.count(t0)).collect();
+        // Three answered, three refused (no more than the cap), the fourth refusal floods.
         assert_eq!(
             verdicts,
             [
                 Verdict::Answer,
                 Verdict::Answer,
                 Verdict::Answer,
+                Verdict::Ignore,
                 Verdict::Ignore,
                 Verdict::Ignore,
                 Verdict::Flooding

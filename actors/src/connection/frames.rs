@@ -48,7 +48,6 @@ struct Fragments {
 pub struct FrameInput {
     max_message: usize,
     max_fragments: u32,
-    control_cap: u32,
     control: ControlBudget,
     fragments: Option<Fragments>,
 }
@@ -65,7 +64,6 @@ impl FrameInput {
         FrameInput {
             max_message,
             max_fragments,
-            control_cap: control_per_second,
             control: ControlBudget::new(control_per_second, now),
             fragments: None,
         }
@@ -118,7 +116,7 @@ impl FrameInput {
     }
 
     fn control_flood(&self) -> Inbound {
-        let max = self.control_cap;
+        let max = self.control.per_second();
         Inbound::End(Disconnect::ControlFlood { max })
     }
 

@@ -11,6 +11,7 @@
 mod control;
 pub mod frames;
 mod publishing;
+mod refusals;
 pub mod refused;
 mod requests;
 mod resume;
@@ -67,9 +68,8 @@ pub struct Connection {
     last_seen: Instant,
     /// The client closed with 1000: its subscriptions go with it.
     clean_close: bool,
-    /// Messages refused in the current cap period, and when that period began.
-    rejected: u32,
-    window_start: Instant,
+    /// Messages refused in the current cap period (the flood rule).
+    refused: refusals::Refusals,
     /// Control frames, fragments and UTF-8, before requests ([`frames::FrameInput`]).
     input: frames::FrameInput,
     closing: bool,
@@ -118,8 +118,7 @@ impl Connection {
             outbox,
             last_seen: now,
             clean_close: false,
-            rejected: 0,
-            window_start: now,
+            refused: refusals::Refusals::new(now),
             input,
             closing: false,
             in_flight,
@@ -298,21 +297,20 @@ impl StreamHandler<Result<ws::Message, ProtocolError>> for Connection {
         }
         let now = Instant::now();
         let inbound = self.input.take(msg, now);
-        match inbound {
-            Inbound::End(why) => return self.disconnect(ctx, why),
-            Inbound::Gone => return ctx.stop(),
-            _ => {}
+        if !matches!(inbound, Inbound::End(_) | Inbound::Gone) {
+            self.last_seen = now;
+            self.core
+                .metrics
+                .messages_in
+                .fetch_add(1, Ordering::Relaxed);
         }
-        self.last_seen = now;
-        self.core
-            .metrics
-            .messages_in
-            .fetch_add(1, Ordering::Relaxed);
         match inbound {
+            Inbound::End(why) => self.disconnect(ctx, why),
+            Inbound::Gone => ctx.stop(),
             Inbound::Text(text) => self.handle_message(ctx, &text),
             Inbound::Binary => self.handle_binary(ctx),
             Inbound::Pong(payload) => ctx.pong(&payload),
-            Inbound::Nothing | Inbound::End(_) | Inbound::Gone => {}
+            Inbound::Nothing => {}
             Inbound::Orphan => {
                 let msg = "Invalid message format: continuation frame without a first frame";
                 self.send_error(ctx, None, ErrorKind::InvalidRequest, msg);

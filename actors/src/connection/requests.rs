@@ -91,12 +91,7 @@ impl Connection {
             return true;
         }
         let (cap, period) = (quota.cap, quota.period);
-        let now = Instant::now();
-        if now.duration_since(self.window_start) >= period {
-            self.window_start = now;
-            self.rejected = 0;
-        }
-        self.rejected = self.rejected.saturating_add(1);
+        let flooding = self.refused.refuse(cap, period, Instant::now());
         let unit = if period.as_secs() >= 60 {
             "minute"
         } else {
@@ -106,7 +101,7 @@ impl Connection {
             "rate limit exceeded: at most {cap} messages per {unit}; this message was not processed"
         );
         self.send_error(ctx, id, ErrorKind::RateLimited, &msg);
-        if self.rejected > cap {
+        if flooding {
             self.disconnect(ctx, Disconnect::Flooding);
         }
         false
