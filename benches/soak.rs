@@ -163,9 +163,13 @@ async fn soak(plan: Plan) -> Result<bool, String> {
             f.first_peak,
             f.second_peak,
             f.slope_per_10min,
-            if f.flat { "flat" } else { "GREW" }
+            match f.flat {
+                Some(true) => "flat",
+                Some(false) => "GREW",
+                None => "not judged: too few samples after warm-up (run longer)",
+            }
         );
-        flat &= f.flat;
+        flat &= f.flat != Some(false);
     }
     println!(
         "  at the end: rss {:.1} MiB, fds {}, connections {}, parked {}, history {} events",

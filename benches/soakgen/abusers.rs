@@ -13,10 +13,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::Message;
 
 use super::clients::BULK;
-use super::{http, Ctx, PUB_KEY, SUB_KEY};
-
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+use super::{http, Ctx, Ws, PUB_KEY, SUB_KEY};
 
 /// The abuses, by name, as `--abuse` lists them.
 pub const NAMES: [&str; 10] = [
@@ -45,15 +42,15 @@ fn verdict(ctx: &Ctx, name: &str, ok: bool, what: &str) {
 }
 
 async fn connect(addr: SocketAddr, path: &str) -> Option<Ws> {
-    let url = format!("ws://{addr}{path}");
-    match tokio::time::timeout(
-        Duration::from_secs(10),
-        tokio_tungstenite::connect_async(url),
-    )
-    .await
-    {
-        Ok(Ok((ws, _))) => Some(ws),
-        _ => None,
+    super::websocket(addr, path, false).await.ok()
+}
+
+/// Whether an HTTP answer is `status`, or the reset a client sees when the broker answered
+/// and closed while the client was still sending the rest of its request.
+fn refused_with(r: &Result<(u16, String), String>, status: u16) -> bool {
+    match r {
+        Ok((got, _)) => *got == status,
+        Err(e) => e.contains("reset"),
     }
 }
 
@@ -176,13 +173,7 @@ async fn big_headers(ctx: &Ctx, addr: SocketAddr) -> Duration {
         Duration::from_secs(10),
     )
     .await;
-    // The broker answers 431 and closes while the client may still be writing: the
-    // client then sees the answer or, its unsent bytes refused, a reset.
-    let ok = match &r {
-        Ok((status, _)) => *status == 431,
-        Err(e) => e.contains("reset"),
-    };
-    verdict(ctx, "big_headers", ok, &format!("{r:?}"));
+    verdict(ctx, "big_headers", refused_with(&r, 431), &format!("{r:?}"));
     Duration::from_millis(200)
 }
 
@@ -371,12 +362,12 @@ async fn bulk_publisher(ctx: &Ctx, addr: SocketAddr, round: u64) -> Duration {
             Duration::from_secs(30),
         )
         .await;
-        // 413, or a reset when the broker closed while the rest of the body was sent.
-        let ok = match &r {
-            Ok((status, _)) => *status == 413,
-            Err(e) => e.contains("reset"),
-        };
-        verdict(ctx, "bulk_publisher", ok, &format!("{r:?}"));
+        verdict(
+            ctx,
+            "bulk_publisher",
+            refused_with(&r, 413),
+            &format!("{r:?}"),
+        );
     }
     Duration::from_millis(500)
 }

@@ -13,10 +13,7 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
 
 use super::check::Seq;
-use super::{Ctx, Rng, PUB_KEY, SUB_KEY};
-
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+use super::{Ctx, Rng, Ws, PUB_KEY, SUB_KEY};
 
 /// The channel of the steady publisher's `c`-th channel.
 pub fn channel(c: usize) -> String {
@@ -26,27 +23,9 @@ pub fn channel(c: usize) -> String {
 /// The bulk abuser's channel, which the slow readers read.
 pub const BULK: &str = "soak-bulk";
 
-/// Connects with `key`; `small_buffer` gives the socket a 64 KiB receive buffer (a slow
-/// client's: what it does not read backs up into the broker's queue for it sooner).
+/// Connects to `/ws` with `key` (see [`super::websocket`]).
 async fn connect(ctx: &Ctx, key: &str, small_buffer: bool) -> Result<Ws, String> {
-    let url = format!("ws://{}/ws?token={key}", ctx.addr);
-    let run = async {
-        let socket = tokio::net::TcpSocket::new_v4().map_err(|e| e.to_string())?;
-        if small_buffer {
-            socket
-                .set_recv_buffer_size(64 * 1024)
-                .map_err(|e| e.to_string())?;
-        }
-        let stream = socket.connect(ctx.addr).await.map_err(|e| e.to_string())?;
-        let stream = tokio_tungstenite::MaybeTlsStream::Plain(stream);
-        tokio_tungstenite::client_async(url, stream)
-            .await
-            .map(|(ws, _)| ws)
-            .map_err(|e| e.to_string())
-    };
-    tokio::time::timeout(Duration::from_secs(10), run)
-        .await
-        .map_err(|_| "connect timed out".to_owned())?
+    super::websocket(ctx.addr, &format!("/ws?token={key}"), small_buffer).await
 }
 
 /// The next JSON text frame within `within` (heartbeats included); `Err` with the close

@@ -127,6 +127,34 @@ impl Rng {
     }
 }
 
+/// A WebSocket client of the soak.
+pub type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Connects to `ws://addr{path}` within 10 s; `small_buffer` gives the socket a 64 KiB
+/// receive buffer (a slow client's: what it does not read backs up into the broker's
+/// queue for it sooner).
+pub async fn websocket(addr: SocketAddr, path: &str, small_buffer: bool) -> Result<Ws, String> {
+    let url = format!("ws://{addr}{path}");
+    let run = async {
+        let socket = tokio::net::TcpSocket::new_v4().map_err(|e| e.to_string())?;
+        if small_buffer {
+            socket
+                .set_recv_buffer_size(64 * 1024)
+                .map_err(|e| e.to_string())?;
+        }
+        let stream = socket.connect(addr).await.map_err(|e| e.to_string())?;
+        let stream = tokio_tungstenite::MaybeTlsStream::Plain(stream);
+        tokio_tungstenite::client_async(url, stream)
+            .await
+            .map(|(ws, _)| ws)
+            .map_err(|e| e.to_string())
+    };
+    tokio::time::timeout(Duration::from_secs(10), run)
+        .await
+        .map_err(|_| "connect timed out".to_owned())?
+}
+
 /// One HTTP/1.1 request over a fresh connection (`Connection: close`); the status and
 /// the body. Bounded by `within`.
 pub async fn http(

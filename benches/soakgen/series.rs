@@ -49,12 +49,7 @@ fn fds(pid: u32) -> f64 {
 }
 
 fn rss_mib(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(0.0, |kib| kib / 1024.0)
+    crate::loadgen::report::rss_kib(pid) as f64 / 1024.0
 }
 
 /// Takes one sample of the broker `pid` at `ctx.addr`.
@@ -112,9 +107,12 @@ pub struct Flat {
     pub second_peak: f64,
     /// Least-squares slope over the whole time after warm-up, per 10 minutes.
     pub slope_per_10min: f64,
-    /// Whether it stayed flat.
-    pub flat: bool,
+    /// Whether it stayed flat; `None` when too few samples came after warm-up to say.
+    pub flat: Option<bool>,
 }
+
+/// Samples after warm-up needed for a verdict (two in each half).
+const MIN_JUDGED: usize = 4;
 
 /// Judges the series that must stay flat: RSS, descriptors, parked, history.
 pub fn judge(samples: &[Sample], warmup: f64) -> Vec<Flat> {
@@ -137,7 +135,8 @@ pub fn judge(samples: &[Sample], warmup: f64) -> Vec<Flat> {
                 first_peak,
                 second_peak,
                 slope_per_10min: slope(&after, f) * 600.0,
-                flat: a.is_empty() || second_peak <= first_peak * (1.0 + frac) + floor,
+                flat: (after.len() >= MIN_JUDGED)
+                    .then_some(second_peak <= first_peak * (1.0 + frac) + floor),
             }
         })
         .collect()
