@@ -9,9 +9,9 @@
 mod common;
 
 use common::redis_server::redis_server;
-use rustorium_actors::engine::redis_lease::{acquire, held, release, Slot};
-use rustorium_actors::engine::redis_log::Keys;
-use rustorium_actors::engine::redis_record::unix_ms_now;
+use rustorium_actors::engine::redis::eventlog::Keys;
+use rustorium_actors::engine::redis::lease::{acquire, held, release, Slot};
+use rustorium_actors::engine::redis::record::unix_ms_now;
 
 fn slot(conn: &str) -> Slot<'_> {
     Slot {

@@ -13,7 +13,7 @@ use std::time::Duration;
 use common::redis_server::{redis_server, TRIM};
 
 use futures_util::StreamExt;
-use rustorium_actors::engine::redis_log::{append, parse_announcement, read, Keys, LogEntry};
+use rustorium_actors::engine::redis::eventlog::{append, parse_announcement, read, Keys, LogEntry};
 
 fn entry(channel: &str, record: &str, block: Option<u64>, is_block: bool) -> LogEntry {
     LogEntry {

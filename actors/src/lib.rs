@@ -14,7 +14,7 @@
 //! | [`confirmations`] | the `confirmations` gate: held events, the head, release ids `B.E` |
 //! | [`channels`] | the catalogue: names, event types, routing fields, publish validation |
 //! | [`filter`] | subscription filters: parse, match |
-//! | [`engine`] | the seam: sequence, history, head, parked subscriptions: [`engine::memory`] for one process, [`engine::redis`] for a cluster on one Redis ([`engine::redis_log`] the keys, atomic append and consistent read; [`engine::redis_fanout`] this node's feed, reconnect and backfill; [`engine::redis_lease`] connection slots; [`engine::redis_record`] the stored record) |
+//! | [`engine`] | the seam: sequence, history, head, parked subscriptions: [`engine::memory`] for one process, [`engine::redis`] for a cluster on one Redis ([`engine::redis::eventlog`] the keys, atomic append and consistent read; [`engine::redis::fanout`] this node's feed, reconnect and backfill; [`engine::redis::lease`] connection slots; [`engine::redis::record`] the stored record) |
 //! | [`history`] | one channel's kept events and the head's timeline |
 //! | [`resume`] | what a resume replays from history, and whether it is complete |
 //! | [`position`] | message ids and their place in the sequence |

@@ -75,8 +75,8 @@ impl RedisServer {
 }
 
 /// Generous stream bounds for the tests: nothing they append is trimmed.
-pub const TRIM: rustorium_actors::engine::redis_log::Trim =
-    rustorium_actors::engine::redis_log::Trim {
+pub const TRIM: rustorium_actors::engine::redis::eventlog::Trim =
+    rustorium_actors::engine::redis::eventlog::Trim {
         max_len: 1000,
         ttl_secs: 120,
     };

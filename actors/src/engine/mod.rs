@@ -9,12 +9,6 @@
 
 pub mod memory;
 pub mod redis;
-pub mod redis_fanout;
-pub mod redis_lease;
-pub mod redis_log;
-pub mod redis_nodes;
-mod redis_parked;
-pub mod redis_record;
 
 use std::future::Future;
 use std::pin::Pin;

@@ -8,8 +8,8 @@ use redis::aio::ConnectionLike;
 use redis::RedisResult;
 use serde::{Deserialize, Serialize};
 
-use super::redis_log::Keys;
-use super::{NodeInfo, NodeState};
+use super::eventlog::Keys;
+use crate::engine::{NodeInfo, NodeState};
 
 /// A record older than this many leases is deleted by the next reader.
 pub const FORGET_AFTER_LEASES: u64 = 10;

@@ -2,15 +2,22 @@
 //! which holds the one sequence, every channel's history, the chain head's timeline, the
 //! parked subscriptions and the per-key connection slots.
 //!
-//! - Append: one script call per coalesced batch ([`super::redis_log::append`]), through a
+//! - Append: one script call per coalesced batch ([`eventlog::append`]), through a
 //!   connection manager with a response timeout; no reply means `unavailable`, never an
 //!   event accepted and then lost.
 //! - Fan-out: this node receives, on one pub/sub connection and so in sequence order, the
-//!   channels it has subscribers on and the head raises ([`super::redis_fanout`]); a
+//!   channels it has subscribers on and the head raises ([`fanout`]); a
 //!   publish is answered once this node's own fan-out passed its events.
 //! - Replay: one consistent read of the histories and the timeline (`read.lua`).
-//! - Parked subscriptions and connection slots: `redis_parked.rs` and
-//!   [`super::redis_lease`], with the slots renewed on a timer.
+//! - Parked subscriptions and connection slots: [`parked`] and
+//!   [`lease`], with the slots renewed on a timer.
+
+pub mod eventlog;
+pub mod fanout;
+pub mod lease;
+pub mod nodes;
+mod parked;
+pub mod record;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::Ordering;
@@ -21,15 +28,14 @@ use actix::ArbiterHandle;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSubSink};
 use tokio::sync::{oneshot, watch};
 
-use super::redis_lease::{self, Slot};
-use super::redis_log::{self, Keys, LogEntry, LogQuery, Trim};
-use super::redis_record::{decode, encode, unix_ms_now};
-use super::{redis_nodes, redis_parked};
-use super::{
+use self::eventlog::{Keys, LogEntry, LogQuery, Trim};
+use self::lease::Slot;
+use self::record::{decode, encode, unix_ms_now};
+use crate::channels::ChannelKind;
+use crate::engine::{
     Appended, ChannelRead, Engine, EngineError, EngineFuture, NodeInfo, ParkedSub, Range, Sink,
     Snapshot,
 };
-use crate::channels::ChannelKind;
 use crate::event::{Draft, Event};
 use crate::history::{HeadRaise, HeadTimeline, HistoryLimits, Stored};
 use crate::hubs::Hubs;
@@ -240,9 +246,7 @@ impl RedisEngine {
             parking: Mutex::new(HashMap::new()),
             live: Mutex::new(HashMap::new()),
         });
-        parts
-            .arbiter
-            .spawn(super::redis_fanout::run(shared.clone()));
+        parts.arbiter.spawn(fanout::run(shared.clone()));
         parts.arbiter.spawn(renew_leases(shared.clone()));
         RedisEngine { shared }
     }
@@ -269,7 +273,7 @@ impl RedisEngine {
         };
         let mut con = sh.con()?;
         let started = Instant::now();
-        let sent = sh.ask(redis_log::append(&mut con, &sh.keys, trim, &entries));
+        let sent = sh.ask(eventlog::append(&mut con, &sh.keys, trim, &entries));
         let appended = match sent.await {
             Ok(a) if a.len() == drafts.len() => a,
             answer => {
@@ -361,7 +365,7 @@ impl RedisEngine {
                 .collect(),
         };
         let mut con = sh.con()?;
-        let log = sh.ask(redis_log::read_log(&mut con, &sh.keys, &q)).await?;
+        let log = sh.ask(eventlog::read_log(&mut con, &sh.keys, &q)).await?;
         let now = Instant::now();
         let unix_now = unix_ms_now();
         let raise = |(seq, number): (u64, u64)| HeadRaise {
@@ -424,14 +428,14 @@ impl Engine for RedisEngine {
     }
 
     fn park(&self, subs: Vec<ParkedSub>, now: Instant) -> EngineFuture<'static, usize> {
-        let kept = redis_parked::park(&self.shared, subs, now);
+        let kept = parked::park(&self.shared, subs, now);
         Box::pin(std::future::ready(kept))
     }
 
     fn claim(&self, key: &str, ids: &[String], _: Instant) -> EngineFuture<'_, Vec<ParkedSub>> {
         // The window is the hashes' lifetime in Redis.
         let (key, ids) = (key.to_owned(), ids.to_vec());
-        Box::pin(async move { redis_parked::claim(&self.shared, &key, &ids).await })
+        Box::pin(async move { parked::claim(&self.shared, &key, &ids).await })
     }
 
     fn expire(&self, now: Instant) {
@@ -445,7 +449,7 @@ impl Engine for RedisEngine {
                 parks.pop_front();
             }
         }
-        super::redis_fanout::drop_unwanted(sh.clone(), now);
+        fanout::drop_unwanted(sh.clone(), now);
     }
 
     fn parked(&self) -> usize {
@@ -459,7 +463,7 @@ impl Engine for RedisEngine {
 
     fn want(&self, channel: &Arc<str>) -> EngineFuture<'_, Result<(), EngineError>> {
         let channel = channel.clone();
-        Box::pin(super::redis_fanout::want(self.shared.clone(), channel))
+        Box::pin(fanout::want(self.shared.clone(), channel))
     }
 
     fn hold_slot(
@@ -479,7 +483,7 @@ impl Engine for RedisEngine {
             };
             let now = unix_ms_now();
             let expires = now.saturating_add(sh.settings.lease_ms);
-            let asked = redis_lease::acquire(&mut con, &sh.keys, &slot, now, expires, cap);
+            let asked = lease::acquire(&mut con, &sh.keys, &slot, now, expires, cap);
             let held = sh.ask(asked).await?;
             if held {
                 lock(&sh.slots).insert(conn, key_name.clone());
@@ -501,21 +505,19 @@ impl Engine for RedisEngine {
                 conn: &member,
             };
             // Not answered: the lease runs out by itself.
-            let _ = sh
-                .ask(redis_lease::release(&mut con, &sh.keys, &slot))
-                .await;
+            let _ = sh.ask(lease::release(&mut con, &sh.keys, &slot)).await;
         });
     }
 
     fn live(&self, sub: ParkedSub) -> EngineFuture<'static, ()> {
-        let written = tokio::spawn(redis_parked::live(self.shared.clone(), sub));
+        let written = tokio::spawn(parked::live(self.shared.clone(), sub));
         Box::pin(async move {
             let _ = written.await;
         })
     }
 
     fn gone(&self, id: &Arc<str>) {
-        redis_parked::gone(&self.shared, id);
+        parked::gone(&self.shared, id);
     }
 
     fn ready(&self) -> bool {
@@ -528,7 +530,7 @@ impl Engine for RedisEngine {
             let Ok(mut con) = sh.con() else {
                 return Vec::new();
             };
-            let listed = redis_nodes::list(
+            let listed = nodes::list(
                 &mut con,
                 &sh.keys,
                 &sh.node,
@@ -559,15 +561,15 @@ async fn renew_leases(sh: Arc<Shared>) {
                 .push(format!("{}:{conn}", sh.node));
         }
         let Ok(mut con) = sh.con() else { continue };
-        let record = redis_nodes::NodeRecord {
+        let record = nodes::NodeRecord {
             connections: sh.metrics.connections.load(Ordering::Relaxed),
             at_ms: unix_ms_now(),
         };
-        let announced = redis_nodes::announce(&mut con, &sh.keys, &sh.node, &record);
+        let announced = nodes::announce(&mut con, &sh.keys, &sh.node, &record);
         if sh.ask(announced).await.is_err() {
             log::debug!("cannot write this node's record to Redis");
         }
-        if !redis_parked::renew_live(&sh, &mut con).await {
+        if !parked::renew_live(&sh, &mut con).await {
             sh.metrics
                 .engine
                 .lease_renewal_failures
@@ -577,7 +579,7 @@ async fn renew_leases(sh: Arc<Shared>) {
         for (key, members) in by_key {
             let m = &sh.metrics.engine;
             m.lease_renewals.fetch_add(1, Ordering::Relaxed);
-            let renewed = redis_lease::renew(&mut con, &sh.keys, &key, &members, expires);
+            let renewed = lease::renew(&mut con, &sh.keys, &key, &members, expires);
             if sh.ask(renewed).await.is_err() {
                 m.lease_renewal_failures.fetch_add(1, Ordering::Relaxed);
             }

@@ -10,7 +10,7 @@
 use redis::aio::ConnectionLike;
 use redis::{RedisResult, Script};
 
-use super::redis_log::Keys;
+use super::eventlog::Keys;
 
 static LEASE: std::sync::LazyLock<Script> =
     std::sync::LazyLock::new(|| Script::new(include_str!("lease.lua")));

@@ -19,10 +19,10 @@ use futures_util::{FutureExt, StreamExt};
 use redis::aio::PubSubStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::redis::{lock, unavailable, Shared, Wanted};
-use super::redis_log::{parse_announcement, read_log, Keys, LogQuery};
-use super::redis_record::{decode, unix_ms_now};
-use super::{EngineError, Fed};
+use super::eventlog::{parse_announcement, read_log, Keys, LogQuery};
+use super::record::{decode, unix_ms_now};
+use super::{lock, unavailable, Shared, Wanted};
+use crate::engine::{EngineError, Fed};
 use crate::event::Event;
 
 /// The event an announcement on `pubsub_channel` carries; `None` when the name is not an
@@ -454,7 +454,7 @@ fn event_from(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::redis_record::encode;
+    use crate::engine::redis::record::encode;
     use serde_json::value::RawValue;
 
     #[test]

@@ -15,8 +15,8 @@ use std::time::Instant;
 use redis::Script;
 use serde::{Deserialize, Serialize};
 
-use super::redis::{lock, Shared};
-use super::ParkedSub;
+use super::{lock, Shared};
+use crate::engine::ParkedSub;
 use crate::filter::Filter;
 
 static CLAIM: std::sync::LazyLock<Script> =

@@ -3,7 +3,7 @@
 //! node runs for a batch (PROTOCOL.md section 11).
 //!
 //! Tested against a real `redis-server` (`tests/redis_log.rs`); the engine that uses it
-//! is [`super::redis::RedisEngine`].
+//! is [`super::RedisEngine`].
 
 use redis::aio::ConnectionLike;
 use redis::{RedisResult, Script};
@@ -56,7 +56,7 @@ impl Keys {
             .strip_prefix("e:")
     }
 
-    /// The cluster's nodes: a hash of node name → its last record ([`super::redis_nodes`]).
+    /// The cluster's nodes: a hash of node name → its last record ([`super::nodes`]).
     pub fn nodes(&self) -> String {
         format!("{}nodes", self.prefix)
     }
@@ -136,7 +136,7 @@ pub async fn append<C: ConnectionLike>(
         .key(keys.raises())
         .key(keys.first());
     // Where a new sequence starts: the clock in microseconds, as the memory engine does.
-    let start = super::redis_record::unix_ms_now().saturating_mul(1000);
+    let start = super::record::unix_ms_now().saturating_mul(1000);
     call.arg(trim.max_len)
         .arg(trim.ttl_secs.max(1))
         .arg(keys.head_raises())
