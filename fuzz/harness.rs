@@ -117,7 +117,7 @@ const WS_MAX: usize = 4096;
 
 /// Client bytes of a WebSocket connection after the upgrade, through the broker's frame
 /// path: read in pieces whose size the first byte chooses; handed on one frame at a time
-/// (`OneFrameAtATime`); decoded by actix-http's codec with the frame limit, as
+/// (`OneFrameAtATime`, which refuses a frame over the limit at its header); decoded by actix-http's codec with the frame limit, as
 /// actix-web-actors' stream does (text checked as UTF-8); taken by the connection's
 /// `FrameInput` (control budget, fragments, UTF-8 of reassembled text); each whole text
 /// message then through the request parser. A text message handed on is within the limit,
@@ -145,7 +145,7 @@ pub fn ws_frames(data: &[u8]) {
         .map(|c| Ok(Bytes::copy_from_slice(c)))
         .collect();
     let gate = Arc::new(ReadGate::default());
-    let mut input = OneFrameAtATime::new(futures_util::stream::iter(reads), WS_MAX, gate);
+    let mut input = OneFrameAtATime::new(futures_util::stream::iter(reads), WS_MAX, gate.clone());
     let mut codec = Codec::new().max_size(WS_MAX);
     let mut buf = BytesMut::new();
     let now = Instant::now();
@@ -189,6 +189,13 @@ pub fn ws_frames(data: &[u8]) {
             Ok(None) if input_done && !read_any => return,
             Ok(None) => continue,
             Err(e) => Err(e),
+        };
+        // As the connection does: a frame over the limit is refused at its header, and
+        // what the input hands on in its place stands for the refusal.
+        let msg = if gate.take_oversized() {
+            Err(ProtocolError::Overflow)
+        } else {
+            msg
         };
         match conn.take(msg, now) {
             Inbound::Text(text) => {

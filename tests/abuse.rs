@@ -597,3 +597,37 @@ async fn a_client_that_just_goes_away_is_not_counted_as_breaking_the_protocol() 
     assert_rejections(b.addr, "protocol_error", 0.0).await;
     assert_unharmed(b.addr, &mut other, 11).await;
 }
+
+/// A client that stops sending half-way through a frame and shuts its side of the socket
+/// is seen to be gone at once: its connection ends, its whole request before the cut
+/// answered. (Checked in issue 22's audit of the input path: actix-http ends the
+/// connection when the socket's read side closes, so this held before too; the input's
+/// own end-of-stream path is covered by its unit tests in `src/http/input.rs`.)
+#[tokio::test]
+async fn a_client_that_ends_its_stream_mid_frame_is_ended_at_once() {
+    let b = start(config());
+    let mut other = bystander(b.addr).await;
+    let mut s = raw_upgrade(b.addr).await;
+    // A whole, masked subscribe (zero mask), then half of another frame.
+    let request = br#"{"type":"subscribe","id":"half","data":{"channel":"blocks"}}"#;
+    let mut frame = vec![0x81, 0x80 | request.len() as u8, 0, 0, 0, 0];
+    frame.extend_from_slice(request);
+    let half = &frame[..frame.len() / 2];
+    s.write_all(&frame).await.expect("send");
+    s.write_all(half).await.expect("send half");
+    s.shutdown().await.expect("shutdown the write side");
+    let (got, ended) = read_to_end(&mut s).await;
+    assert!(ended, "the connection did not end within {WAIT:?}");
+    let text = String::from_utf8_lossy(&got);
+    assert!(
+        text.contains("\"half\""),
+        "the whole request was answered: {text}"
+    );
+    let m = metrics(b.addr).await;
+    assert_eq!(
+        metric(&m, "rustorium_connections"),
+        Some(1.0),
+        "only the bystander"
+    );
+    assert_unharmed(b.addr, &mut other, 30).await;
+}

@@ -123,6 +123,9 @@ pub struct Metrics {
     /// Times a publisher's socket stopped being read because its frames in flight
     /// reached `publish.connection_in_flight_bytes`.
     pub publish_read_pauses: AtomicU64,
+    /// Connections closed before every publish they had in flight was answered:
+    /// `limits.close_wait_ms` ran out.
+    pub close_wait_expired: AtomicU64,
     /// Events not queued for a connection because it had just turned slow consumer
     /// (it resumes them from history).
     pub drops: AtomicU64,
@@ -204,7 +207,7 @@ impl Metrics {
         );
         // f64, so a time keeps its fraction; whole counts still print with no decimals.
         let e = &self.engine;
-        let scalars: [(&str, &str, &str, f64); 34] = [
+        let scalars: [(&str, &str, &str, f64); 35] = [
             (
                 "rustorium_connections",
                 "gauge",
@@ -246,6 +249,12 @@ impl Metrics {
                 "counter",
                 "Times a publisher's socket stopped being read: its frames awaiting replies reached publish.connection_in_flight_bytes.",
                 self.publish_read_pauses.load(Relaxed) as f64,
+            ),
+            (
+                "rustorium_close_wait_expired_total",
+                "counter",
+                "Connections closed before all their publishes in flight were answered: limits.close_wait_ms ran out.",
+                self.close_wait_expired.load(Relaxed) as f64,
             ),
             (
                 "rustorium_drops_total",

@@ -3,7 +3,9 @@
 //! (as NATS does); opened again as replies go out.
 //!
 //! The connection actor pauses and resumes it; the WebSocket input adapter of the HTTP
-//! layer polls it before it reads or hands on another frame.
+//! layer polls it before it reads or hands on another frame. The adapter also leaves word
+//! here when it refused a frame over the connection's limit at its header, which the
+//! connection takes with the next frame it reads and closes 1009.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
@@ -15,6 +17,9 @@ use futures_util::task::AtomicWaker;
 pub struct ReadGate {
     paused: AtomicBool,
     waker: AtomicWaker,
+    /// The input refused a frame over the limit; the frame it handed on in its place
+    /// stands for that refusal.
+    oversized: AtomicBool,
 }
 
 impl ReadGate {
@@ -28,6 +33,18 @@ impl ReadGate {
         if self.paused.swap(false, Ordering::AcqRel) {
             self.waker.wake();
         }
+    }
+
+    /// Set by the input: the frame it hands on next stands for a frame it refused for
+    /// being over the limit.
+    pub fn mark_oversized(&self) {
+        self.oversized.store(true, Ordering::Release);
+    }
+
+    /// Taken by the connection with each frame it reads: whether that frame stands for a
+    /// refused one.
+    pub fn take_oversized(&self) -> bool {
+        self.oversized.swap(false, Ordering::AcqRel)
     }
 
     /// Whether reading is paused now.

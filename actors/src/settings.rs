@@ -79,6 +79,13 @@ pub struct Limits {
     /// Milliseconds the broker waits, after sending a close frame, for the client's close
     /// before dropping the TCP connection (the RFC 6455 closing handshake). Default 1000.
     pub close_grace_ms: u64,
+    /// Milliseconds a connection that is to be closed (a frame over its limit, a flood, a
+    /// shutdown) waits for the answers to its publishes in flight before it sends its
+    /// close, so that a publisher learns the fate of every publish it sent before the
+    /// one that ended it; what it reads meanwhile is not taken. Past this the close goes out
+    /// without the missing answers (counted as `close_wait_expired`). Default 10000, above
+    /// the longest a publish waits (`publish.max_stall_ms` plus the engine's timeout).
+    pub close_wait_ms: u64,
     /// Milliseconds a new connection has to finish its TLS handshake, and then again to
     /// send its whole request head (the upgrade with its key); past it the broker answers
     /// 408 and closes. Set by the standalone server on its listener. Default 5000.
@@ -114,6 +121,7 @@ impl Default for Limits {
             max_pending_confirmations: 100_000,
             stall_timeout_ms: 30_000,
             close_grace_ms: 1000,
+            close_wait_ms: 10_000,
             handshake_timeout_ms: 5000,
             max_unauthenticated_per_address: 1024,
             max_unauthenticated: 8192,

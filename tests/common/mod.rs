@@ -256,6 +256,12 @@ impl Client {
         panic!("no close after 10000 frames");
     }
 
+    /// Sends a request as raw text and returns the next non-heartbeat frame.
+    pub async fn request_text(&mut self, text: &str) -> Value {
+        self.send_text(text).await;
+        self.recv().await
+    }
+
     /// Sends a request and returns the next non-heartbeat frame.
     pub async fn request(&mut self, v: Value) -> Value {
         self.send_json(&v).await;

@@ -73,6 +73,9 @@ pub struct Connection {
     /// Control frames, fragments and UTF-8, before requests ([`frames::FrameInput`]).
     input: frames::FrameInput,
     closing: bool,
+    /// A close decided while publishes were in flight: sent once they are answered (or
+    /// `limits.close_wait_ms` runs out). Nothing read meanwhile is taken.
+    ending: Option<Disconnect>,
     /// Publish frames read and not yet answered.
     in_flight: publishing::InFlight,
 }
@@ -121,6 +124,7 @@ impl Connection {
             refused: refusals::Refusals::new(now),
             input,
             closing: false,
+            ending: None,
             in_flight,
         }
     }
@@ -147,16 +151,42 @@ impl Connection {
         ctx.text(frame);
     }
 
-    /// Closes with `why`'s code and reason, counting it.
+    /// Closes with `why`'s code and reason, counting it. With publishes in flight the
+    /// close waits for their answers, which go out first (bounded by
+    /// `limits.close_wait_ms`), and nothing read meanwhile is taken.
     fn disconnect(&mut self, ctx: &mut ws::WebsocketContext<Self>, why: Disconnect) {
-        if self.closing {
+        if self.closing || self.ending.is_some() {
             return;
         }
         if let Some(r) = why.rejection() {
             self.core.metrics.reject(r);
         }
-        close(ctx, &why, &self.core);
-        self.closing = true;
+        if self.in_flight.is_empty() {
+            close(ctx, &why, &self.core);
+            self.closing = true;
+            return;
+        }
+        self.ending = Some(why);
+        let wait = Duration::from_millis(self.core.settings.limits.close_wait_ms);
+        ctx.run_later(wait, |this, ctx| {
+            if let Some(why) = this.ending.take() {
+                let m = &this.core.metrics;
+                m.close_wait_expired.fetch_add(1, Ordering::Relaxed);
+                close(ctx, &why, &this.core);
+                this.closing = true;
+            }
+        });
+    }
+
+    /// Sends the close decided while publishes were in flight, once none is left.
+    fn end_if_answered(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
+        if !self.in_flight.is_empty() {
+            return;
+        }
+        if let Some(why) = self.ending.take() {
+            close(ctx, &why, &self.core);
+            self.closing = true;
+        }
     }
 
     /// Marks the outbox fed by several hubs when this connection's subscriptions span
@@ -288,13 +318,21 @@ impl Actor for Connection {
 
 impl StreamHandler<Result<ws::Message, ProtocolError>> for Connection {
     fn handle(&mut self, msg: Result<ws::Message, ProtocolError>, ctx: &mut Self::Context) {
-        if self.closing {
-            // Waiting for the client's half of the closing handshake.
+        if self.closing || self.ending.is_some() {
+            // Waiting for the client's half of the closing handshake, or for the answers
+            // that go out before our close: nothing more is taken.
             if matches!(msg, Ok(ws::Message::Close(_)) | Err(_)) {
                 ctx.stop();
             }
             return;
         }
+        // A frame over the limit is refused by the input at its header; what it hands on
+        // in its place stands for that refusal.
+        let msg = if self.in_flight.take_oversized() {
+            Err(ProtocolError::Overflow)
+        } else {
+            msg
+        };
         let now = Instant::now();
         let inbound = self.input.take(msg, now);
         if !matches!(inbound, Inbound::End(_) | Inbound::Gone) {

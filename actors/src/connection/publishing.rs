@@ -57,8 +57,14 @@ impl InFlight {
         self.gate.clone()
     }
 
+    /// Whether the frame just read stands for one the input refused for being over the
+    /// limit ([`ReadGate::take_oversized`]).
+    pub(super) fn take_oversized(&self) -> bool {
+        self.gate.take_oversized()
+    }
+
     /// Whether nothing is waiting for an answer.
-    fn is_empty(&self) -> bool {
+    pub(super) fn is_empty(&self) -> bool {
         self.slots.is_empty()
     }
 
@@ -143,6 +149,7 @@ impl Connection {
                 while let Some((id, result)) = this.in_flight.pop_ready() {
                     this.respond(ctx, id.as_ref(), result);
                 }
+                this.end_if_answered(ctx);
             })
             .spawn(ctx);
     }
