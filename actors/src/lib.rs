@@ -77,6 +77,7 @@ pub mod filter;
 pub mod flow;
 pub mod heartbeat;
 pub mod history;
+pub mod hub_index;
 pub mod hubs;
 pub mod keys;
 pub mod messages;
