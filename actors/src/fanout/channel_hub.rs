@@ -6,7 +6,7 @@
 //! waiting for ([`crate::confirmations`]).
 //!
 //! The hub finds the connections an event may match in its [`Index`]
-//! ([`crate::hub_index`]): a connection with an unfiltered subscription is a candidate
+//! ([`super::index`]): a connection with an unfiltered subscription is a candidate
 //! for every event, as before; the others only for the events whose values their
 //! filters name, so an event costs what its subscribers cost, not the channel's.
 //!
@@ -21,13 +21,14 @@ use actix::{Actor, Context, Handler, MessageResult};
 
 use crate::channels::ChannelKind;
 use crate::confirmations::{self, AtPublish, Gate};
-use crate::delivery::{Progress, Step};
 use crate::event::Event;
+use crate::fanout::batch::{PublishBatch, Step};
+use crate::fanout::index::Index;
+use crate::fanout::outbox::{self, Item, Outbox, OutboxState, Pushed};
+use crate::fanout::progress::Progress;
 use crate::filter::Filter;
-use crate::hub_index::Index;
-use crate::messages::{Attach, Attached, ConnId, ConnectionClosed, PublishBatch, Unsubscribe};
+use crate::messages::{Attach, Attached, ConnId, ConnectionClosed, Unsubscribe};
 use crate::metrics::Metrics;
-use crate::outbox::{self, Item, Outbox, OutboxState, Pushed};
 use crate::position::Position;
 
 struct Sub {
