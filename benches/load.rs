@@ -7,7 +7,8 @@
 //!  [--rate R] [--open] [--batch B] [--payload BYTES] [--via ws|http] [--hold SECS]
 //!  [--heartbeat-ms MS] [--sources S] [--max-secs S] [--shard K]`
 //!
-//! Targets: `broker` (the release binary, started per run; default), `inproc`,
+//! Targets: `broker` (the release binary, started per run; default; the environment
+//! variable `RUSTORIUM_LOAD_BROKER=PATH` runs another build instead), `inproc`,
 //! `url=127.0.0.1:PORT[@PID]`, `nats` (nats-server, started per run),
 //! `nats-url=127.0.0.1:PORT,127.0.0.1:WSPORT[@PID]`, `cluster=N` (Redis and N nodes, started
 //! per run), `urls=127.0.0.1:PORT,...` (nodes already running). `--shard K` gives this
