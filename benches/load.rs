@@ -2,12 +2,13 @@
 //! nats-server, or both (`--race`), and prints loss, order, throughput, latency, memory and
 //! CPU, and the ratios of a race.
 //!
-//! `cargo bench --bench load -- [--scenario A|A100|A-open|A-batched|B|C|D|E|all] [--target T | --race]
+//! `cargo bench --bench load -- [--scenario A|A100|A-open|A-batched|B|C|D|E|F|all] [--target T | --race]
 //!  [--rounds R] [--toy] [--subscribers N] [--channels C] [--events M] [--in-flight K]
 //!  [--rate R] [--open] [--batch B] [--payload BYTES] [--via ws|http] [--hold SECS]
 //!  [--heartbeat-ms MS] [--sources S] [--max-secs S] [--shard K]`
 //!
-//! Targets: `broker` (the release binary, started per run; default), `inproc`,
+//! Targets: `broker` (the release binary, started per run; default; the environment
+//! variable `RUSTORIUM_LOAD_BROKER=PATH` runs another build instead), `inproc`,
 //! `url=127.0.0.1:PORT[@PID]`, `nats` (nats-server, started per run),
 //! `nats-url=127.0.0.1:PORT,127.0.0.1:WSPORT[@PID]`, `cluster=N` (Redis and N nodes, started
 //! per run), `urls=127.0.0.1:PORT,...` (nodes already running). `--shard K` gives this
@@ -35,7 +36,7 @@ fn parse() -> Result<Args, String> {
     let value = |flag: &str| argv.value(flag);
     let number = |flag: &str| argv.number(flag);
     let names: Vec<&str> = match value("--scenario").unwrap_or("A") {
-        "all" => vec!["A", "A100", "A-open", "A-batched", "B", "C", "D", "E"],
+        "all" => vec!["A", "A100", "A-open", "A-batched", "B", "C", "D", "E", "F"],
         one => vec![one],
     };
     let toy = argv.has("--toy");
@@ -50,6 +51,10 @@ fn parse() -> Result<Args, String> {
         }
         if let Some(n) = number("--channels")? {
             s.channels = (n as usize).max(1);
+        }
+        if s.wallets {
+            // One wallet per subscriber.
+            s.channels = s.subscribers.max(1);
         }
         if let Some(n) = number("--events")? {
             s.events = n as u64;

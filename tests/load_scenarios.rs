@@ -1,5 +1,5 @@
-//! The load generator at toy scale, so it cannot rot: every scenario of the load issue
-//! (A, A-open, B, C, D, E) runs against the real broker binary, and against nats-server
+//! The load generator at toy scale, so it cannot rot: every scenario of the load issues
+//! (A, A-open, B, C, D, E, F) runs against the real broker binary, and against nats-server
 //! when it is installed (`scripts/test` installs it where it can), asserting that every
 //! promised delivery arrived exactly once and in order. Never a speed.
 
@@ -88,13 +88,18 @@ fn scenario_e_many_connections() {
 }
 
 #[test]
+fn scenario_f_wallets_each_filtered_on_its_address() {
+    toy("F", TargetSpec::Broker, Via::WebSocket);
+}
+
+#[test]
 fn scenario_a_in_process() {
     toy("A", TargetSpec::InProc, Via::WebSocket);
 }
 
 #[test]
 fn nats_scenarios() {
-    for name in ["A", "A100", "A-open", "B", "C", "D", "E"] {
+    for name in ["A", "A100", "A-open", "B", "C", "D", "E", "F"] {
         toy_nats(name);
     }
 }

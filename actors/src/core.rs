@@ -7,14 +7,15 @@ use std::time::Duration;
 use actix::{Actor, Addr, Arbiter};
 
 use crate::backend::Backend;
-use crate::delivery::{Delivery, Progress};
 use crate::disconnect::Disconnect;
 use crate::engine::memory::MemoryEngine;
 use crate::engine::redis::{RedisEngine, RedisParts};
 use crate::engine::Engine;
+use crate::fanout::delivery::Delivery;
+use crate::fanout::hubs::Hubs;
+use crate::fanout::progress::Progress;
 use crate::flow::Flow;
 use crate::heartbeat::Heartbeat;
-use crate::hubs::Hubs;
 use crate::messages::CloseAll;
 use crate::metrics::Metrics;
 use crate::publisher::{Publisher, PublisherParts};

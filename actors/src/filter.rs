@@ -1,6 +1,8 @@
 //! Subscription filters (PROTOCOL.md section 5): parsing a `subscribe` request's filter
 //! against its channel's fields, and matching events.
 
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -9,6 +11,75 @@ use crate::confirmations::MAX_CONFIRMATIONS;
 
 /// Most symbols in one `market_data` filter.
 pub const MAX_SYMBOLS: usize = 100;
+
+/// A value as filters compare it: a `0x…` string in lower case (PROTOCOL.md 10.13), any
+/// other as given. A filter's values are stored this way when it is parsed; a hub's index
+/// normalises an event's values once per event.
+pub fn normalise(value: &str) -> Cow<'_, str> {
+    let hex = value.starts_with("0x") || value.starts_with("0X");
+    if hex && value.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(value.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(value)
+    }
+}
+
+/// An equality field a hub's index looks events up by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum IndexField {
+    /// `tx_hash` (event field `tx_hash`).
+    TxHash,
+    /// `key` (event field `key`).
+    Key,
+    /// `token_id` (event field `token_id`).
+    TokenId,
+    /// `address` (event fields `from`, `to` and `address`).
+    Address,
+    /// One of `symbols` (event field `symbol`, compared exactly).
+    Symbol,
+}
+
+impl IndexField {
+    /// Every indexed field.
+    pub const ALL: [IndexField; 5] = [
+        IndexField::TxHash,
+        IndexField::Key,
+        IndexField::TokenId,
+        IndexField::Address,
+        IndexField::Symbol,
+    ];
+
+    /// The event fields whose value this field is compared with.
+    pub fn event_fields(self) -> &'static [&'static str] {
+        match self {
+            IndexField::TxHash => &["tx_hash"],
+            IndexField::Key => &["key"],
+            IndexField::TokenId => &["token_id"],
+            IndexField::Address => &["from", "to", "address"],
+            IndexField::Symbol => &["symbol"],
+        }
+    }
+
+    /// Whether `0x…` values of this field compare case-insensitively (all but symbols).
+    pub fn hex_folds(self) -> bool {
+        self != IndexField::Symbol
+    }
+}
+
+/// Where a subscription sits in its hub's index: under the most selective field its
+/// filter sets (an equality before a prefix), or with the unfiltered ones. Its other
+/// fields are checked by [`Filter::matches`] once the index has found it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IndexKey<'a> {
+    /// Under one value (normalised) of an equality field.
+    Value(IndexField, &'a str),
+    /// Under each of its `symbols`.
+    Symbols(&'a [String]),
+    /// Under its `key_prefix` (normalised).
+    Prefix(&'a str),
+    /// Matches every event as far as the index can tell (no field, or `confirmations` only).
+    All,
+}
 
 /// A filter string; `0x…` values compare case-insensitively (PROTOCOL.md 10.13).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -92,6 +163,28 @@ impl Filter {
             && self.token_id.is_none()
             && self.address.is_none()
             && self.symbols.is_none()
+    }
+
+    /// Where the hub's index files this filter (see [`IndexKey`]).
+    pub fn index_key(&self) -> IndexKey<'_> {
+        let fields = [
+            (IndexField::TxHash, &self.tx_hash),
+            (IndexField::Key, &self.key),
+            (IndexField::TokenId, &self.token_id),
+            (IndexField::Address, &self.address),
+        ];
+        for (field, text) in fields {
+            if let Some(t) = text {
+                return IndexKey::Value(field, &t.value);
+            }
+        }
+        if let Some(symbols) = &self.symbols {
+            return IndexKey::Symbols(symbols);
+        }
+        match &self.key_prefix {
+            Some(p) => IndexKey::Prefix(&p.value),
+            None => IndexKey::All,
+        }
     }
 
     /// Parses the filter of a `subscribe` request: `data.filter` and flat fields beside

@@ -10,7 +10,7 @@
 //! | `connection/requests.rs` | every request: quota, role, handler, one exit for replies and errors |
 //! | `connection/resume.rs` | `reconnect`: claim, attach, replay, then live |
 //! | [`disconnect`] | every reason a connection ends: code, reason, metric |
-//! | [`channel_hub`] | one channel's subscriptions and its fan-out |
+//! | [`fanout`] | the fan-out, importing in one direction: [`fanout::progress`] the watermark and a batch's ticket; [`fanout::outbox`] the bounded per-connection queue, drained in sequence order; [`fanout::index`] a hub's subscriptions by filter value and prefix; [`fanout::batch`] a hub's steps; [`fanout::channel_hub`] one channel's subscriptions and its fan-out; [`fanout::hubs`] the registry; [`fanout::delivery`] the engine's sink, batches to hubs in sequence order |
 //! | [`confirmations`] | the `confirmations` gate: held events, the head, release ids `B.E` |
 //! | [`channels`] | the catalogue: names, event types, routing fields, publish validation |
 //! | [`filter`] | subscription filters: parse, match |
@@ -18,8 +18,6 @@
 //! | [`history`] | one channel's kept events and the head's timeline |
 //! | [`resume`] | what a resume replays from history, and whether it is complete |
 //! | [`position`] | message ids and their place in the sequence |
-//! | [`delivery`] | the node's fan-out: batches to hubs in sequence order, the watermark |
-//! | [`outbox`] | the bounded per-connection queue, drained in sequence order |
 //! | [`flow`] | publisher back-pressure |
 //! | [`read_gate`] | stop reading a publisher's socket while its publishes are at their bound |
 //! | `connection/publishing.rs` | a connection's publishes in flight, answered in frame order |
@@ -33,19 +31,20 @@
 //!   connection ([`messages::Admit`]), and starts a [`connection::Connection`] (or a
 //!   [`connection::refused::Refused`] that writes one error and closes).
 //! - A connection parses client frames ([`protocol::request`]) and sends
-//!   [`messages::Attach`] / [`messages::Unsubscribe`] to the [`channel_hub::ChannelHub`]
-//!   of the channel (found in [`hubs::Hubs`]); it answers in its dialect
+//!   [`messages::Attach`] / [`messages::Unsubscribe`] to the [`fanout::channel_hub::ChannelHub`]
+//!   of the channel (found in [`fanout::hubs::Hubs`]); it answers in its dialect
 //!   ([`protocol::render`]).
 //! - A publish goes through [`publisher::Publisher`] (validated against [`channels`]) to
 //!   the [`engine::Engine`], which in one step gives each event its id in the one
 //!   sequence, appends it to its channel's [`history`], raises the chain head, and hands
-//!   the batch to [`delivery::Delivery`]; that queues each hub its steps
-//!   ([`messages::PublishBatch`]) in sequence order.
-//! - A hub pushes each matching event, once per connection, into the connection's
-//!   [`outbox`] and wakes it; releases by `confirmations` go in at `B.E`. The connection
-//!   writes the event's frame, rendered once per dialect and shared by every subscriber.
+//!   the batch to [`fanout::delivery::Delivery`]; that queues each hub its steps
+//!   ([`fanout::batch::PublishBatch`]) in sequence order.
+//! - A hub finds the subscriptions an event matches in its [`fanout::index`] and pushes
+//!   the event, once per connection, into the connection's [`fanout::outbox`] and wakes
+//!   it; releases by `confirmations` go in at `B.E`. The connection writes the event's
+//!   frame, rendered once per dialect and shared by every subscriber.
 //!   An outbox fed by several hubs drains only up to the watermark
-//!   ([`delivery::Progress`]) so frames leave in sequence order; past its bound the
+//!   ([`fanout::progress::Progress`]) so frames leave in sequence order; past its bound the
 //!   connection is a slow consumer (closed 4005) and resumes from history.
 //! - A connection that ends any way but a client close 1000 parks its subscriptions in
 //!   the engine for the resume window; a `reconnect` claims them (or moves them from a
@@ -64,24 +63,21 @@
 #![warn(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod backend;
-pub mod channel_hub;
 pub mod channels;
 pub mod confirmations;
 pub mod connection;
 pub mod core;
-pub mod delivery;
 pub mod disconnect;
 pub mod engine;
 pub mod event;
+pub mod fanout;
 pub mod filter;
 pub mod flow;
 pub mod heartbeat;
 pub mod history;
-pub mod hubs;
 pub mod keys;
 pub mod messages;
 pub mod metrics;
-pub mod outbox;
 pub mod position;
 pub mod protocol;
 pub mod publisher;

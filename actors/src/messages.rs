@@ -6,8 +6,7 @@ use std::time::Instant;
 use actix::{Message, Recipient};
 use bytestring::ByteString;
 
-use crate::delivery::{Step, Ticket};
-use crate::outbox::Outbox;
+use crate::fanout::outbox::Outbox;
 
 use crate::disconnect::Disconnect;
 use crate::filter::Filter;
@@ -74,17 +73,6 @@ pub struct Unsubscribe {
 pub struct ConnectionClosed {
     /// The connection that ended.
     pub conn: ConnId,
-}
-
-/// Delivery → ChannelHub: this channel's steps of one appended batch, in sequence order.
-/// The hub drops the ticket when it has fanned them out.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct PublishBatch {
-    /// Events and head rises, in sequence order.
-    pub steps: Vec<Step>,
-    /// Shared by every hub's share of the batch.
-    pub ticket: Arc<Ticket>,
 }
 
 /// HTTP upgrade handler → RateLimiter: admit a connection for `key`. Returns the

@@ -24,11 +24,11 @@ use serde_json::Value;
 use tokio::sync::oneshot;
 
 use crate::channels::{self, validate_event, ChannelKind};
-use crate::delivery::Delivery;
 use crate::engine::{Engine, EngineError};
 use crate::event::Draft;
+use crate::fanout::delivery::Delivery;
+use crate::fanout::hubs::Hubs;
 use crate::flow::Flow;
-use crate::hubs::Hubs;
 use crate::metrics::Metrics;
 
 /// An event to publish, before validation.

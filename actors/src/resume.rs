@@ -7,9 +7,9 @@ use std::sync::Arc;
 
 use crate::confirmations::{self, AtPublish};
 use crate::engine::Snapshot;
+use crate::fanout::outbox::Item;
 use crate::filter::Filter;
 use crate::history::HeadAt;
-use crate::outbox::Item;
 use crate::position::Position;
 
 /// Where the client said it was.

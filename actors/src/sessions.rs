@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use actix::Recipient;
 
+use crate::fanout::hubs::HubRef;
 use crate::filter::Filter;
-use crate::hubs::HubRef;
 use crate::messages::{ConnId, Moved};
 
 /// One live subscription as its connection and this registry know it.

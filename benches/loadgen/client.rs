@@ -13,6 +13,7 @@ use super::payload::scan;
 use super::rawws::{self, RawWs};
 use super::tally::Tally;
 use super::target::{Protocol, KEY};
+use super::topic::Topic;
 
 /// How long a connect plus subscribe may take.
 pub const SETUP: Duration = Duration::from_secs(30);
@@ -26,7 +27,8 @@ pub fn set_shard(k: u8) {
     let _ = SHARD.set(k);
 }
 
-fn shard() -> u8 {
+/// This process's shard (0 when it runs alone).
+pub fn shard() -> u8 {
     SHARD.get().copied().unwrap_or(0)
 }
 
@@ -71,14 +73,17 @@ pub async fn websocket(
     Ok(ws)
 }
 
-/// Connects and subscribes a rustorium-broker subscriber to `channel`.
+/// Connects and subscribes a rustorium-broker subscriber to `topic`.
 async fn rustorium_subscribe(
     addr: SocketAddr,
     source: Ipv4Addr,
-    channel: &str,
+    topic: Topic,
 ) -> Result<RawWs, String> {
     let mut ws = RawWs::connect(addr, source, &format!("/ws?token={KEY}")).await?;
-    let req = format!(r#"{{"type":"subscribe","id":"s","data":{{"channel":"{channel}"}}}}"#);
+    let req = format!(
+        r#"{{"type":"subscribe","id":"s","data":{}}}"#,
+        topic.subscribe_data()
+    );
     ws.send(rawws::TEXT, req.as_bytes()).await?;
     loop {
         let mut reply = None;
@@ -237,19 +242,19 @@ pub enum Subscribed {
     Nats(RawWs, NatsStream),
 }
 
-/// Connects subscriber `index` from `source` and subscribes to `channel` on whichever
+/// Connects subscriber `index` from `source` and subscribes to `topic` on whichever
 /// broker `protocol` is (on a cluster, the nodes take subscribers in turn).
 pub async fn subscribe(
     protocol: Protocol,
     index: usize,
     source: Ipv4Addr,
-    channel: &str,
+    topic: Topic,
 ) -> Result<Subscribed, String> {
     match protocol {
-        Protocol::Rustorium(nodes) => rustorium_subscribe(nodes.subscriber(index), source, channel)
+        Protocol::Rustorium(nodes) => rustorium_subscribe(nodes.subscriber(index), source, topic)
             .await
             .map(Subscribed::Rustorium),
-        Protocol::Nats { ws, .. } => nats_subscribe(ws, source, channel)
+        Protocol::Nats { ws, .. } => nats_subscribe(ws, source, &topic.subject())
             .await
             .map(|(ws, stream)| Subscribed::Nats(ws, stream)),
     }

@@ -13,6 +13,7 @@ pub mod report;
 pub mod scenario;
 pub mod tally;
 pub mod target;
+pub mod topic;
 
 /// Runs `f` on a one-thread runtime (the generator's tasks share one thread and its
 /// state without locks; the broker has the other core).

@@ -7,12 +7,20 @@ use memchr::memmem;
 /// The payload of event `seq`, stamped `ts` (nanoseconds since the generator's epoch),
 /// padded with `x` to `size` bytes (never shorter than its two numbers need).
 pub fn payload(seq: u64, ts: u64, size: usize) -> String {
-    let mut s = String::with_capacity(size.max(64));
+    payload_with(seq, ts, size, "")
+}
+
+/// [`payload`] with more members (`"k":v,` each, trailing comma) before the padding: the
+/// routing fields of a channel that needs them. They count towards `size`.
+pub fn payload_with(seq: u64, ts: u64, size: usize, fields: &str) -> String {
+    let mut s = String::with_capacity(size.max(64 + fields.len()));
     s.push_str("{\"seq\":");
     s.push_str(itoa::Buffer::new().format(seq));
     s.push_str(",\"ts\":");
     s.push_str(itoa::Buffer::new().format(ts));
-    s.push_str(",\"pad\":\"");
+    s.push(',');
+    s.push_str(fields);
+    s.push_str("\"pad\":\"");
     let pad = size.saturating_sub(s.len() + 2);
     s.extend(std::iter::repeat_n('x', pad));
     s.push_str("\"}");

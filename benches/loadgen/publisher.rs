@@ -17,8 +17,8 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
-use super::client::{channel_name, tcp, websocket};
-use super::payload::payload;
+use super::client::{tcp, websocket};
+use super::payload::payload_with;
 use super::tally::Tally;
 use super::target::KEY;
 
@@ -67,10 +67,12 @@ fn events_json(seqs: std::ops::Range<u64>, tally: &Tally, size: usize) -> String
         if !out.is_empty() {
             out.push(',');
         }
+        let topic = tally.topic_of(seq);
         out.push_str("{\"channel\":\"");
-        out.push_str(&channel_name(tally.channel_of(seq)));
+        out.push_str(&topic.channel());
         out.push_str("\",\"data\":");
-        out.push_str(&payload(seq, tally.now_ns(), size));
+        let fields = topic.routing_fields(seq);
+        out.push_str(&payload_with(seq, tally.now_ns(), size, &fields));
         out.push('}');
     }
     out
@@ -273,15 +275,9 @@ impl Sink for NatsPub {
         }
         let mut out = Vec::with_capacity(seqs.clone().count() * (self.size + 32));
         for seq in seqs {
-            let p = payload(seq, tally.now_ns(), self.size);
-            out.extend_from_slice(
-                format!(
-                    "PUB {} {}\r\n",
-                    channel_name(tally.channel_of(seq)),
-                    p.len()
-                )
-                .as_bytes(),
-            );
+            let topic = tally.topic_of(seq);
+            let p = payload_with(seq, tally.now_ns(), self.size, &topic.routing_fields(seq));
+            out.extend_from_slice(format!("PUB {} {}\r\n", topic.subject(), p.len()).as_bytes());
             out.extend_from_slice(p.as_bytes());
             out.extend_from_slice(b"\r\n");
         }

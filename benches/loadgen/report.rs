@@ -66,6 +66,22 @@ impl Report {
         (self.received.received > 0).then(|| cpu * 1e6 / self.received.received as f64)
     }
 
+    /// Broker CPU microseconds per event published, over the publish and delivery span.
+    pub fn cpu_us_per_event(&self) -> Option<f64> {
+        let cpu = self.cpu_broker?;
+        (self.published.events > 0).then(|| cpu * 1e6 / self.published.events as f64)
+    }
+
+    /// Published events per second, from the first publish to the last acknowledgement.
+    pub fn published_per_sec(&self) -> f64 {
+        let t = self.published.elapsed.as_secs_f64();
+        if t > 0.0 {
+            self.published.events as f64 / t
+        } else {
+            0.0
+        }
+    }
+
     /// Deliveries expected and not received.
     pub fn loss(&self) -> u64 {
         self.received
@@ -73,9 +89,19 @@ impl Report {
             .saturating_sub(self.received.received)
     }
 
-    /// Whether every promised delivery arrived once and in order, with no error.
+    /// Deliveries received beyond those expected: events that reached a subscriber they
+    /// were not for (scenario F: another wallet).
+    pub fn extra(&self) -> u64 {
+        self.received
+            .received
+            .saturating_sub(self.received.expected)
+    }
+
+    /// Whether every promised delivery arrived once and in order, with no error, and
+    /// nothing else arrived.
     pub fn clean(&self) -> bool {
         self.loss() == 0
+            && self.extra() == 0
             && self.received.duplicates == 0
             && self.received.disorder == 0
             && self.received.strays == 0
@@ -101,18 +127,20 @@ impl Report {
         line(
             "events published",
             format!(
-                "{} in {:.2} s",
+                "{} in {:.2} s ({:.0}/s)",
                 self.published.events,
-                self.published.elapsed.as_secs_f64()
+                self.published.elapsed.as_secs_f64(),
+                self.published_per_sec()
             ),
         );
         line(
             "deliveries",
             format!(
-                "{} of {} expected (loss {})",
+                "{} of {} expected (loss {}, extra {})",
                 r.received,
                 r.expected,
-                self.loss()
+                self.loss(),
+                self.extra()
             ),
         );
         line(
@@ -148,6 +176,11 @@ impl Report {
         line(
             "broker CPU/delivery",
             self.cpu_us_per_delivery()
+                .map_or("n/a".into(), |c| format!("{c:.2} µs")),
+        );
+        line(
+            "broker CPU/event",
+            self.cpu_us_per_event()
                 .map_or("n/a".into(), |c| format!("{c:.2} µs")),
         );
         if let Some(c) = self.cpu_redis {
@@ -220,6 +253,12 @@ pub fn ratios(ours: &Report, theirs: &Report) -> String {
     if let (Some(a), Some(b)) = (ours.cpu_us_per_delivery(), theirs.cpu_us_per_delivery()) {
         out.push_str(&format!(
             "broker CPU/delivery       {a:.2} / {b:.2} µs = {}\n",
+            ratio(a, b)
+        ));
+    }
+    if let (Some(a), Some(b)) = (ours.cpu_us_per_event(), theirs.cpu_us_per_event()) {
+        out.push_str(&format!(
+            "broker CPU/published      {a:.2} / {b:.2} µs = {}\n",
             ratio(a, b)
         ));
     }

@@ -1,4 +1,5 @@
-//! The scenarios of the load issue (A, A-open, B, C, D, E) and one run of a scenario
+//! The scenarios of the load issues (A, A-open, B, C, D, E, and F: wallets on one
+//! channel, each filtered on its own address) and one run of a scenario
 //! against one target: start the broker, connect and subscribe, measure idle memory,
 //! publish, wait for every delivery, and collect the figures.
 
@@ -7,11 +8,12 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Semaphore;
 
-use super::client::{self, channel_name, source_for, SETUP};
+use super::client::{self, source_for, SETUP};
 use super::publisher::{drive, NatsPub, Pace, Published, RustoriumHttp, RustoriumWs, Via};
 use super::report::{cpu_seconds, peak_rss_kib, rss_kib, Report};
 use super::tally::Tally;
 use super::target::{self, Needs, Protocol, TargetSpec};
+use super::topic::Topic;
 
 /// A load scenario.
 #[derive(Debug, Clone)]
@@ -21,7 +23,12 @@ pub struct Scenario {
     /// Subscriber connections.
     pub subscribers: usize,
     /// Channels; subscriber `i` is on channel `i % channels`, event `s` on `s % channels`.
+    /// With `wallets`, the number of wallets, one per subscriber.
     pub channels: usize,
+    /// Routed by wallet (scenario F): subscriber `i` follows wallet `i` on
+    /// `transaction_updates` (NATS: subject `transaction_updates.<address>`), and each
+    /// event goes to a pseudo-random wallet.
+    pub wallets: bool,
     /// Events to publish.
     pub events: u64,
     /// Payload size in bytes.
@@ -53,6 +60,7 @@ impl Scenario {
             name: name.to_owned(),
             subscribers: 1000,
             channels: 1,
+            wallets: false,
             events: 20_000,
             payload: 200,
             pace: Pace::Closed(20),
@@ -111,9 +119,18 @@ impl Scenario {
                 stall: Duration::from_secs(60),
                 ..base
             },
+            // Wallets: one channel, each subscriber filtered on its own address, events one
+            // per frame at a fixed rate, each to one random wallet.
+            "F" => Scenario {
+                channels: base.subscribers,
+                wallets: true,
+                events: 20_000,
+                pace: Pace::Rate(2000.0),
+                ..base
+            },
             _ => {
                 return Err(format!(
-                    "unknown scenario {name}: A, A100, A-batched, A-open, B, C, D, E"
+                    "unknown scenario {name}: A, A100, A-batched, A-open, B, C, D, E, F"
                 ))
             }
         };
@@ -132,6 +149,10 @@ impl Scenario {
             });
         self.channels = self.channels.min(self.subscribers);
         self.events = match self.pace {
+            _ if self.wallets => {
+                self.pace = Pace::Rate(1000.0);
+                200
+            }
             Pace::Rate(r) if r < 10.0 => {
                 self.pace = Pace::Rate(20.0);
                 5
@@ -172,7 +193,8 @@ pub async fn run(spec: &TargetSpec, s: &Scenario) -> Result<Report, String> {
     let deadline = Instant::now() + s.max_duration;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let rss_before = rss(rss_kib);
-    let tally = Rc::new(Tally::new(s.subscribers, s.channels, s.events));
+    let tally = Tally::new(s.subscribers, s.channels, s.events);
+    let tally = Rc::new(if s.wallets { tally.wallets() } else { tally });
 
     // Connect and subscribe, a bounded number at a time.
     let t0 = Instant::now();
@@ -182,15 +204,13 @@ pub async fn run(spec: &TargetSpec, s: &Scenario) -> Result<Report, String> {
     for i in 0..s.subscribers {
         let (gate, ready, tally) = (gate.clone(), ready.clone(), tally.clone());
         let source = source_for(i, s.sources);
-        let channel = channel_name(i % s.channels.max(1));
+        let topic = Topic::new(s.wallets, i % s.channels.max(1));
         let protocol = running.protocol;
         tasks.push(tokio::task::spawn_local(async move {
             let Ok(permit) = gate.acquire().await else {
                 return;
             };
-            match tokio::time::timeout(SETUP, client::subscribe(protocol, i, source, &channel))
-                .await
-            {
+            match tokio::time::timeout(SETUP, client::subscribe(protocol, i, source, topic)).await {
                 Ok(Ok(subscribed)) => {
                     drop(permit);
                     ready.set(ready.get() + 1);

@@ -8,12 +8,24 @@ use std::time::Instant;
 use hdrhistogram::Histogram;
 use tokio::sync::Notify;
 
+use super::topic::Topic;
+
+/// A fixed mix of `x` (splitmix64's finaliser): pseudo-random, no state.
+fn splitmix64(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
 /// Shared by every subscriber and the publisher of one run (one thread: no locks).
 pub struct Tally {
     epoch: Instant,
     /// Subscribers on each channel: an event on channel `c` is complete after this many
     /// deliveries.
     per_channel: Vec<u32>,
+    /// Routed by wallet (scenario F): event `seq` goes to a pseudo-random wallet.
+    wallets: bool,
     events: u64,
     got: RefCell<Vec<u32>>,
     completed: Cell<u64>,
@@ -65,6 +77,7 @@ impl Tally {
         Tally {
             epoch: Instant::now(),
             per_channel,
+            wallets: false,
             events,
             got: RefCell::new(vec![0; events as usize]),
             completed: Cell::new(0),
@@ -93,9 +106,26 @@ impl Tally {
         self.completed.get()
     }
 
-    /// The channel event `seq` is published on.
+    /// The same tally routed by wallet: each "channel" is a wallet, and event `seq` goes
+    /// to a wallet drawn from `seq` (the same in every run, spread evenly).
+    pub fn wallets(mut self) -> Tally {
+        self.wallets = true;
+        self
+    }
+
+    /// The channel (or wallet) event `seq` is published to.
     pub fn channel_of(&self, seq: u64) -> usize {
-        (seq % self.per_channel.len() as u64) as usize
+        let n = self.per_channel.len() as u64;
+        if self.wallets {
+            (splitmix64(seq) % n) as usize
+        } else {
+            (seq % n) as usize
+        }
+    }
+
+    /// Where event `seq` is published.
+    pub fn topic_of(&self, seq: u64) -> Topic {
+        Topic::new(self.wallets, self.channel_of(seq))
     }
 
     /// Records one delivery of `(seq, ts)` on a subscription whose last sequence is `last`.

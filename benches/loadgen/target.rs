@@ -262,11 +262,19 @@ fn spawn_broker(needs: Needs) -> Result<Running, String> {
     spawn_broker_with(&broker_config(needs))
 }
 
+/// The rustorium-broker binary a `broker` target runs: the file named by
+/// `RUSTORIUM_LOAD_BROKER` when set (to measure another build, e.g. an older commit's, with
+/// this generator), else the one cargo built beside the bench.
+fn broker_binary() -> std::ffi::OsString {
+    std::env::var_os("RUSTORIUM_LOAD_BROKER")
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_rustorium-broker").into())
+}
+
 /// Starts the rustorium-broker binary with `config` (TOML, binding 127.0.0.1:0) and waits
 /// for the address it prints; the process is killed when the result is dropped.
 pub fn spawn_broker_with(config: &str) -> Result<Running, String> {
     let path = temp_file("rustorium-load.toml", config)?;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_rustorium-broker"))
+    let mut child = Command::new(broker_binary())
         .arg("--config")
         .arg(&path)
         .env("RUST_LOG", "warn")

@@ -28,12 +28,13 @@ use bytestring::ByteString;
 use crate::core::Core;
 use crate::disconnect::Disconnect;
 use crate::engine::ParkedSub;
+use crate::fanout::outbox::{self, Mode, Outbox, OutboxLimits};
+use crate::fanout::progress::Wake;
 use crate::keys::ApiKey;
 use crate::messages::{
     ConnId, ConnectionClosed, Moved, Register, Rekey, Shutdown, Tick, Unregister,
 };
 use crate::metrics::Rejection;
-use crate::outbox::{self, Mode, Outbox, OutboxLimits, Wake};
 use crate::protocol::{Dialect, ErrorKind};
 use crate::rate_limiter::Admission;
 use crate::read_gate::ReadGate;

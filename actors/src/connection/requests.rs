@@ -221,7 +221,7 @@ impl Connection {
         &self,
         channel: &str,
         data: &Map<String, Value>,
-    ) -> Result<(crate::hubs::HubRef, Filter), Failure> {
+    ) -> Result<(crate::fanout::hubs::HubRef, Filter), Failure> {
         let fail = |m: String| Failure::new(ErrorKind::SubscriptionError, m);
         let hub = self
             .core

@@ -14,9 +14,9 @@ use serde_json::Value;
 
 use super::Connection;
 use crate::engine::{ParkedSub, Range};
-use crate::hubs::HubRef;
+use crate::fanout::hubs::HubRef;
+use crate::fanout::outbox::{self, Item};
 use crate::messages::{Attach, AttachSub};
-use crate::outbox::{self, Item};
 use crate::protocol::render::Reply;
 use crate::resume::{self, ReplaySub, ResumeFrom};
 use crate::sessions::LiveSub;

@@ -5,7 +5,7 @@
 //! all in this process; [`redis::RedisEngine`] (section 11) keeps it in Redis, where
 //! [`Engine::append`] is one Lua script: sequence, stream append with trimming,
 //! notification. Either way the engine hands every appended batch to the node's
-//! [`Sink`] (the local fan-out, [`crate::delivery::Delivery`]) in sequence order.
+//! [`Sink`] (the local fan-out, [`crate::fanout::delivery::Delivery`]) in sequence order.
 
 pub mod memory;
 pub mod redis;

@@ -37,8 +37,8 @@ use crate::engine::{
     Snapshot,
 };
 use crate::event::{Draft, Event};
+use crate::fanout::hubs::Hubs;
 use crate::history::{HeadRaise, HeadTimeline, HistoryLimits, Stored};
-use crate::hubs::Hubs;
 use crate::messages::ConnId;
 use crate::metrics::Metrics;
 use crate::position::Position;

@@ -15,20 +15,14 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use actix::{Message, Recipient};
+use actix::Recipient;
 use bytestring::ByteString;
 
-use crate::delivery::Progress;
 use crate::event::Event;
+use crate::fanout::progress::{Progress, Wake};
 use crate::flow::Flow;
 use crate::position::Position;
 use crate::protocol::Dialect;
-
-/// Outbox or Progress → Connection: there is something to write (or the connection
-/// turned slow).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Wake;
 
 /// One frame for one connection: the event, where it sits in the sequence (its own id,
 /// or a release `B.E`), and the confirmations to write into its data.

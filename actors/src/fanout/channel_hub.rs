@@ -5,6 +5,11 @@
 //! dialect); a rise of the chain head releases what `confirmations` subscriptions were
 //! waiting for ([`crate::confirmations`]).
 //!
+//! The hub finds the connections an event may match in its [`Index`]
+//! ([`super::index`]): a connection with an unfiltered subscription is a candidate
+//! for every event, as before; the others only for the events whose values their
+//! filters name, so an event costs what its subscribers cost, not the channel's.
+//!
 //! Pushing never waits: a full outbox turns its connection slow (closed 4005, resumed
 //! from history); the hub goes on with the others.
 
@@ -16,12 +21,14 @@ use actix::{Actor, Context, Handler, MessageResult};
 
 use crate::channels::ChannelKind;
 use crate::confirmations::{self, AtPublish, Gate};
-use crate::delivery::{Progress, Step};
 use crate::event::Event;
+use crate::fanout::batch::{PublishBatch, Step};
+use crate::fanout::index::Index;
+use crate::fanout::outbox::{self, Item, Outbox, OutboxState, Pushed};
+use crate::fanout::progress::Progress;
 use crate::filter::Filter;
-use crate::messages::{Attach, Attached, ConnId, ConnectionClosed, PublishBatch, Unsubscribe};
+use crate::messages::{Attach, Attached, ConnId, ConnectionClosed, Unsubscribe};
 use crate::metrics::Metrics;
-use crate::outbox::{self, Item, Outbox, OutboxState, Pushed};
 use crate::position::Position;
 
 struct Sub {
@@ -60,10 +67,13 @@ pub struct ChannelHub {
     conns: HashMap<ConnId, Subscriber>,
     /// Which connection owns each subscription id.
     owner: HashMap<Arc<str>, ConnId>,
+    /// Every subscription, filed by its filter's values: who an event may match.
+    index: Index<ConnId>,
     /// The head as processed here and the events held for `confirmations`.
     gate: Gate,
-    /// Subscriptions with `confirmations` above 1; when zero no release is computed.
-    gated: usize,
+    /// Connections with subscriptions asking `confirmations` above 1, with how many each
+    /// has; when empty no release is computed.
+    gated: HashMap<ConnId, u32>,
     /// The last sequence number processed: where a resume's replay hands over to live.
     processed: u64,
 }
@@ -98,8 +108,9 @@ impl ChannelHub {
             setup,
             conns: HashMap::new(),
             owner: HashMap::new(),
+            index: Index::default(),
             gate: Gate::default(),
-            gated: 0,
+            gated: HashMap::new(),
             processed: 0,
         }
     }
@@ -135,11 +146,15 @@ impl ChannelHub {
             }
             self.processed = self.processed.max(step.seq());
         }
-        let releases = releases_any && self.gated > 0;
+        let releases = releases_any && !self.gated.is_empty();
         let gate = &self.gate;
         let metrics = &self.setup.metrics;
         let mut dead = Vec::new();
-        for (conn, s) in &self.conns {
+        // Connections with an unfiltered subscription: every event is a candidate.
+        for conn in self.index.unfiltered() {
+            let Some(s) = self.conns.get(conn) else {
+                continue;
+            };
             let mut locked = None;
             let mut alive = true;
             for (step, head) in steps.iter().zip(&heads) {
@@ -162,6 +177,60 @@ impl ChannelHub {
                 }
             }
         }
+        // The others: the index names each event's candidates; their items are gathered
+        // in step order, then each connection's outbox is locked once.
+        let mut pending: Vec<(ConnId, Item)> = Vec::new();
+        let mut found = Vec::new();
+        for (step, head) in steps.iter().zip(&heads) {
+            match step {
+                Step::Event(e) => {
+                    self.index.filtered(&e.data, &mut found);
+                    for conn in &found {
+                        if self.index.is_unfiltered(conn) {
+                            continue;
+                        }
+                        let Some(s) = self.conns.get(conn) else {
+                            continue;
+                        };
+                        if let Some(item) = item_for(&s.subs, e, *head) {
+                            pending.push((*conn, item));
+                        }
+                    }
+                }
+                Step::Head { number, by } if releases => {
+                    for conn in self.gated.keys() {
+                        if self.index.is_unfiltered(conn) {
+                            continue;
+                        }
+                        let Some(s) = self.conns.get(conn) else {
+                            continue;
+                        };
+                        for item in released(&s.subs, gate, *head, *number, *by) {
+                            pending.push((*conn, item));
+                        }
+                    }
+                }
+                Step::Head { .. } | Step::Mark(_) => {}
+            }
+        }
+        // Stable: a connection's items stay in step (sequence) order.
+        pending.sort_by_key(|(conn, _)| *conn);
+        let mut pending = pending.into_iter().peekable();
+        while let Some((conn, item)) = pending.next() {
+            let Some(s) = self.conns.get(&conn) else {
+                continue;
+            };
+            let mut locked = None;
+            let mut alive = push(&mut locked, &s.outbox, item, metrics);
+            while let Some((_, item)) = pending.next_if(|(c, _)| *c == conn) {
+                if alive {
+                    alive = push(&mut locked, &s.outbox, item, metrics);
+                }
+            }
+            if !alive {
+                dead.push(conn);
+            }
+        }
         if let Some(h) = self.gate.head {
             self.gate.trim(h);
         }
@@ -172,16 +241,22 @@ impl ChannelHub {
         for conn in conns {
             if let Some(subscriber) = self.conns.remove(&conn) {
                 for sub in &subscriber.subs {
-                    self.forget(sub);
+                    self.forget(conn, sub);
                 }
             }
         }
     }
 
-    fn forget(&mut self, sub: &Sub) {
+    fn forget(&mut self, conn: ConnId, sub: &Sub) {
         self.owner.remove(&sub.id);
+        self.index.remove(&sub.filter, conn);
         if sub.filter.confirmations > 1 {
-            self.gated -= 1;
+            if let Some(n) = self.gated.get_mut(&conn) {
+                *n -= 1;
+                if *n == 0 {
+                    self.gated.remove(&conn);
+                }
+            }
         }
         self.setup.gauge.fetch_sub(1, Ordering::Relaxed);
     }
@@ -195,7 +270,7 @@ impl ChannelHub {
         if subscriber.subs.is_empty() {
             self.conns.remove(&conn);
         }
-        self.forget(&sub);
+        self.forget(conn, &sub);
         Some(sub)
     }
 }
@@ -260,8 +335,9 @@ impl Handler<Attach> for ChannelHub {
             let c = s.created.unwrap_or(now);
             created.push(c);
             if s.filter.confirmations > 1 {
-                self.gated += 1;
+                *self.gated.entry(msg.conn).or_insert(0) += 1;
             }
+            self.index.insert(&s.filter, msg.conn);
             self.setup.gauge.fetch_add(1, Ordering::Relaxed);
             self.owner.insert(s.id.clone(), msg.conn);
             self.conns

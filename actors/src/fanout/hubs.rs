@@ -8,9 +8,9 @@ use std::sync::{Arc, Mutex};
 
 use actix::{Actor, Addr, ArbiterHandle};
 
-use crate::channel_hub::{ChannelHub, HubSetup};
 use crate::channels::{is_plain_name, ChannelKind};
-use crate::delivery::Progress;
+use crate::fanout::channel_hub::{ChannelHub, HubSetup};
+use crate::fanout::progress::Progress;
 use crate::metrics::Metrics;
 use crate::settings::Settings;
 
