@@ -123,6 +123,8 @@ pub struct Metrics {
     /// Times a publisher's socket stopped being read because its frames in flight
     /// reached `publish.connection_in_flight_bytes`.
     pub publish_read_pauses: AtomicU64,
+    /// Closes that waited for the answers to the connection's publishes in flight.
+    pub close_waits: AtomicU64,
     /// Connections closed before every publish they had in flight was answered:
     /// `limits.close_wait_ms` ran out.
     pub close_wait_expired: AtomicU64,
@@ -207,7 +209,7 @@ impl Metrics {
         );
         // f64, so a time keeps its fraction; whole counts still print with no decimals.
         let e = &self.engine;
-        let scalars: [(&str, &str, &str, f64); 35] = [
+        let scalars: [(&str, &str, &str, f64); 36] = [
             (
                 "rustorium_connections",
                 "gauge",
@@ -249,6 +251,12 @@ impl Metrics {
                 "counter",
                 "Times a publisher's socket stopped being read: its frames awaiting replies reached publish.connection_in_flight_bytes.",
                 self.publish_read_pauses.load(Relaxed) as f64,
+            ),
+            (
+                "rustorium_close_waits_total",
+                "counter",
+                "Closes that waited for the answers to the connection's publishes in flight.",
+                self.close_waits.load(Relaxed) as f64,
             ),
             (
                 "rustorium_close_wait_expired_total",

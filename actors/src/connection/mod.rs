@@ -168,6 +168,8 @@ impl Connection {
             return;
         }
         self.ending = Some(why);
+        let m = &self.core.metrics;
+        m.close_waits.fetch_add(1, Ordering::Relaxed);
         let wait = Duration::from_millis(self.core.settings.limits.close_wait_ms);
         ctx.run_later(wait, |this, ctx| {
             if let Some(why) = this.ending.take() {
