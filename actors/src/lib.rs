@@ -14,6 +14,8 @@
 //! | [`confirmations`] | the `confirmations` gate: held events, the head, release ids `B.E` |
 //! | [`channels`] | the catalogue: names, event types, routing fields, publish validation |
 //! | [`filter`] | subscription filters: parse, match |
+//! | [`token`] | signed tokens as the actors see them: identity, expiry, refusal reasons, the verifier seam |
+//! | [`grant`] | a token's `channels` grant and whether a subscription is inside it |
 //! | [`engine`] | the seam: sequence, history, head, parked subscriptions: [`engine::memory`] for one process, [`engine::redis`] for a cluster on one Redis ([`engine::redis::eventlog`] the keys, atomic append and consistent read; [`engine::redis::fanout`] this node's feed, reconnect and backfill; [`engine::redis::lease`] connection slots; [`engine::redis::record`] the stored record) |
 //! | [`history`] | one channel's kept events and the head's timeline |
 //! | [`resume`] | what a resume replays from history, and whether it is complete |
@@ -74,6 +76,7 @@ pub mod disconnect;
 pub mod engine;
 pub mod event;
 pub mod filter;
+pub mod grant;
 pub mod flow;
 pub mod heartbeat;
 pub mod history;
@@ -90,6 +93,7 @@ pub mod read_gate;
 pub mod resume;
 pub mod sessions;
 pub mod settings;
+pub mod token;
 
 pub use crate::core::Core;
 pub use keys::{ApiKey, Role};

@@ -11,6 +11,7 @@
 mod control;
 pub mod frames;
 mod publishing;
+mod refresh;
 mod refusals;
 pub mod refused;
 mod requests;
@@ -21,7 +22,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix::{Actor, ActorContext, AsyncContext, Handler, StreamHandler};
+use actix::{Actor, ActorContext, AsyncContext, Handler, SpawnHandle, StreamHandler};
 use actix_web_actors::ws::{self, CloseCode, CloseReason, ProtocolError};
 use bytestring::ByteString;
 
@@ -38,6 +39,7 @@ use crate::protocol::{Dialect, ErrorKind};
 use crate::rate_limiter::Admission;
 use crate::read_gate::ReadGate;
 use crate::sessions::LiveSub;
+use crate::token::TokenVerifier;
 use frames::Inbound;
 
 /// An admitted connection's key and quotas.
@@ -46,6 +48,9 @@ pub struct Admitted {
     pub key: Arc<ApiKey>,
     /// Quotas and the slot ticket.
     pub admission: Admission,
+    /// For a connection made with a signed token: what checks the token of a `refresh`.
+    /// `None` for a configured key.
+    pub verifier: Option<Arc<dyn TokenVerifier>>,
 }
 
 /// Capacity of the connection actor's mailbox, which carries only control messages
@@ -75,6 +80,10 @@ pub struct Connection {
     closing: bool,
     /// Publish frames read and not yet answered.
     in_flight: publishing::InFlight,
+    /// Checks the token of a `refresh`; `None` for a connection made with a configured key.
+    verifier: Option<Arc<dyn TokenVerifier>>,
+    /// The timer that closes the connection 4000 at its token's `exp` plus the leeway.
+    expiry: Option<SpawnHandle>,
 }
 
 impl Connection {
@@ -122,6 +131,8 @@ impl Connection {
             input,
             closing: false,
             in_flight,
+            verifier: admitted.verifier,
+            expiry: None,
         }
     }
 
@@ -252,6 +263,7 @@ impl Actor for Connection {
         let metrics = &self.core.metrics;
         metrics.connections.fetch_add(1, Ordering::Relaxed);
         metrics.connections_total.fetch_add(1, Ordering::Relaxed);
+        self.arm_expiry(ctx);
         self.core.heartbeat.do_send(Register {
             conn: self.conn(),
             tick: ctx.address().recipient(),
@@ -380,9 +392,26 @@ impl Handler<Rekey> for Connection {
     type Result = ();
 
     /// A reload kept this connection's key: later requests see its new roles. A reload
-    /// that removed it (or changed its secret) ends the connection with 4000.
+    /// that removed it (or changed its secret) ends the connection with 4000; so does one
+    /// that removed the issuer of the connection's token (or changed its key).
     fn handle(&mut self, msg: Rekey, ctx: &mut Self::Context) {
-        match msg.0.get(&*self.key_name) {
+        if let Some(token) = &self.key.token {
+            if !msg.issuers.contains(&token.issuer_id) {
+                log::info!(
+                    "connection {} of sub {} closed: its issuer {} was removed",
+                    self.conn(),
+                    token.sub,
+                    token.issuer
+                );
+                self.core
+                    .metrics
+                    .key_revocations
+                    .fetch_add(1, Ordering::Relaxed);
+                self.disconnect(ctx, Disconnect::IssuerRemoved);
+            }
+            return;
+        }
+        match msg.keys.get(&*self.key_name) {
             Some(key) if key.secret_id == self.key.secret_id => self.key = key.clone(),
             _ => {
                 self.core
