@@ -302,7 +302,10 @@ impl Config {
             if self.keys[..i].iter().any(|k| k.secret == key.secret) {
                 return Err(invalid(field("secret"), "is used by another key"));
             }
-            if key.name.starts_with(rustorium_actors::token::IDENTITY_PREFIX) {
+            if key
+                .name
+                .starts_with(rustorium_actors::token::IDENTITY_PREFIX)
+            {
                 return Err(invalid(
                     field("name"),
                     format!(

@@ -18,8 +18,8 @@ use base64::Engine as _;
 use jsonwebtoken::errors::ErrorKind as JwtError;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use rustorium_actors::grant::Grant;
-use rustorium_actors::metrics::Metrics;
 use rustorium_actors::messages::IssuerIds;
+use rustorium_actors::metrics::Metrics;
 use rustorium_actors::token::{self, TokenInfo, TokenRefusal, TokenVerifier};
 use rustorium_actors::{ApiKey, Role};
 use serde::{Deserialize, Serialize};
@@ -199,11 +199,17 @@ fn load(config: &TokenIssuerConfig) -> Result<Issuer, IssuerError> {
                     format!("{} needs a PEM public key file", alg.as_str()),
                 ));
             };
-            let pem = std::fs::read(path)
-                .map_err(|e| err("public_key_file", format!("cannot read {}: {e}", path.display())))?;
+            let pem = std::fs::read(path).map_err(|e| {
+                err(
+                    "public_key_file",
+                    format!("cannot read {}: {e}", path.display()),
+                )
+            })?;
             let (key, kind) = match alg {
                 TokenAlgorithm::RS256 => (DecodingKey::from_rsa_pem(&pem), "an RSA public key"),
-                TokenAlgorithm::ES256 => (DecodingKey::from_ec_pem(&pem), "an EC (P-256) public key"),
+                TokenAlgorithm::ES256 => {
+                    (DecodingKey::from_ec_pem(&pem), "an EC (P-256) public key")
+                }
                 _ => (DecodingKey::from_ed_pem(&pem), "an Ed25519 public key"),
             };
             let key = key.map_err(|e| {
@@ -435,7 +441,10 @@ impl Issuers {
             return Err(TokenRefusal::Expired);
         }
         if let Some(nbf) = claims.nbf.as_ref() {
-            let nbf_ms = nbf.as_u64().ok_or(TokenRefusal::NotYetValid)?.saturating_mul(1000);
+            let nbf_ms = nbf
+                .as_u64()
+                .ok_or(TokenRefusal::NotYetValid)?
+                .saturating_mul(1000);
             if nbf_ms > now.saturating_add(issuer.leeway_ms) {
                 return Err(TokenRefusal::NotYetValid);
             }
@@ -484,7 +493,12 @@ fn load_all(configs: &[TokenIssuerConfig]) -> Vec<Issuer> {
         .filter_map(|c| match load(c) {
             Ok(issuer) => Some(issuer),
             Err(e) => {
-                log::error!("token issuer {} not loaded: {}: {}", c.name, e.field, e.message);
+                log::error!(
+                    "token issuer {} not loaded: {}: {}",
+                    c.name,
+                    e.field,
+                    e.message
+                );
                 None
             }
         })

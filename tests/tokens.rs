@@ -70,7 +70,11 @@ fn mint(alg: Algorithm, kid: Option<&str>, key: &EncodingKey, claims: Value) -> 
 }
 
 fn hs_secret() -> String {
-    format!("{:032x}{:032x}", rand::random::<u128>(), rand::random::<u128>())
+    format!(
+        "{:032x}{:032x}",
+        rand::random::<u128>(),
+        rand::random::<u128>()
+    )
 }
 
 fn hs_issuer(name: &str, secret: &str, leeway_ms: u64) -> TokenIssuerConfig {
@@ -145,7 +149,11 @@ async fn sub(c: &mut Client, channel: &str) -> String {
 async fn assert_refused_4000(mut c: Client, v1: bool, what: &str) {
     let err = c.recv().await;
     assert_eq!(err["type"], "error", "{what}: {err}");
-    let want = if v1 { json!("invalid_token") } else { json!(4000) };
+    let want = if v1 {
+        json!("invalid_token")
+    } else {
+        json!(4000)
+    };
     assert_eq!(code(&err), want, "{what}: {err}");
     assert_eq!(c.expect_close().await.0, 4000, "{what}");
 }
@@ -165,7 +173,12 @@ async fn every_algorithm_and_key_source_is_accepted_and_roles_apply_to_http_publ
     let claims = |sub: &str| json!({"sub": sub, "exp": now() + 60});
     let hs_token = hs(&secret, "alice", 60, json!({}));
     let es_token = mint(Algorithm::ES256, None, &es.signing, claims("bob"));
-    let ed_token = mint(Algorithm::EdDSA, Some("app-ed"), &ed.signing, claims("carol"));
+    let ed_token = mint(
+        Algorithm::EdDSA,
+        Some("app-ed"),
+        &ed.signing,
+        claims("carol"),
+    );
     let rs_token = mint(Algorithm::RS256, None, &rs.signing, claims("dave"));
 
     // ?token= on /ws, ?api_key= on /v1, Authorization: Bearer on /ws, ?token= on /v1.
@@ -234,9 +247,8 @@ async fn every_bad_token_is_refused_4000_on_both_dialects_401_on_publish_with_it
         &hmac(&rs.public_pem),
         good.clone(),
     );
-    let strict_claims = |iss: &str, aud: &str| {
-        json!({"sub": "mallory", "exp": now() + 60, "iss": iss, "aud": aud})
-    };
+    let strict_claims =
+        |iss: &str, aud: &str| json!({"sub": "mallory", "exp": now() + 60, "iss": iss, "aud": aud});
     let cases: Vec<(&str, String, &str)> = vec![
         ("alg none", unsigned, "algorithm"),
         ("RSA public key as HMAC secret", confused_kid, "algorithm"),
@@ -252,7 +264,12 @@ async fn every_bad_token_is_refused_4000_on_both_dialects_401_on_publish_with_it
         ),
         (
             "no exp",
-            mint(Algorithm::HS256, None, &hmac(&secret), json!({"sub": "mallory"})),
+            mint(
+                Algorithm::HS256,
+                None,
+                &hmac(&secret),
+                json!({"sub": "mallory"}),
+            ),
             "expired",
         ),
         (
@@ -307,7 +324,12 @@ async fn every_bad_token_is_refused_4000_on_both_dialects_401_on_publish_with_it
         ),
         (
             "unknown kid",
-            mint(Algorithm::HS256, Some("nobody"), &hmac(&secret), good.clone()),
+            mint(
+                Algorithm::HS256,
+                Some("nobody"),
+                &hmac(&secret),
+                good.clone(),
+            ),
             "unknown_issuer",
         ),
         (
@@ -398,8 +420,8 @@ async fn a_grant_limits_subscribe_and_reconnect_and_a_sub_never_claims_another_s
     let reply = g.reconnect(Value::Null, &all).await;
     assert_eq!(reply["type"], "reconnect_confirmation", "{reply}");
     assert_eq!(reply["data"]["subscriptions"], json!([bl]), "{reply}");
-    let mut failed: Vec<String> = serde_json::from_value(reply["data"]["failed"].clone())
-        .expect("failed is a list");
+    let mut failed: Vec<String> =
+        serde_json::from_value(reply["data"]["failed"].clone()).expect("failed is a list");
     failed.sort();
     let mut want = vec![tu.clone(), md.clone()];
     want.sort();
@@ -431,7 +453,12 @@ async fn refresh_extends_a_connection_past_its_first_exp_and_refusals_keep_the_o
     let first = now() + 2;
     let token = |sub: &str, exp: u64| {
         let key = EncodingKey::from_secret(secret.as_bytes()).expect("hmac key");
-        mint(Algorithm::HS256, None, &key, json!({"sub": sub, "exp": exp}))
+        mint(
+            Algorithm::HS256,
+            None,
+            &key,
+            json!({"sub": sub, "exp": exp}),
+        )
     };
     let mut ws = Client::ws(b.addr, &token("reader", first)).await;
     let mut v1 = Client::v1(b.addr, &token("reader", first)).await;
@@ -448,18 +475,32 @@ async fn refresh_extends_a_connection_past_its_first_exp_and_refusals_keep_the_o
         let reply = c
             .request(json!({"type": "refresh", "id": "bad", "data": {"token": "a.b.c"}}))
             .await;
-        let want = if v1_dialect { json!("invalid_request") } else { json!(4002) };
+        let want = if v1_dialect {
+            json!("invalid_request")
+        } else {
+            json!(4002)
+        };
         assert_eq!(code(&reply), want, "{reply}");
         assert_eq!(reply["id"], "bad");
         let reply = c
             .request(json!({"type": "refresh", "id": "other", "data": {"token": token("someone-else", later)}}))
             .await;
-        let want = if v1_dialect { json!("forbidden") } else { json!(4006) };
+        let want = if v1_dialect {
+            json!("forbidden")
+        } else {
+            json!(4006)
+        };
         assert_eq!(code(&reply), want, "{reply}");
         let reply = c
-            .request(json!({"type": "refresh", "id": "ok", "data": {"token": token("reader", later)}}))
+            .request(
+                json!({"type": "refresh", "id": "ok", "data": {"token": token("reader", later)}}),
+            )
             .await;
-        let kind = if v1_dialect { "refresh_confirmation" } else { "refresh_success" };
+        let kind = if v1_dialect {
+            "refresh_confirmation"
+        } else {
+            "refresh_success"
+        };
         assert_eq!(reply["type"], kind, "{reply}");
         assert_eq!(reply["id"], "ok");
         let expires = reply["data"]["expires_at"].as_str().unwrap_or_default();
@@ -492,7 +533,12 @@ async fn expiry_closes_4000_and_a_new_token_of_the_sub_resumes_what_was_missed()
     let b = start(with_issuers(vec![hs_issuer("app", &secret, 200)]));
     let token = |exp: u64| {
         let key = EncodingKey::from_secret(secret.as_bytes()).expect("hmac key");
-        mint(Algorithm::HS256, None, &key, json!({"sub": "walker", "exp": exp}))
+        mint(
+            Algorithm::HS256,
+            None,
+            &key,
+            json!({"sub": "walker", "exp": exp}),
+        )
     };
     let first = token(now() + 2);
     let mut ws = Client::ws(b.addr, &first).await;
@@ -529,7 +575,12 @@ async fn the_connection_cap_counts_per_sub_across_tokens() {
     issuer.max_connections_per_sub = Some(2);
     let b = start(with_issuers(vec![issuer]));
     let one = hs(&secret, "alice", 60, json!({}));
-    let two = hs(&secret, "alice", 90, json!({"roles": ["subscribe", "command"]}));
+    let two = hs(
+        &secret,
+        "alice",
+        90,
+        json!({"roles": ["subscribe", "command"]}),
+    );
     let mut a1 = Client::ws(b.addr, &one).await;
     a1.subscribe("blocks", json!({})).await;
     let mut a2 = Client::v1(b.addr, &two).await;
@@ -540,7 +591,11 @@ async fn the_connection_cap_counts_per_sub_across_tokens() {
     for (v1, token) in [(false, &one), (true, &two)] {
         let mut third = connect(b.addr, v1, token).await;
         let err = third.recv().await;
-        let want = if v1 { json!("rate_limited") } else { json!(4001) };
+        let want = if v1 {
+            json!("rate_limited")
+        } else {
+            json!(4001)
+        };
         assert_eq!(code(&err), want, "{err}");
         assert_eq!(third.expect_close().await.0, 4001);
     }
@@ -557,7 +612,10 @@ async fn the_connection_cap_counts_per_sub_across_tokens() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_that_removes_an_issuer_closes_its_connections_4000() {
     let (old, new) = (hs_secret(), hs_secret());
-    let mut config = with_issuers(vec![hs_issuer("old", &old, 1000), hs_issuer("new", &new, 1000)]);
+    let mut config = with_issuers(vec![
+        hs_issuer("old", &old, 1000),
+        hs_issuer("new", &new, 1000),
+    ]);
     config.token_issuers[1].name = "new".into();
     let b = start(config.clone());
     let old_token = hs(&old, "u1", 60, json!({}));
@@ -580,7 +638,12 @@ async fn a_reload_that_removes_an_issuer_closes_its_connections_4000() {
     publish_ok(b.addr, &block(7)).await;
     assert_eq!(n.recv().await["data"]["number"], 7);
     // The removed issuer's tokens are refused from now on.
-    assert_refused_4000(Client::ws(b.addr, &old_token).await, false, "removed issuer").await;
+    assert_refused_4000(
+        Client::ws(b.addr, &old_token).await,
+        false,
+        "removed issuer",
+    )
+    .await;
 }
 
 #[test]
@@ -644,7 +707,11 @@ fn check_config_names_an_unusable_issuer_and_masks_secrets() {
         "name = \"a\"\nalgorithm = \"HS256\"\nsecret = \"{secret}\"\nleeway_ms = 250\n"
     ));
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(!text.contains(&secret), "{text}");
     assert!(text.contains("leeway_ms = 250"), "{text}");
     // A configured key may not take a token identity's name.

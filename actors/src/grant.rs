@@ -44,7 +44,10 @@ impl Grant {
         for (channel, fields) in by_channel {
             let kind = ChannelKind::known(channel);
             if kind.is_none() && !channels::is_plain_name(channel) {
-                return Err(format!("channels: \"{}\" is not a channel name", clip(channel)));
+                return Err(format!(
+                    "channels: \"{}\" is not a channel name",
+                    clip(channel)
+                ));
             }
             let Value::Object(fields) = fields else {
                 return Err(format!(
@@ -144,13 +147,22 @@ mod tests {
         };
         let tu = ChannelKind::TransactionUpdates;
         assert!(grant
-            .allows("transaction_updates", &filter(tu, json!({"address": "0xabc"})))
+            .allows(
+                "transaction_updates",
+                &filter(tu, json!({"address": "0xabc"}))
+            )
             .is_ok());
         assert!(grant
-            .allows("transaction_updates", &filter(tu, json!({"address": "0xAbC"})))
+            .allows(
+                "transaction_updates",
+                &filter(tu, json!({"address": "0xAbC"}))
+            )
             .is_ok());
         assert!(grant
-            .allows("transaction_updates", &filter(tu, json!({"address": "0xabd"})))
+            .allows(
+                "transaction_updates",
+                &filter(tu, json!({"address": "0xabd"}))
+            )
             .is_err());
         assert!(grant
             .allows("transaction_updates", &filter(tu, json!({})))
@@ -158,7 +170,10 @@ mod tests {
         let blocks = filter(ChannelKind::Blocks, json!({"filter": {"confirmations": 3}}));
         assert!(grant.allows("blocks", &blocks).is_ok());
         assert!(grant
-            .allows("token_updates", &filter(ChannelKind::TokenUpdates, json!({})))
+            .allows(
+                "token_updates",
+                &filter(ChannelKind::TokenUpdates, json!({}))
+            )
             .is_err());
         let md = ChannelKind::MarketData;
         assert!(grant

@@ -46,6 +46,8 @@
 //! - `subscription`: [`Subscription`] (channel and filter) and [`Update`].
 //! - `commands`: the shared command connection; [`TransactionRequest`], [`TokenInfo`], ...
 //! - `wire`: frames of both dialects in and out, event ids as positions.
+//! - `token`: [`TokenProvider`], signed tokens asked before each connection and refreshed
+//!   in place before they expire.
 //! - `transport`: opening a connection, reading why it closed.
 //! - `error`: [`Error`], [`ErrorCode`], [`Gap`].
 
@@ -62,6 +64,7 @@ mod error;
 mod event;
 mod stream;
 mod subscription;
+mod token;
 mod transport;
 mod wire;
 
@@ -76,4 +79,5 @@ pub use event::{
 };
 pub use stream::{EventStream, StreamStats, UpdateStream};
 pub use subscription::{Subscription, Update};
+pub use token::TokenProvider;
 pub use wire::RawEvent;

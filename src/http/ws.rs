@@ -72,9 +72,10 @@ async fn upgrade(
                         .unwrap_or(limits.max_connections_per_key);
                     match core.engine.hold_slot(&key.name, admission.conn, cap).await {
                         Ok(true) => {
-                            let verifier = key.token.is_some().then(|| {
-                                state.issuers.clone() as Arc<dyn TokenVerifier>
-                            });
+                            let verifier = key
+                                .token
+                                .is_some()
+                                .then(|| state.issuers.clone() as Arc<dyn TokenVerifier>);
                             Ok(Admitted {
                                 key,
                                 admission,

@@ -99,12 +99,14 @@ impl Connection {
             }
             for p in claimed {
                 match core.hubs.get(&p.channel) {
-                    Ok(hub) if allowed(&p.channel, &p.filter) && quota.try_add_subscription() => subs.push(LiveSub {
-                        id: p.id,
-                        hub,
-                        filter: p.filter,
-                        created: p.created,
-                    }),
+                    Ok(hub) if allowed(&p.channel, &p.filter) && quota.try_add_subscription() => {
+                        subs.push(LiveSub {
+                            id: p.id,
+                            hub,
+                            filter: p.filter,
+                            created: p.created,
+                        })
+                    }
                     _ => {
                         failed.push(p.id.to_string());
                         give_back.push(p);
