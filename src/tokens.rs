@@ -138,19 +138,16 @@ struct Issuer {
 
 /// A keyed hash, random per process, of what decides which tokens an issuer accepts.
 fn issuer_id(config: &TokenIssuerConfig, key_bytes: &[u8]) -> u64 {
-    use std::hash::{BuildHasher, Hash, Hasher};
+    use std::hash::BuildHasher;
     static HASHER: std::sync::LazyLock<std::collections::hash_map::RandomState> =
         std::sync::LazyLock::new(std::collections::hash_map::RandomState::new);
-    let mut h = HASHER.build_hasher();
-    (
+    HASHER.hash_one((
         &config.name,
         config.algorithm,
         key_bytes,
         &config.iss,
         &config.aud,
-    )
-        .hash(&mut h);
-    h.finish()
+    ))
 }
 
 fn load(config: &TokenIssuerConfig) -> Result<Issuer, IssuerError> {
