@@ -2,9 +2,11 @@
 //! per second with a static key, an HS256 token and an ES256 token. One setup is: TCP
 //! connect, WebSocket upgrade with the credential in `?token=`, a `subscribe` and its
 //! `subscribe_success` (so admission, verification included, is done), then a close 1000.
-//! `--workers N` clients set up connections back to back for `--secs S` per credential.
+//! `--workers N` clients set up connections back to back for `--secs S` per run; the three
+//! credentials alternate for `--rounds R`, so that the machine's drift falls on none of them.
+//! Also one verification in process (no sockets), per algorithm.
 //!
-//! `cargo bench --bench tokens -- [--secs 5] [--workers 8]`
+//! `cargo bench --bench tokens -- [--secs 5] [--workers 8] [--rounds 3]`
 
 mod common;
 mod loadgen;
@@ -37,6 +39,7 @@ async fn setup(addr: std::net::SocketAddr, credential: &str) -> Result<(), Strin
     loop {
         match tokio::time::timeout(STEP, ws.next()).await {
             Ok(Some(Ok(Message::Text(t)))) if t.contains("subscribe_success") => break,
+            Ok(Some(Ok(Message::Text(t)))) if t.contains(r#""type":"heartbeat""#) => continue,
             Ok(Some(Ok(Message::Text(t)))) => return Err(format!("refused: {t}")),
             Ok(Some(Ok(_))) => continue,
             other => return Err(format!("connection ended: {other:?}")),
@@ -95,7 +98,11 @@ fn verify_us(
 }
 
 fn main() {
-    let (secs, workers) = (arg("--secs", 5) as u64, arg("--workers", 8));
+    let (secs, workers, rounds) = (
+        arg("--secs", 5) as u64,
+        arg("--workers", 8),
+        arg("--rounds", 3),
+    );
     let secret = format!(
         "{:032x}{:032x}",
         rand::random::<u128>(),
@@ -143,15 +150,25 @@ fn main() {
         // Warm-up: the first connections pay for lazy initialisation on both sides.
         rate(addr, KEY.to_owned(), 1, workers).await?;
         println!(
-            "connection setups per second, {workers} clients, {secs} s each (release broker):"
+            "connection setups per second, {workers} clients, {secs} s a run, {rounds} rounds \
+             alternating the credentials (release broker):"
         );
-        for (name, credential) in [
+        let modes = [
             ("static key", KEY.to_owned()),
             ("HS256 token", hs),
             ("ES256 token", es),
-        ] {
-            let (per_second, total) = rate(addr, credential, secs, workers).await?;
-            println!("  {name:<12} {per_second:>8.0} /s  ({total} setups)");
+        ];
+        let mut rates: Vec<Vec<f64>> = vec![Vec::new(); modes.len()];
+        for _ in 0..rounds {
+            for (i, (_, credential)) in modes.iter().enumerate() {
+                rates[i].push(rate(addr, credential.clone(), secs, workers).await?.0);
+            }
+        }
+        for ((name, _), runs) in modes.iter().zip(&rates) {
+            let mean = runs.iter().sum::<f64>() / runs.len().max(1) as f64;
+            let low = runs.iter().copied().fold(f64::INFINITY, f64::min);
+            let high = runs.iter().copied().fold(0.0, f64::max);
+            println!("  {name:<12} {mean:>8.0} /s mean  ({low:.0} - {high:.0})");
         }
         let _ = std::fs::remove_file(&public);
         Ok(())
