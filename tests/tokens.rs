@@ -720,3 +720,44 @@ fn check_config_names_an_unusable_issuer_and_masks_secrets() {
     let e = c.finish().err().map(|e| e.to_string()).unwrap_or_default();
     assert!(e.starts_with("keys[0].name"), "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_a_cluster_the_sub_cap_counts_every_node_and_only_the_sub_resumes_elsewhere() {
+    let Some(redis) = common::redis_server::redis_server() else {
+        return;
+    };
+    let secret = hs_secret();
+    let issuer = format!(
+        "[[token_issuers]]\nname = \"app\"\nalgorithm = \"HS256\"\nsecret = \"{secret}\"\nmax_connections_per_sub = 2\n"
+    );
+    let p = common::cluster::prefix("tokens");
+    let nodes: Vec<common::cluster::Node> = (0..2)
+        .map(|_| common::cluster::Node::start(&redis.url, &p, &issuer))
+        .collect();
+    let one = hs(&secret, "alice", 60, json!({}));
+    let two = hs(&secret, "alice", 90, json!({}));
+    let mut a = Client::ws(nodes[0].addr, &one).await;
+    let sid = a.subscribe("blocks", json!({})).await;
+    let mut b = Client::v1(nodes[1].addr, &two).await;
+    sub(&mut b, "blocks").await;
+    // Two connections of alice on two nodes: a third is refused on either.
+    for node in &nodes {
+        let mut third = Client::ws(node.addr, &one).await;
+        let err = third.recv().await;
+        assert_eq!(code(&err), json!(4001), "{err}");
+        assert_eq!(third.expect_close().await.0, 4001);
+    }
+    // alice's subscription, dropped on one node, is claimed on the other by alice only.
+    a.drop_tcp();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut thief = Client::ws(nodes[1].addr, &hs(&secret, "mallory", 60, json!({}))).await;
+    let reply = thief
+        .reconnect(Value::Null, std::slice::from_ref(&sid))
+        .await;
+    assert_eq!(reply["data"]["failed"], json!([sid]), "{reply}");
+    let mut again = Client::ws(nodes[1].addr, &hs(&secret, "alice", 120, json!({}))).await;
+    let reply = again
+        .reconnect(Value::Null, std::slice::from_ref(&sid))
+        .await;
+    assert_eq!(reply["data"]["subscriptions"], json!([sid]), "{reply}");
+}
