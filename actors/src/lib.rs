@@ -8,7 +8,8 @@
 //! | [`connection`] | one admitted client: lifecycle, frames, flush, ticks; its [`connection::refused`] sibling answers refused ones |
 //! | [`connection::frames`] | what a connection reads before requests: ping budget (`connection/control.rs`), fragments, UTF-8 |
 //! | `connection/requests.rs` | every request: quota, role, handler, one exit for replies and errors |
-//! | `connection/resume.rs` | `reconnect`: claim, attach, replay, then live |
+//! | `connection/resume.rs` | `reconnect`: claim, attach, replay, then live (only what a token's grant allows) |
+//! | `connection/refresh.rs` | a signed token's life on a connection: the expiry close 4000 and `refresh` |
 //! | [`disconnect`] | every reason a connection ends: code, reason, metric |
 //! | [`channel_hub`] | one channel's subscriptions and its fan-out |
 //! | [`confirmations`] | the `confirmations` gate: held events, the head, release ids `B.E` |

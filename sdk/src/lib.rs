@@ -31,8 +31,9 @@
 //! says so ([`Error::Gap`] in an [`Event::Error`], [`Update::Gap`]) and subscribes again
 //! what the broker lost. Heartbeats are answered; a connection silent for two heartbeat
 //! intervals plus a margin counts as dead and is resumed. Close codes: 4000 (refused key)
-//! ends the stream after reporting it; 4001 backs off; 4004, 4005, 1001 and 1013 resume at
-//! once. A stream holds at most [`ClientBuilder::with_buffer`] items; while it is full the
+//! ends the stream after reporting it, except 4000 `token expired` with a
+//! [`TokenProvider`], which reconnects with a new token and resumes; 4001 backs off; 4004,
+//! 4005, 1001 and 1013 resume at once. A stream holds at most [`ClientBuilder::with_buffer`] items; while it is full the
 //! client reads nothing more, the broker holds the events (and past its slow-consumer bound
 //! closes with 4005), and the client resumes once the application reads again.
 //!

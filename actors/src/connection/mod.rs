@@ -4,8 +4,8 @@
 //!
 //! What it reads first goes through [`frames::FrameInput`] (control budget, fragments,
 //! UTF-8; `control.rs` counts the pings). What it answers lives beside it: `requests.rs`
-//! (every request, one `Result` each, rendered at one exit) and `resume.rs`
-//! (`reconnect`). A refused client never gets a `Connection`: [`refused::Refused`]
+//! (every request, one `Result` each, rendered at one exit), `resume.rs`
+//! (`reconnect`) and `refresh.rs` (a signed token's expiry timer and `refresh`). A refused client never gets a `Connection`: [`refused::Refused`]
 //! answers it.
 
 mod control;
