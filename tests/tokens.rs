@@ -610,40 +610,58 @@ async fn the_connection_cap_counts_per_sub_across_tokens() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_reload_that_removes_an_issuer_closes_its_connections_4000() {
+async fn sighup_that_removes_an_issuer_closes_its_connections_4000() {
     let (old, new) = (hs_secret(), hs_secret());
-    let mut config = with_issuers(vec![
-        hs_issuer("old", &old, 1000),
-        hs_issuer("new", &new, 1000),
-    ]);
-    config.token_issuers[1].name = "new".into();
-    let b = start(config.clone());
+    let issuer = |name: &str, secret: &str| {
+        format!(
+            "[[token_issuers]]\nname = \"{name}\"\nalgorithm = \"HS256\"\nsecret = \"{secret}\"\n"
+        )
+    };
+    let file = |issuers: &str| {
+        format!(
+            "[server]\nbind = \"127.0.0.1:0\"\nworkers = 1\n[ledger]\nenabled = false\n[demo]\nenabled = false\n\
+             [[keys]]\nname = \"pub\"\nsecret = \"{PUB_KEY}\"\nroles = [\"publish\"]\n{issuers}"
+        )
+    };
+    let path = temp_file(
+        "reload.toml",
+        &file(&(issuer("old", &old) + &issuer("new", &new))),
+    );
+    let broker = common::broker_process::BrokerProcess::spawn_logging(
+        &["--config", path.to_str().expect("utf-8 path")],
+        "info",
+    );
+    let addr = broker.addr;
     let old_token = hs(&old, "u1", 60, json!({}));
     let new_token = hs(&new, "u2", 60, json!({}));
-    let mut o = Client::ws(b.addr, &old_token).await;
-    let mut n = Client::v1(b.addr, &new_token).await;
+    let mut o = Client::ws(addr, &old_token).await;
+    let mut n = Client::v1(addr, &new_token).await;
     o.subscribe("blocks", json!({})).await;
-    let r = n
-        .request(json!({"type": "subscribe", "id": 1, "data": {"channel": "blocks"}}))
-        .await;
-    assert_eq!(r["type"], "subscription_confirmation", "{r}");
+    sub(&mut n, "blocks").await;
 
-    config.token_issuers.remove(0);
-    let report = b.broker.reload(config).await.expect("reload accepted");
-    assert_eq!(report.issuers_removed, vec!["old".to_owned()]);
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, file(&issuer("new", &new))).expect("write config");
+    std::fs::rename(&tmp, &path).expect("rename config");
+    broker.hangup();
+    let line = broker.log_until("configuration reloaded");
+    assert!(
+        line.contains("token issuers added: none; removed: old"),
+        "{line}"
+    );
+    assert!(
+        !line.contains(&old) && !line.contains(&new),
+        "no secret in the log: {line}"
+    );
     let (code, reason) = o.expect_close().await;
     assert_eq!(code, 4000, "{reason}");
     assert!(reason.contains("issuer was removed"), "{reason}");
     // The other issuer's connection stays and delivers.
-    publish_ok(b.addr, &block(7)).await;
+    publish_ok(addr, &block(7)).await;
     assert_eq!(n.recv().await["data"]["number"], 7);
     // The removed issuer's tokens are refused from now on.
-    assert_refused_4000(
-        Client::ws(b.addr, &old_token).await,
-        false,
-        "removed issuer",
-    )
-    .await;
+    assert_refused_4000(Client::ws(addr, &old_token).await, false, "removed issuer").await;
+    let text = metrics(addr).await;
+    assert!(metric(&text, "rustorium_key_revocations_total").unwrap_or(0.0) >= 1.0);
 }
 
 #[test]
