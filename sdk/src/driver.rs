@@ -240,8 +240,9 @@ impl Driver {
     /// When to refresh a token that expires at `exp_ms` (none for a fixed key).
     fn refresh_deadline(&self, exp_ms: Option<u64>) -> Option<Instant> {
         match (&self.settings.credentials, exp_ms) {
+            // A far-future `exp` (past what a clock can add) is never refreshed.
             (Credentials::Tokens { refresh_before, .. }, Some(exp)) => {
-                Some(Instant::now() + token::refresh_in(exp, *refresh_before))
+                Instant::now().checked_add(token::refresh_in(exp, *refresh_before))
             }
             _ => None,
         }
