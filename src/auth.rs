@@ -1,5 +1,6 @@
-//! API key lookup: where a request presents its key (PROTOCOL.md section 1 and 10.1), and
-//! a constant-time comparison against every configured secret.
+//! API key lookup: where a request presents its key (PROTOCOL.md section 1 and 10.1), a
+//! constant-time comparison against every configured secret, and, for a presented value
+//! that is no configured key, the signed-token issuers ([`crate::tokens`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -7,9 +8,11 @@ use std::sync::{Arc, RwLock};
 use actix_web::{http::header, web, HttpRequest};
 use rustorium_actors::messages::KeyTable;
 use rustorium_actors::protocol::Dialect;
+use rustorium_actors::token::{TokenRefusal, TokenVerifier};
 use rustorium_actors::ApiKey;
 
 use crate::config::KeyConfig;
+use crate::tokens::{looks_like_jwt, Issuers};
 
 type Entries = Vec<(Vec<u8>, Arc<ApiKey>)>;
 
@@ -51,6 +54,7 @@ fn entries(keys: &[KeyConfig]) -> Entries {
                 roles: k.roles.clone(),
                 max_connections: k.max_connections,
                 secret_id: secret_id(&k.secret),
+                token: None,
             };
             (k.secret.as_bytes().to_vec(), Arc::new(key))
         })
@@ -120,6 +124,23 @@ impl KeyStore {
         }
         found
     }
+}
+
+/// The key `presented` stands for: a configured key (its secret, compared in constant
+/// time), else, when it has the shape of a JWT and issuers are configured, a valid signed
+/// token. `Err(None)`: no such key; `Err(Some(why))`: a refused token (logged and counted).
+pub fn resolve(
+    keys: &KeyStore,
+    issuers: &Issuers,
+    presented: &str,
+) -> Result<Arc<ApiKey>, Option<TokenRefusal>> {
+    if let Some(key) = keys.lookup(presented) {
+        return Ok(key);
+    }
+    if looks_like_jwt(presented) && issuers.any() {
+        return issuers.verify(presented).map_err(Some);
+    }
+    Err(None)
 }
 
 /// The Bearer token of the `Authorization` header, if that header is present.

@@ -94,8 +94,12 @@ fn default_roles() -> Vec<Role> {
 pub struct Config {
     /// Listener and shutdown.
     pub server: ServerConfig,
-    /// API keys. Empty: a development key is generated (loopback addresses only).
+    /// API keys. Empty (and no token issuers): a development key is generated (loopback
+    /// addresses only).
     pub keys: Vec<KeyConfig>,
+    /// Issuers of signed tokens (JWT) accepted beside the keys (`[[token_issuers]]`).
+    /// Default: none.
+    pub token_issuers: Vec<crate::tokens::TokenIssuerConfig>,
     /// Per-connection and per-key limits.
     pub limits: Limits,
     /// Heartbeat interval and liveness timeout.
@@ -180,6 +184,11 @@ impl Config {
         if let (Some(tls), Some(dir)) = (config.server.tls.as_mut(), path.parent()) {
             tls.relative_to(dir);
         }
+        if let Some(dir) = path.parent() {
+            for issuer in &mut config.token_issuers {
+                issuer.relative_to(dir);
+            }
+        }
         Ok(config)
     }
 
@@ -198,6 +207,11 @@ impl Config {
         let mut shown = self.clone();
         for key in &mut shown.keys {
             key.secret = MASK.into();
+        }
+        for issuer in &mut shown.token_issuers {
+            if issuer.secret.is_some() {
+                issuer.secret = Some(MASK.into());
+            }
         }
         shown.engine.redis_url = mask_password(&shown.engine.redis_url);
         toml::to_string(&shown).map_err(|e| invalid("config", format!("cannot print: {e}")))
@@ -288,8 +302,21 @@ impl Config {
             if self.keys[..i].iter().any(|k| k.secret == key.secret) {
                 return Err(invalid(field("secret"), "is used by another key"));
             }
+            if key
+                .name
+                .starts_with(rustorium_actors::token::IDENTITY_PREFIX)
+            {
+                return Err(invalid(
+                    field("name"),
+                    format!(
+                        "must not start with \"{}\" (reserved for signed tokens' subs)",
+                        rustorium_actors::token::IDENTITY_PREFIX
+                    ),
+                ));
+            }
         }
-        if self.keys.is_empty() {
+        crate::tokens::validate(&self.token_issuers).map_err(|(f, m)| invalid(f, m))?;
+        if self.keys.is_empty() && self.token_issuers.is_empty() {
             if !addr.ip().is_loopback() {
                 return Err(invalid(
                     "keys",

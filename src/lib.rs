@@ -4,6 +4,7 @@
 //! - [`config`]: the TOML file, flags and environment, validation, the development key.
 //! - [`cli`]: the command-line flags of the binary.
 //! - [`auth`]: where a request presents its key, constant-time lookup, replacing the keys.
+//! - [`tokens`]: `[[token_issuers]]`: signed tokens (JWT) beside the keys, verified into keys.
 //! - `http`: the routes (`/ws`, `/v1`, `/api/publish`, `/health`, `/ready`, `/metrics`).
 //! - `dashboard`: `/dashboard`, its page and its stream of samples (`dashboard::sampler`).
 //! - [`tls`]: `[server.tls]`: the certificate files, the resolver a reload swaps.
@@ -45,6 +46,7 @@ mod preauth;
 pub mod reload;
 pub mod server;
 pub mod tls;
+pub mod tokens;
 
 /// For the fuzz targets (`fuzz/`) only; not part of the embedding API.
 #[doc(hidden)]
@@ -132,9 +134,14 @@ impl Broker {
             config.limits.max_unauthenticated,
             core.metrics.clone(),
         );
+        let issuers = Arc::new(tokens::Issuers::new(
+            &config.token_issuers,
+            core.metrics.clone(),
+        ));
         let state = http::AppState {
             core,
             keys: Arc::new(auth::KeyStore::new(&config.keys)),
+            issuers,
             ready: Arc::new(AtomicBool::new(true)),
             dashboard,
             unauthenticated,

@@ -1,13 +1,14 @@
 //! Reloading the configuration while the broker runs (SIGHUP in the standalone broker):
-//! the keys and the TLS certificate take effect at once; a connection whose key was
-//! removed closes with 4000, every other connection stays. A file that does not validate
+//! the keys, the token issuers and the TLS certificate take effect at once; a connection
+//! whose key was removed, or whose token's issuer was, closes with 4000, every other
+//! connection stays. A file that does not validate
 //! is refused and the running configuration stays. Every other section needs a restart,
 //! and the report names it.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use rustorium_actors::messages::RekeyAll;
+use rustorium_actors::messages::{Rekey, RekeyAll};
 
 use crate::{Broker, Config, ConfigError};
 
@@ -23,6 +24,11 @@ pub struct ReloadReport {
     pub rotated: Vec<String>,
     /// Keys whose roles or connection cap changed; their connections stay.
     pub changed: Vec<String>,
+    /// Token issuers that are new (by name).
+    pub issuers_added: Vec<String>,
+    /// Token issuers removed, or whose key, `iss` or `aud` changed: connections made with
+    /// their tokens were told to close 4000.
+    pub issuers_removed: Vec<String>,
     /// Whether a new certificate was loaded (the next handshake presents it).
     pub certificate_reloaded: bool,
     /// Sections that changed in the file but take effect only after a restart; the
@@ -41,11 +47,13 @@ impl std::fmt::Display for ReloadReport {
         };
         write!(
             f,
-            "keys added: {}; removed: {}; secret rotated: {}; changed: {}; certificate {}",
+            "keys added: {}; removed: {}; secret rotated: {}; changed: {}; token issuers added: {}; removed: {}; certificate {}",
             list(&self.added),
             list(&self.removed),
             list(&self.rotated),
             list(&self.changed),
+            list(&self.issuers_added),
+            list(&self.issuers_removed),
             if self.certificate_reloaded {
                 "reloaded"
             } else {
@@ -131,17 +139,27 @@ impl Broker {
             report.certificate_reloaded = true;
         }
         let changes = self.state.keys.replace(&new.keys);
-        if !changes.removed.is_empty() || !changes.rotated.is_empty() || !changes.changed.is_empty()
+        let issuers = self.state.issuers.replace(&new.token_issuers);
+        if !changes.removed.is_empty()
+            || !changes.rotated.is_empty()
+            || !changes.changed.is_empty()
+            || !issuers.removed.is_empty()
         {
+            let rekey = Rekey {
+                keys: Arc::new(changes.table),
+                issuers: Arc::new(issuers.ids),
+            };
             let told = self
                 .state
                 .core
                 .heartbeat
-                .send(RekeyAll(Arc::new(changes.table)))
+                .send(RekeyAll(rekey))
                 .await
                 .unwrap_or(0);
-            log::debug!("reload: {told} connections given the new keys");
+            log::debug!("reload: {told} connections given the new keys and issuers");
         }
+        report.issuers_added = issuers.added;
+        report.issuers_removed = issuers.removed;
         report.added = changes.added;
         report.removed = changes.removed;
         report.rotated = changes.rotated;
@@ -149,6 +167,7 @@ impl Broker {
         // What runs now: the new keys and certificate, every other section as it was.
         let mut effective = (*running).clone();
         effective.keys = new.keys;
+        effective.token_issuers = new.token_issuers;
         effective.dev_key = new.dev_key;
         if let (Some(tls), true) = (new.server.tls, running.server.tls.is_some()) {
             effective.server.tls = Some(tls);

@@ -13,6 +13,16 @@ pub enum Disconnect {
     /// The connection's key was removed (or its secret changed) by a configuration
     /// reload (4000). Do not retry with the same key.
     KeyRevoked,
+    /// A signed token refused at connect (4000), for this reason (PROTOCOL.md section 12).
+    /// Do not retry with the same token.
+    TokenRefused(crate::token::TokenRefusal),
+    /// The connection's token reached its `exp` plus the leeway without a `refresh`
+    /// (4000, reason `token expired`). Reconnect with a new token of the same `sub` and
+    /// resume: the subscriptions are kept for the resume window.
+    TokenExpired,
+    /// A configuration reload removed the issuer of the connection's token, or changed its
+    /// key (4000). Reconnect with a token of a configured issuer.
+    IssuerRemoved,
     /// The key already has its maximum connections (4001).
     TooManyConnections {
         /// The key's cap.
@@ -58,7 +68,11 @@ impl Disconnect {
     /// The close code.
     pub fn code(&self) -> u16 {
         match self {
-            Disconnect::InvalidToken | Disconnect::KeyRevoked => 4000,
+            Disconnect::InvalidToken
+            | Disconnect::KeyRevoked
+            | Disconnect::TokenRefused(_)
+            | Disconnect::TokenExpired
+            | Disconnect::IssuerRemoved => 4000,
             Disconnect::TooManyConnections { .. }
             | Disconnect::Flooding
             | Disconnect::ControlFlood { .. }
@@ -78,6 +92,9 @@ impl Disconnect {
         match self {
             Disconnect::InvalidToken => "Invalid token: missing or unknown API key".into(),
             Disconnect::KeyRevoked => "Invalid token: this API key was revoked".into(),
+            Disconnect::TokenRefused(why) => why.message().into(),
+            Disconnect::TokenExpired => "token expired".into(),
+            Disconnect::IssuerRemoved => "Invalid token: its issuer was removed".into(),
             Disconnect::TooManyConnections { max } => {
                 format!("Rate limited: this key already has its maximum of {max} connections")
             }
@@ -107,7 +124,7 @@ impl Disconnect {
     /// The refusal it counts as in `/metrics` (shutdown, revocation and 1013 count none here).
     pub fn rejection(&self) -> Option<Rejection> {
         match self {
-            Disconnect::InvalidToken => Some(Rejection::InvalidToken),
+            Disconnect::InvalidToken | Disconnect::TokenRefused(_) => Some(Rejection::InvalidToken),
             Disconnect::TooManyConnections { .. } => Some(Rejection::ConnectionLimit),
             Disconnect::Flooding => Some(Rejection::Flooding),
             Disconnect::TooBig { .. } => Some(Rejection::FrameTooLarge),
@@ -116,7 +133,11 @@ impl Disconnect {
             Disconnect::ControlFlood { .. } => Some(Rejection::ControlFlood),
             Disconnect::TooManyFragments { .. } => Some(Rejection::FragmentFlood),
             Disconnect::ProtocolError | Disconnect::InvalidUtf8 => Some(Rejection::ProtocolError),
-            Disconnect::KeyRevoked | Disconnect::Shutdown | Disconnect::TryAgainLater => None,
+            Disconnect::KeyRevoked
+            | Disconnect::TokenExpired
+            | Disconnect::IssuerRemoved
+            | Disconnect::Shutdown
+            | Disconnect::TryAgainLater => None,
         }
     }
 }

@@ -294,6 +294,27 @@ impl Filter {
         Ok(())
     }
 
+    /// The values this filter gives `field` (`tx_hash`, `key`, `key_prefix`, `token_id`,
+    /// `address`: one value, hex lowercased; `symbols`: each symbol), or `None` when the
+    /// filter leaves the field open. What a token's grant ([`crate::grant`]) checks.
+    pub fn values(&self, field: &str) -> Option<Vec<&str>> {
+        fn one(t: &Option<Box<Text>>) -> Option<Vec<&str>> {
+            t.as_ref().map(|t| vec![t.value.as_str()])
+        }
+        match field {
+            "tx_hash" => one(&self.tx_hash),
+            "key" => one(&self.key),
+            "key_prefix" => one(&self.key_prefix),
+            "token_id" => one(&self.token_id),
+            "address" => one(&self.address),
+            "symbols" => self
+                .symbols
+                .as_ref()
+                .map(|s| s.iter().map(String::as_str).collect()),
+            _ => None,
+        }
+    }
+
     /// Whether an event's `data` passes every field of this filter (not `confirmations`,
     /// which the hub applies against the chain head).
     pub fn matches(&self, data: &Value) -> bool {

@@ -104,7 +104,7 @@ impl Handler<RekeyAll> for Heartbeat {
     fn handle(&mut self, msg: RekeyAll, _: &mut Context<Self>) -> usize {
         for reg in self.conns.values() {
             // Like the shutdown notice: one per connection, past a full mailbox.
-            reg.rekey.do_send(Rekey(msg.0.clone()));
+            reg.rekey.do_send(msg.0.clone());
         }
         self.conns.len()
     }

@@ -1,8 +1,13 @@
 //! API keys as the actors see them: a name for logs and limits, and the roles it grants.
 //!
-//! The secret never reaches the actors; the HTTP layer resolves it to an [`ApiKey`].
+//! The secret never reaches the actors; the HTTP layer resolves it to an [`ApiKey`]. A
+//! signed token resolves to one too, named after its `sub` ([`crate::token`]).
+
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
+
+use crate::token::TokenInfo;
 
 /// What a key may do. A key with any role may connect (PROTOCOL.md 10.17).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
@@ -42,6 +47,9 @@ pub struct ApiKey {
     /// A keyed hash of the secret (never the secret): after a reload that rotated the
     /// key's secret, it tells the connections made with the old secret from the new ones.
     pub secret_id: u64,
+    /// For a signed token (PROTOCOL.md section 12): its `sub`, issuer, expiry and grant.
+    /// `None` for a configured key.
+    pub token: Option<Arc<TokenInfo>>,
 }
 
 impl ApiKey {

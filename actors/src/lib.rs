@@ -8,12 +8,15 @@
 //! | [`connection`] | one admitted client: lifecycle, frames, flush, ticks; its [`connection::refused`] sibling answers refused ones |
 //! | [`connection::frames`] | what a connection reads before requests: ping budget (`connection/control.rs`), fragments, UTF-8 |
 //! | `connection/requests.rs` | every request: quota, role, handler, one exit for replies and errors |
-//! | `connection/resume.rs` | `reconnect`: claim, attach, replay, then live |
+//! | `connection/resume.rs` | `reconnect`: claim, attach, replay, then live (only what a token's grant allows) |
+//! | `connection/refresh.rs` | a signed token's life on a connection: the expiry close 4000 and `refresh` |
 //! | [`disconnect`] | every reason a connection ends: code, reason, metric |
 //! | [`fanout`] | the fan-out, importing in one direction: [`fanout::progress`] the watermark and a batch's ticket; [`fanout::outbox`] the bounded per-connection queue, drained in sequence order; [`fanout::index`] a hub's subscriptions by filter value and prefix; [`fanout::batch`] a hub's steps; [`fanout::channel_hub`] one channel's subscriptions and its fan-out; [`fanout::hubs`] the registry; [`fanout::delivery`] the engine's sink, batches to hubs in sequence order |
 //! | [`confirmations`] | the `confirmations` gate: held events, the head, release ids `B.E` |
 //! | [`channels`] | the catalogue: names, event types, routing fields, publish validation |
 //! | [`filter`] | subscription filters: parse, match |
+//! | [`token`] | signed tokens as the actors see them: identity, expiry, refusal reasons, the verifier seam |
+//! | [`grant`] | a token's `channels` grant and whether a subscription is inside it |
 //! | [`engine`] | the seam: sequence, history, head, parked subscriptions: [`engine::memory`] for one process, [`engine::redis`] for a cluster on one Redis ([`engine::redis::eventlog`] the keys, atomic append and consistent read; [`engine::redis::fanout`] this node's feed, reconnect and backfill; [`engine::redis::lease`] connection slots; [`engine::redis::record`] the stored record) |
 //! | [`history`] | one channel's kept events and the head's timeline |
 //! | [`resume`] | what a resume replays from history, and whether it is complete |
@@ -73,6 +76,7 @@ pub mod event;
 pub mod fanout;
 pub mod filter;
 pub mod flow;
+pub mod grant;
 pub mod heartbeat;
 pub mod history;
 pub mod keys;
@@ -86,6 +90,7 @@ pub mod read_gate;
 pub mod resume;
 pub mod sessions;
 pub mod settings;
+pub mod token;
 
 pub use crate::core::Core;
 pub use keys::{ApiKey, Role};

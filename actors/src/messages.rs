@@ -142,18 +142,28 @@ pub struct CloseAll(pub Disconnect);
 /// The keys after a configuration reload, by name, each with its roles, cap and secret id.
 pub type KeyTable = std::collections::HashMap<String, Arc<ApiKey>>;
 
+/// The ids of the configured token issuers after a configuration reload (a keyed hash of
+/// each issuer's name and key, [`crate::token::TokenInfo::issuer_id`]).
+pub type IssuerIds = std::collections::HashSet<u64>;
+
 /// Heartbeat → Connection, after a configuration reload: take your key's new roles and
 /// cap from the table; close with 4000 if it is not there (removed) or has another
-/// secret id (rotated).
+/// secret id (rotated). A connection made with a signed token closes with 4000 when its
+/// issuer is not among `issuers` (removed, or its key changed).
 #[derive(Message, Clone)]
 #[rtype(result = "()")]
-pub struct Rekey(pub Arc<KeyTable>);
+pub struct Rekey {
+    /// Every configured key, by name.
+    pub keys: Arc<KeyTable>,
+    /// Every configured token issuer.
+    pub issuers: Arc<IssuerIds>,
+}
 
-/// Broker handle → Heartbeat: pass the reloaded keys to every connection. Returns how
-/// many connections were told.
+/// Broker handle → Heartbeat: pass the reloaded keys and issuers to every connection.
+/// Returns how many connections were told.
 #[derive(Message)]
 #[rtype(result = "usize")]
-pub struct RekeyAll(pub Arc<KeyTable>);
+pub struct RekeyAll(pub Rekey);
 
 /// Dashboard sampler → RateLimiter: open connections per key name, sorted by name (keys
 /// with none are left out). Bounded by the configured keys.

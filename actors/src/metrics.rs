@@ -5,6 +5,8 @@ use std::fmt::Write;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
+use crate::token::TokenRefusal;
+
 /// Why the broker refused something; one counter each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Rejection {
@@ -158,6 +160,12 @@ pub struct Metrics {
     /// heads that timed out (408), oversized or malformed heads (431, 400), scanners.
     pub closed_without_request: AtomicU64,
     rejections: [AtomicU64; Rejection::ALL.len()],
+    /// Signed tokens refused, by reason (PROTOCOL.md section 12).
+    token_refusals: [AtomicU64; TokenRefusal::ALL.len()],
+    /// Connections closed 4000 at their token's `exp` plus the leeway, not refreshed.
+    pub tokens_expired: AtomicU64,
+    /// `refresh` requests that replaced a connection's token.
+    pub token_refreshes: AtomicU64,
     /// The engine's own counters (the Redis engine; zero with the memory engine).
     pub engine: EngineMetrics,
 }
@@ -192,6 +200,16 @@ impl Metrics {
     /// Counts one rejection.
     pub fn reject(&self, why: Rejection) {
         self.rejections[why as usize].fetch_add(1, Relaxed);
+    }
+
+    /// Counts one refused token, under its reason.
+    pub fn refuse_token(&self, why: TokenRefusal) {
+        self.token_refusals[why as usize].fetch_add(1, Relaxed);
+    }
+
+    /// The count of one token refusal reason.
+    pub fn token_refusals(&self, why: TokenRefusal) -> u64 {
+        self.token_refusals[why as usize].load(Relaxed)
     }
 
     /// The count of one rejection reason.
@@ -331,6 +349,18 @@ impl Metrics {
                 self.key_revocations.load(Relaxed) as f64,
             ),
             (
+                "rustorium_tokens_expired_total",
+                "counter",
+                "Connections closed 4000 (token expired) at their token's exp plus the leeway.",
+                self.tokens_expired.load(Relaxed) as f64,
+            ),
+            (
+                "rustorium_token_refreshes_total",
+                "counter",
+                "refresh requests that replaced a connection's token.",
+                self.token_refreshes.load(Relaxed) as f64,
+            ),
+            (
                 "rustorium_unauthenticated_connections",
                 "gauge",
                 "Connections open that have not presented a valid key yet.",
@@ -464,6 +494,18 @@ impl Metrics {
                 "rustorium_rejections_total{{reason=\"{}\"}} {}",
                 why.label(),
                 self.rejections(why)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP rustorium_token_refusals_total Signed tokens refused, by reason.\n# TYPE rustorium_token_refusals_total counter"
+        );
+        for why in TokenRefusal::ALL {
+            let _ = writeln!(
+                out,
+                "rustorium_token_refusals_total{{reason=\"{}\"}} {}",
+                why.label(),
+                self.token_refusals(why)
             );
         }
         out

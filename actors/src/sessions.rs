@@ -86,13 +86,15 @@ impl Sessions {
     }
 
     /// Moves the named subscriptions that live connections of `key` (other than `to`)
-    /// hold to connection `to`, telling each old holder which of its subscriptions left.
+    /// hold, and that `allow` accepts (a token's grant), to connection `to`, telling each
+    /// old holder which of its subscriptions left.
     pub fn claim(
         &self,
         key: &str,
         ids: &[String],
         to: ConnId,
         moved: &Recipient<Moved>,
+        allow: impl Fn(&LiveSub) -> bool,
     ) -> Vec<Taken> {
         let mut subs = self.lock();
         let mut taken = Vec::new();
@@ -101,7 +103,7 @@ impl Sessions {
             let Some(h) = subs.get_mut(id.as_str()) else {
                 continue;
             };
-            if *h.key != *key || h.conn == to {
+            if *h.key != *key || h.conn == to || !allow(&h.sub) {
                 continue;
             }
             let from = std::mem::replace(&mut h.conn, to);

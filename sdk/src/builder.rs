@@ -8,12 +8,27 @@ use tokio_tungstenite::tungstenite::http::{HeaderValue, Uri};
 use crate::backoff::Backoff;
 use crate::client::WebSocketClient;
 use crate::error::{Error, Result};
+use crate::token::TokenProvider;
+
+/// How a connection presents itself.
+#[derive(Debug, Clone)]
+pub(crate) enum Credentials {
+    /// A fixed API key, as the `Authorization: Bearer` header.
+    Key(HeaderValue),
+    /// A signed token from the provider, asked before each connection and refreshed in
+    /// place before it expires.
+    Tokens {
+        provider: TokenProvider,
+        /// How long before `exp` a refresh starts (at most half the token's life left).
+        refresh_before: Duration,
+    },
+}
 
 /// Everything a client's connections work with, checked by [`ClientBuilder::build`].
 #[derive(Debug, Clone)]
 pub(crate) struct Settings {
     pub(crate) endpoint: String,
-    pub(crate) authorization: HeaderValue,
+    pub(crate) credentials: Credentials,
     pub(crate) backoff: Backoff,
     pub(crate) heartbeat_interval: Duration,
     pub(crate) heartbeat_margin: Duration,
@@ -59,6 +74,8 @@ impl Settings {
 pub struct ClientBuilder {
     endpoint: Option<String>,
     api_key: Option<String>,
+    token_provider: Option<TokenProvider>,
+    token_refresh_before: Duration,
     backoff: Backoff,
     heartbeat_interval: Duration,
     heartbeat_margin: Duration,
@@ -75,6 +92,8 @@ impl Default for ClientBuilder {
         Self {
             endpoint: None,
             api_key: None,
+            token_provider: None,
+            token_refresh_before: Duration::from_secs(10),
             backoff: Backoff::default(),
             heartbeat_interval: Duration::from_secs(30),
             heartbeat_margin: Duration::from_secs(10),
@@ -100,6 +119,38 @@ impl ClientBuilder {
     /// The API key; sent in the `Authorization` header, never in the URL. Required.
     pub fn with_api_key(mut self, key: impl Into<String>) -> Self {
         self.api_key = Some(key.into());
+        self
+    }
+
+    /// Signed tokens (JWT) instead of a fixed key, for a broker with `[[token_issuers]]`:
+    /// `provider` is asked for a token before each connection (sent in the
+    /// `Authorization` header) and, on a stream's connection, again before the token's
+    /// `exp`: the new token replaces the old in place with a `refresh` request, without
+    /// reconnecting. Should the broker still close a connection 4000 `token expired` (no
+    /// fresh token in time), the stream reconnects with a new token and resumes. Either
+    /// this or [`with_api_key`](Self::with_api_key).
+    ///
+    /// ```
+    /// use rustorium_sdk::{TokenProvider, WebSocketClient};
+    ///
+    /// let client = WebSocketClient::new()
+    ///     .with_endpoint("ws://127.0.0.1:9072/ws")
+    ///     .with_token_provider(TokenProvider::new(|| async {
+    ///         // Ask the application's backend for a token of the signed-in user.
+    ///         Ok::<_, std::io::Error>("eyJ...".to_owned())
+    ///     }))
+    ///     .build();
+    /// assert!(client.is_ok());
+    /// ```
+    pub fn with_token_provider(mut self, provider: TokenProvider) -> Self {
+        self.token_provider = Some(provider);
+        self
+    }
+
+    /// How long before a token's `exp` its refresh starts (default 10 s; at most half of
+    /// the token's life left, so a token of a few seconds is refreshed half-way).
+    pub fn with_token_refresh_before(mut self, before: Duration) -> Self {
+        self.token_refresh_before = before;
         self
     }
 
@@ -188,15 +239,30 @@ impl ClientBuilder {
         if uri.host().is_none_or(str::is_empty) {
             return Err(Error::Config(format!("endpoint {endpoint:?} has no host")));
         }
-        let key = self
-            .api_key
-            .ok_or_else(|| Error::Config("no API key: call with_api_key".into()))?;
-        if key.is_empty() {
-            return Err(Error::Config("the API key is empty".into()));
-        }
-        let mut authorization = HeaderValue::from_str(&format!("Bearer {key}"))
-            .map_err(|_| Error::Config("the API key holds characters a header cannot".into()))?;
-        authorization.set_sensitive(true);
+        let credentials = match (self.api_key, self.token_provider) {
+            (Some(_), Some(_)) => {
+                return Err(Error::Config(
+                    "with_api_key and with_token_provider: choose one".into(),
+                ))
+            }
+            (None, Some(provider)) => Credentials::Tokens {
+                provider,
+                refresh_before: self.token_refresh_before,
+            },
+            (None, None) => {
+                return Err(Error::Config(
+                    "no API key: call with_api_key (or with_token_provider)".into(),
+                ))
+            }
+            (Some(key), None) => {
+                if key.is_empty() {
+                    return Err(Error::Config("the API key is empty".into()));
+                }
+                Credentials::Key(bearer(&key).ok_or_else(|| {
+                    Error::Config("the API key holds characters a header cannot".into())
+                })?)
+            }
+        };
         for (name, value) in [
             ("with_heartbeat_interval", self.heartbeat_interval),
             ("with_connect_timeout", self.connect_timeout),
@@ -219,7 +285,7 @@ impl ClientBuilder {
         }
         Ok(WebSocketClient::from_settings(Arc::new(Settings {
             endpoint,
-            authorization,
+            credentials,
             backoff: self.backoff,
             heartbeat_interval: self.heartbeat_interval,
             heartbeat_margin: self.heartbeat_margin,
@@ -231,6 +297,14 @@ impl ClientBuilder {
             tls,
         })))
     }
+}
+
+/// `Bearer KEY` as a sensitive header value; `None` when the key holds characters a
+/// header cannot.
+pub(crate) fn bearer(key: &str) -> Option<HeaderValue> {
+    let mut value = HeaderValue::from_str(&format!("Bearer {key}")).ok()?;
+    value.set_sensitive(true);
+    Some(value)
 }
 
 /// The TLS client of `wss://` endpoints: Mozilla's authorities plus `extra_pem`.

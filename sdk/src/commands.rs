@@ -143,10 +143,12 @@ async fn run(settings: Arc<Settings>, mut calls: mpsc::Receiver<Call>) {
             Step::Call(Some(call)) => {
                 let open = match socket.as_mut() {
                     Some(open) => open,
+                    // A token connection is not refreshed here: when its token expires the
+                    // broker closes it, and the next call opens one with a fresh token.
                     None => match transport::connect(&settings).await {
                         Ok(open) => {
                             heard = Instant::now();
-                            socket.insert(open)
+                            socket.insert(open.socket)
                         }
                         Err(error) => {
                             let _ = call.reply.send(Err(error));

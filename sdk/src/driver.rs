@@ -14,9 +14,10 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::builder::Settings;
+use crate::builder::{Credentials, Settings};
 use crate::error::{Error, ErrorCode, Gap};
 use crate::subscription::Subscription;
+use crate::token::{self, Fetch};
 use crate::transport::{self, Socket};
 use crate::wire::{self, Incoming, RawEvent};
 
@@ -25,6 +26,27 @@ use crate::wire::{self, Incoming, RawEvent};
 const RATE_LIMITED_TRIES: u32 = 10;
 /// The wait before a request refused with `rate_limited` is sent again.
 const RATE_LIMITED_WAIT: Duration = Duration::from_secs(1);
+/// The wait before the token provider is asked again after it failed, or after the broker
+/// refused the token it gave.
+const TOKEN_RETRY_WAIT: Duration = Duration::from_secs(1);
+
+/// What woke a connection's loop.
+enum Wake {
+    /// A frame, or the end of the socket.
+    Frame(Option<Result<Message, tokio_tungstenite::tungstenite::Error>>),
+    /// The earliest deadline passed.
+    Timer,
+    /// The token provider answered.
+    Token(Result<String, String>),
+}
+
+/// The token being fetched, if any (pending forever when none, for `select!`).
+async fn fetched(fetching: &mut Option<Fetch>) -> Result<String, String> {
+    match fetching {
+        Some(fetch) => fetch.await,
+        None => std::future::pending().await,
+    }
+}
 
 /// What the task hands to the stream.
 #[derive(Debug)]
@@ -44,6 +66,7 @@ pub(crate) struct Counters {
     pub(crate) resumes: AtomicU64,
     pub(crate) gaps: AtomicU64,
     pub(crate) duplicates: AtomicU64,
+    pub(crate) refreshes: AtomicU64,
 }
 
 /// One subscription of the stream and its id at the broker, once it has one.
@@ -92,6 +115,8 @@ enum Next {
 fn next_step(why: &Error) -> Next {
     match why {
         Error::Stopped => Next::Finish,
+        // The token ran out before a fresh one was in place: a new one, and resume.
+        Error::Closed { code: 4000, reason } if reason == "token expired" => Next::Resume,
         Error::Closed { code: 4000, .. } => Next::Stop,
         Error::Broker {
             code: ErrorCode::InvalidToken | ErrorCode::Forbidden,
@@ -189,8 +214,8 @@ impl Driver {
 
     /// One connection: open, resume or subscribe, then forward events until it ends.
     async fn session(&mut self, ready: &mut Option<oneshot::Sender<Result<(), Error>>>) -> Ended {
-        let mut socket = match transport::connect(&self.settings).await {
-            Ok(socket) => socket,
+        let (mut socket, token_exp_ms) = match transport::connect(&self.settings).await {
+            Ok(opened) => (opened.socket, opened.token_exp_ms),
             Err(why) => {
                 return Ended {
                     established: false,
@@ -199,7 +224,7 @@ impl Driver {
                 }
             }
         };
-        let ended = self.converse(&mut socket, ready).await;
+        let ended = self.converse(&mut socket, ready, token_exp_ms).await;
         if matches!(ended.why, Error::Stopped) {
             // The application dropped the stream: a close with 1000 ends the subscriptions
             // at the broker at once instead of keeping them for the resume window.
@@ -212,12 +237,24 @@ impl Driver {
         ended
     }
 
+    /// When to refresh a token that expires at `exp_ms` (none for a fixed key).
+    fn refresh_deadline(&self, exp_ms: Option<u64>) -> Option<Instant> {
+        match (&self.settings.credentials, exp_ms) {
+            // A far-future `exp` (past what a clock can add) is never refreshed.
+            (Credentials::Tokens { refresh_before, .. }, Some(exp)) => {
+                Instant::now().checked_add(token::refresh_in(exp, *refresh_before))
+            }
+            _ => None,
+        }
+    }
+
     /// The life of one open connection: resume or subscribe, then forward events until it
-    /// ends.
+    /// ends; with a token provider, refresh the token in place before it expires.
     async fn converse(
         &mut self,
         socket: &mut Socket,
         ready: &mut Option<oneshot::Sender<Result<(), Error>>>,
+        token_exp_ms: Option<u64>,
     ) -> Ended {
         let opened = Instant::now();
         let ended = |established: bool, why: Error| Ended {
@@ -231,6 +268,11 @@ impl Driver {
         let mut pending: Option<Pending> = None;
         let mut retry_at: Option<Instant> = None;
         let mut established = false;
+        // The token's refresh: when to ask the provider, the answer awaited, and the
+        // `refresh` request sent (its id and the new token's exp).
+        let mut refresh_at = self.refresh_deadline(token_exp_ms);
+        let mut fetching: Option<Fetch> = None;
+        let mut refreshing: Option<(String, Option<u64>)> = None;
         loop {
             if !established && pending.is_none() && retry_at.is_none() {
                 let asked = if !resumed {
@@ -264,15 +306,50 @@ impl Driver {
             if let Some(at) = retry_at {
                 deadline = deadline.min(at);
             }
+            if let (Some(at), None, None) = (refresh_at, &fetching, &refreshing) {
+                deadline = deadline.min(at);
+            }
             let step = tokio::select! {
-                frame = socket.next() => Some(frame),
-                _ = tokio::time::sleep_until(deadline) => None,
+                frame = socket.next() => Wake::Frame(frame),
+                _ = tokio::time::sleep_until(deadline) => Wake::Timer,
+                token = fetched(&mut fetching), if fetching.is_some() => Wake::Token(token),
                 _ = self.out.closed() => return ended(established, Error::Stopped),
             };
             let frame = match step {
-                Some(frame) => frame,
-                None => {
+                Wake::Frame(frame) => frame,
+                Wake::Token(answer) => {
+                    fetching = None;
+                    match answer {
+                        Ok(token) if !token.is_empty() => {
+                            self.requests = self.requests.wrapping_add(1);
+                            let id = format!("t{}", self.requests);
+                            let frame = wire::request("refresh", &id, json!({"token": token}));
+                            if let Err(e) = socket.send(Message::text(frame)).await {
+                                return ended(established, transport::dropped(e));
+                            }
+                            refreshing = Some((id, token::expiry_ms(&token)));
+                        }
+                        Ok(_) | Err(_) => {
+                            log::warn!(
+                                "rustorium-sdk: the token provider gave no token; asking again in {} ms",
+                                TOKEN_RETRY_WAIT.as_millis()
+                            );
+                            refresh_at = Some(Instant::now() + TOKEN_RETRY_WAIT);
+                        }
+                    }
+                    continue;
+                }
+                Wake::Timer => {
                     let now = Instant::now();
+                    if fetching.is_none()
+                        && refreshing.is_none()
+                        && refresh_at.is_some_and(|at| at <= now)
+                    {
+                        refresh_at = None;
+                        if let Credentials::Tokens { provider, .. } = &self.settings.credentials {
+                            fetching = Some(provider.fetch());
+                        }
+                    }
                     if retry_at.is_some_and(|at| at <= now) {
                         retry_at = None;
                         if let Some(p) = pending.take() {
@@ -334,6 +411,29 @@ impl Driver {
                     }
                 }
                 Ok(Incoming::Reply { id, outcome }) => {
+                    if let Some((_, exp)) =
+                        refreshing.take_if(|(rid, _)| id.as_deref() == Some(rid.as_str()))
+                    {
+                        match outcome {
+                            Ok(_) => {
+                                self.counters.refreshes.fetch_add(1, Ordering::Relaxed);
+                                refresh_at = self.refresh_deadline(exp);
+                            }
+                            Err((code, message)) => {
+                                // The old token stays in force; try again shortly.
+                                let error = Error::Broker {
+                                    code: code.kind(false),
+                                    message,
+                                };
+                                log::warn!("rustorium-sdk: token refresh refused: {error}");
+                                refresh_at = Some(Instant::now() + TOKEN_RETRY_WAIT);
+                                if !self.emit(Out::Error(error)).await {
+                                    return ended(established, Error::Stopped);
+                                }
+                            }
+                        }
+                        continue;
+                    }
                     let Some(p) = pending.take_if(|p| id.as_deref() == Some(p.id.as_str())) else {
                         continue;
                     };

@@ -114,6 +114,9 @@ pub enum Error {
     Decode(String),
     /// The client was dropped or its connection task ended.
     Stopped,
+    /// The token provider ([`crate::TokenProvider`]) failed, or gave a token that cannot
+    /// be sent; says why.
+    Token(String),
 }
 
 impl Error {
@@ -161,6 +164,7 @@ impl fmt::Display for Error {
             }
             Self::Decode(what) => write!(f, "unexpected frame: {what}"),
             Self::Stopped => f.write_str("the client has stopped"),
+            Self::Token(why) => write!(f, "no token: {why}"),
         }
     }
 }

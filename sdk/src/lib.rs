@@ -31,8 +31,9 @@
 //! says so ([`Error::Gap`] in an [`Event::Error`], [`Update::Gap`]) and subscribes again
 //! what the broker lost. Heartbeats are answered; a connection silent for two heartbeat
 //! intervals plus a margin counts as dead and is resumed. Close codes: 4000 (refused key)
-//! ends the stream after reporting it; 4001 backs off; 4004, 4005, 1001 and 1013 resume at
-//! once. A stream holds at most [`ClientBuilder::with_buffer`] items; while it is full the
+//! ends the stream after reporting it, except 4000 `token expired` with a
+//! [`TokenProvider`], which reconnects with a new token and resumes; 4001 backs off; 4004,
+//! 4005, 1001 and 1013 resume at once. A stream holds at most [`ClientBuilder::with_buffer`] items; while it is full the
 //! client reads nothing more, the broker holds the events (and past its slow-consumer bound
 //! closes with 4005), and the client resumes once the application reads again.
 //!
@@ -46,6 +47,8 @@
 //! - `subscription`: [`Subscription`] (channel and filter) and [`Update`].
 //! - `commands`: the shared command connection; [`TransactionRequest`], [`TokenInfo`], ...
 //! - `wire`: frames of both dialects in and out, event ids as positions.
+//! - `token`: [`TokenProvider`], signed tokens asked before each connection and refreshed
+//!   in place before they expire.
 //! - `transport`: opening a connection, reading why it closed.
 //! - `error`: [`Error`], [`ErrorCode`], [`Gap`].
 
@@ -62,6 +65,7 @@ mod error;
 mod event;
 mod stream;
 mod subscription;
+mod token;
 mod transport;
 mod wire;
 
@@ -76,4 +80,5 @@ pub use event::{
 };
 pub use stream::{EventStream, StreamStats, UpdateStream};
 pub use subscription::{Subscription, Update};
+pub use token::TokenProvider;
 pub use wire::RawEvent;

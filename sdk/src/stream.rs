@@ -25,6 +25,8 @@ pub struct StreamStats {
     pub gaps: u64,
     /// Events received twice and dropped (the broker does not send them; counted to show it).
     pub duplicates_dropped: u64,
+    /// Tokens replaced in place by a `refresh` (with a [`crate::TokenProvider`]).
+    pub token_refreshes: u64,
 }
 
 fn stats(counters: &Counters) -> StreamStats {
@@ -33,6 +35,7 @@ fn stats(counters: &Counters) -> StreamStats {
         resumes: counters.resumes.load(Ordering::Relaxed),
         gaps: counters.gaps.load(Ordering::Relaxed),
         duplicates_dropped: counters.duplicates.load(Ordering::Relaxed),
+        token_refreshes: counters.refreshes.load(Ordering::Relaxed),
     }
 }
 

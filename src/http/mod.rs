@@ -22,6 +22,8 @@ pub struct AppState {
     pub core: Arc<Core>,
     /// The configured keys.
     pub keys: Arc<KeyStore>,
+    /// The configured signed-token issuers.
+    pub issuers: Arc<crate::tokens::Issuers>,
     /// Whether `/ready` answers 200.
     pub ready: Arc<AtomicBool>,
     /// The dashboard's samples; `None` when `dashboard.enabled` is false.

@@ -53,13 +53,16 @@ pub async fn publish(
         let msg = "missing Authorization: Bearer PUBLISHER_KEY header";
         return failure(&state, StatusCode::UNAUTHORIZED, invalid_token, msg);
     };
-    let Some(key) = state.keys.lookup(&presented) else {
-        let msg = "invalid token: unknown API key";
-        return failure(&state, StatusCode::UNAUTHORIZED, invalid_token, msg);
+    let key = match crate::auth::resolve(&state.keys, &state.issuers, &presented) {
+        Ok(key) => key,
+        Err(why) => {
+            let msg = why.map_or("invalid token: unknown API key", |w| w.message());
+            return failure(&state, StatusCode::UNAUTHORIZED, invalid_token, msg);
+        }
     };
     crate::preauth::authenticated(&req);
     if !key.has(Role::Publish) {
-        let msg = "forbidden: this key lacks the publish role";
+        let msg = "forbidden: this key (or token) lacks the publish role";
         let code = ErrorKind::Forbidden.v1_code();
         return failure(&state, StatusCode::FORBIDDEN, code, msg);
     }

@@ -1,6 +1,8 @@
-//! The WebSocket upgrade: resolve the key, ask the rate limiter to admit the connection,
+//! The WebSocket upgrade: resolve the key (or signed token), ask the rate limiter to admit the connection,
 //! and start a connection actor. Refused connections still complete the upgrade, get one
 //! error frame and a close code, because browsers cannot read a refused upgrade's status.
+
+use std::sync::Arc;
 
 use actix_web::{web, Error, HttpRequest, HttpResponse};
 use actix_web_actors::ws::WsResponseBuilder;
@@ -11,6 +13,7 @@ use rustorium_actors::messages::Admit;
 use rustorium_actors::metrics::Rejection;
 use rustorium_actors::protocol::Dialect;
 use rustorium_actors::rate_limiter::AdmitError;
+use rustorium_actors::token::TokenVerifier;
 use rustorium_actors::Role;
 
 use super::input::OneFrameAtATime;
@@ -42,15 +45,18 @@ async fn upgrade(
 ) -> Result<HttpResponse, Error> {
     crate::preauth::seen(&req);
     let core = state.core.clone();
-    let key = crate::auth::presented_key(&req, dialect).and_then(|k| state.keys.lookup(&k));
+    let key = match crate::auth::presented_key(&req, dialect) {
+        Some(presented) => crate::auth::resolve(&state.keys, &state.issuers, &presented),
+        None => Err(None),
+    };
     let limits = &core.settings.limits;
     let mut max_frame = limits.max_frame_bytes;
     let admitted = match key {
-        None => {
+        Err(why) => {
             core.metrics.reject(Rejection::InvalidToken);
-            Err(Disconnect::InvalidToken)
+            Err(why.map_or(Disconnect::InvalidToken, Disconnect::TokenRefused))
         }
-        Some(key) => {
+        Ok(key) => {
             if key.has(Role::Publish) {
                 max_frame = max_frame.max(core.settings.publish.max_body_bytes);
             }
@@ -65,7 +71,17 @@ async fn upgrade(
                         .max_connections
                         .unwrap_or(limits.max_connections_per_key);
                     match core.engine.hold_slot(&key.name, admission.conn, cap).await {
-                        Ok(true) => Ok(Admitted { key, admission }),
+                        Ok(true) => {
+                            let verifier = key
+                                .token
+                                .is_some()
+                                .then(|| state.issuers.clone() as Arc<dyn TokenVerifier>);
+                            Ok(Admitted {
+                                key,
+                                admission,
+                                verifier,
+                            })
+                        }
                         Ok(false) => {
                             core.metrics.reject(Rejection::ConnectionLimit);
                             Err(Disconnect::TooManyConnections { max: cap })

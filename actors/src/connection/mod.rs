@@ -4,13 +4,14 @@
 //!
 //! What it reads first goes through [`frames::FrameInput`] (control budget, fragments,
 //! UTF-8; `control.rs` counts the pings). What it answers lives beside it: `requests.rs`
-//! (every request, one `Result` each, rendered at one exit) and `resume.rs`
-//! (`reconnect`). A refused client never gets a `Connection`: [`refused::Refused`]
+//! (every request, one `Result` each, rendered at one exit), `resume.rs`
+//! (`reconnect`) and `refresh.rs` (a signed token's expiry timer and `refresh`). A refused client never gets a `Connection`: [`refused::Refused`]
 //! answers it.
 
 mod control;
 pub mod frames;
 mod publishing;
+mod refresh;
 mod refusals;
 pub mod refused;
 mod requests;
@@ -21,7 +22,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix::{Actor, ActorContext, AsyncContext, Handler, StreamHandler};
+use actix::{Actor, ActorContext, AsyncContext, Handler, SpawnHandle, StreamHandler};
 use actix_web_actors::ws::{self, CloseCode, CloseReason, ProtocolError};
 use bytestring::ByteString;
 
@@ -39,6 +40,7 @@ use crate::protocol::{Dialect, ErrorKind};
 use crate::rate_limiter::Admission;
 use crate::read_gate::ReadGate;
 use crate::sessions::LiveSub;
+use crate::token::TokenVerifier;
 use frames::Inbound;
 
 /// An admitted connection's key and quotas.
@@ -47,6 +49,9 @@ pub struct Admitted {
     pub key: Arc<ApiKey>,
     /// Quotas and the slot ticket.
     pub admission: Admission,
+    /// For a connection made with a signed token: what checks the token of a `refresh`.
+    /// `None` for a configured key.
+    pub verifier: Option<Arc<dyn TokenVerifier>>,
 }
 
 /// Capacity of the connection actor's mailbox, which carries only control messages
@@ -79,6 +84,10 @@ pub struct Connection {
     ending: Option<Disconnect>,
     /// Publish frames read and not yet answered.
     in_flight: publishing::InFlight,
+    /// Checks the token of a `refresh`; `None` for a connection made with a configured key.
+    verifier: Option<Arc<dyn TokenVerifier>>,
+    /// The timer that closes the connection 4000 at its token's `exp` plus the leeway.
+    expiry: Option<SpawnHandle>,
 }
 
 impl Connection {
@@ -127,6 +136,8 @@ impl Connection {
             closing: false,
             ending: None,
             in_flight,
+            verifier: admitted.verifier,
+            expiry: None,
         }
     }
 
@@ -285,6 +296,7 @@ impl Actor for Connection {
         let metrics = &self.core.metrics;
         metrics.connections.fetch_add(1, Ordering::Relaxed);
         metrics.connections_total.fetch_add(1, Ordering::Relaxed);
+        self.arm_expiry(ctx);
         self.core.heartbeat.do_send(Register {
             conn: self.conn(),
             tick: ctx.address().recipient(),
@@ -421,9 +433,26 @@ impl Handler<Rekey> for Connection {
     type Result = ();
 
     /// A reload kept this connection's key: later requests see its new roles. A reload
-    /// that removed it (or changed its secret) ends the connection with 4000.
+    /// that removed it (or changed its secret) ends the connection with 4000; so does one
+    /// that removed the issuer of the connection's token (or changed its key).
     fn handle(&mut self, msg: Rekey, ctx: &mut Self::Context) {
-        match msg.0.get(&*self.key_name) {
+        if let Some(token) = &self.key.token {
+            if !msg.issuers.contains(&token.issuer_id) {
+                log::info!(
+                    "connection {} of sub {} closed: its issuer {} was removed",
+                    self.conn(),
+                    token.sub,
+                    token.issuer
+                );
+                self.core
+                    .metrics
+                    .key_revocations
+                    .fetch_add(1, Ordering::Relaxed);
+                self.disconnect(ctx, Disconnect::IssuerRemoved);
+            }
+            return;
+        }
+        match msg.keys.get(&*self.key_name) {
             Some(key) if key.secret_id == self.key.secret_id => self.key = key.clone(),
             _ => {
                 self.core

@@ -20,8 +20,8 @@ pub struct Refused {
 }
 
 impl Refused {
-    /// Refuses a client of `dialect` for `why` ([`Disconnect::InvalidToken`] or
-    /// [`Disconnect::TooManyConnections`]; the refusal was counted when it was decided).
+    /// Refuses a client of `dialect` for `why` ([`Disconnect::InvalidToken`],
+    /// [`Disconnect::TokenRefused`] or [`Disconnect::TooManyConnections`]; the refusal was counted when it was decided).
     pub fn new(core: Arc<Core>, dialect: Dialect, why: Disconnect) -> Refused {
         Refused { core, dialect, why }
     }
@@ -32,7 +32,7 @@ impl Actor for Refused {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         let kind = match self.why {
-            Disconnect::InvalidToken => ErrorKind::InvalidToken,
+            Disconnect::InvalidToken | Disconnect::TokenRefused(_) => ErrorKind::InvalidToken,
             _ => ErrorKind::RateLimited,
         };
         ctx.text(render::error(self.dialect, None, kind, &self.why.reason()));

@@ -146,6 +146,7 @@ impl Connection {
                 last_message_id,
                 subscriptions,
             } => self.reconnect(ctx, id, last_message_id, subscriptions),
+            RequestBody::Refresh { token } => self.refresh(ctx, id, &token),
         }
     }
 
@@ -216,7 +217,8 @@ impl Connection {
             .spawn(ctx);
     }
 
-    /// Checks a `subscribe` and takes a slot of the subscription cap.
+    /// Checks a `subscribe` (channel, filter, the token's grant) and takes a slot of the
+    /// subscription cap.
     fn check_subscribe(
         &self,
         channel: &str,
@@ -230,6 +232,11 @@ impl Connection {
             .map_err(|e| fail(e.to_string()))?;
         let max_value = self.core.settings.limits.max_filter_value_bytes;
         let filter = Filter::parse(hub.kind, channel, data, max_value).map_err(fail)?;
+        if let Some(grant) = self.key.token.as_ref().and_then(|t| t.grant.as_ref()) {
+            grant
+                .allows(&hub.name, &filter)
+                .map_err(|m| Failure::new(ErrorKind::Forbidden, m))?;
+        }
         let quota = &self.admission.quota;
         if !quota.try_add_subscription() {
             return Err(fail(format!(

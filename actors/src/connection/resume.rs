@@ -58,7 +58,17 @@ impl Connection {
             .filter_map(|n| self.subs.get(n.as_str()).cloned())
             .collect();
         let moved = ctx.address().recipient();
-        let taken = core.sessions.claim(&key, &names, conn, &moved);
+        // A token's grant: only subscriptions inside it are restored (PROTOCOL.md
+        // section 12); the rest stay where they are and are listed in `failed`.
+        let grant = self.key.token.as_ref().and_then(|t| t.grant.clone());
+        let allowed = move |channel: &str, filter: &crate::filter::Filter| {
+            grant
+                .as_ref()
+                .is_none_or(|g| g.allows(channel, filter).is_ok())
+        };
+        let taken = core.sessions.claim(&key, &names, conn, &moved, |s| {
+            allowed(&s.hub.name, &s.filter)
+        });
         let rest: Vec<String> = names
             .iter()
             .filter(|n| {
@@ -89,12 +99,14 @@ impl Connection {
             }
             for p in claimed {
                 match core.hubs.get(&p.channel) {
-                    Ok(hub) if quota.try_add_subscription() => subs.push(LiveSub {
-                        id: p.id,
-                        hub,
-                        filter: p.filter,
-                        created: p.created,
-                    }),
+                    Ok(hub) if allowed(&p.channel, &p.filter) && quota.try_add_subscription() => {
+                        subs.push(LiveSub {
+                            id: p.id,
+                            hub,
+                            filter: p.filter,
+                            created: p.created,
+                        })
+                    }
                     _ => {
                         failed.push(p.id.to_string());
                         give_back.push(p);

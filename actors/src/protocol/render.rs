@@ -47,6 +47,11 @@ pub enum Reply {
         /// Events replayed after this reply.
         replayed: usize,
     },
+    /// `refresh` done: the connection's token was replaced.
+    Refreshed {
+        /// The new token's `exp`, RFC 3339.
+        expires_at: String,
+    },
 }
 
 fn to_frame(value: &impl Serialize) -> ByteString {
@@ -122,6 +127,15 @@ pub fn reply(dialect: Dialect, id: Option<&Value>, reply: &Reply) -> ByteString 
             id,
             json!({"recovered": recovered, "subscriptions": subscriptions, "failed": failed,
                    "replayed": replayed}),
+        ),
+        (_, Reply::Refreshed { expires_at }) => envelope(
+            dialect,
+            match dialect {
+                Dialect::Ws => "refresh_success",
+                Dialect::V1 => "refresh_confirmation",
+            },
+            id,
+            json!({"expires_at": expires_at}),
         ),
         (_, Reply::Published { ids }) => envelope(
             dialect,

@@ -55,6 +55,12 @@ pub enum RequestBody {
         /// The subscriptions to restore.
         subscriptions: Vec<String>,
     },
+    /// `refresh` (PROTOCOL.md section 12): replace the connection's signed token by
+    /// `data.token`, a valid token of the same `sub`.
+    Refresh {
+        /// The new token, as sent (never logged).
+        token: String,
+    },
 }
 
 /// The commands of PROTOCOL.md section 4 (and `get_balance`, 10.14), validated in shape.
@@ -83,7 +89,9 @@ impl RequestBody {
             RequestBody::Subscribe { .. } | RequestBody::Reconnect { .. } => Some(Role::Subscribe),
             RequestBody::Publish { .. } => Some(Role::Publish),
             RequestBody::Command(_) => Some(Role::Command),
-            RequestBody::Unsubscribe { .. } | RequestBody::HeartbeatResponse => None,
+            RequestBody::Unsubscribe { .. }
+            | RequestBody::HeartbeatResponse
+            | RequestBody::Refresh { .. } => None,
         }
     }
 
@@ -109,7 +117,7 @@ pub struct RequestError {
 }
 
 /// The request types, for the "unknown type" message.
-pub const KNOWN_TYPES: &str = "subscribe, unsubscribe, reconnect, heartbeat_response, publish, execute_transaction, get_token_info, get_balance";
+pub const KNOWN_TYPES: &str = "subscribe, unsubscribe, reconnect, refresh, heartbeat_response, publish, execute_transaction, get_token_info, get_balance";
 
 /// Most subscription ids one `reconnect` may name.
 pub const MAX_RECONNECT_SUBSCRIPTIONS: usize = 1000;
@@ -171,6 +179,17 @@ pub fn parse(text: &str) -> Result<Request, RequestError> {
             Some(_) => return Err(invalid(id, "\"data.subscription_id\" must be a string")),
         },
         "heartbeat_response" => RequestBody::HeartbeatResponse,
+        "refresh" => match data.get("token") {
+            Some(Value::String(token)) if !token.is_empty() => RequestBody::Refresh {
+                token: token.clone(),
+            },
+            _ => {
+                return Err(invalid(
+                    id,
+                    "refresh needs \"data.token\", a non-empty string (a signed token)",
+                ))
+            }
+        },
         "publish" => {
             let mut data = data;
             let events = match data.remove("events") {
