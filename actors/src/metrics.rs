@@ -227,7 +227,7 @@ impl Metrics {
         );
         // f64, so a time keeps its fraction; whole counts still print with no decimals.
         let e = &self.engine;
-        let scalars: [(&str, &str, &str, f64); 36] = [
+        let scalars: &[(&str, &str, &str, f64)] = &[
             (
                 "rustorium_connections",
                 "gauge",
