@@ -200,6 +200,9 @@ impl Config {
             key.secret = MASK.into();
         }
         shown.engine.redis_url = mask_password(&shown.engine.redis_url);
+        for url in &mut shown.engine.sentinels {
+            *url = mask_password(url);
+        }
         toml::to_string(&shown).map_err(|e| invalid("config", format!("cannot print: {e}")))
     }
 
@@ -312,23 +315,9 @@ impl Config {
 }
 
 /// What a masked secret reads as.
-pub const MASK: &str = "***";
+pub const MASK: &str = rustorium_actors::settings::MASK;
 
-/// `url` with the password of its user part (`scheme://user:PASSWORD@host...`) replaced
-/// by [`MASK`].
-fn mask_password(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let Some(at) = rest[..authority_end].rfind('@') else {
-        return url.to_owned();
-    };
-    match rest[..at].split_once(':') {
-        Some((user, _password)) => format!("{scheme}://{user}:{MASK}{}", &rest[at..]),
-        None => url.to_owned(),
-    }
-}
+use rustorium_actors::settings::masked_url as mask_password;
 
 /// Parses `NAME:SECRET[:ROLE+ROLE...]` as given to `--key`.
 pub fn parse_key_flag(text: &str) -> Result<KeyConfig, ConfigError> {
