@@ -10,12 +10,18 @@ use redis::{RedisResult, Script};
 
 /// The append script, loaded once per process; Redis caches it by its SHA1.
 static APPEND: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| {
-    Script::new(concat!(include_str!("epoch.lua"), include_str!("append.lua")))
+    Script::new(concat!(
+        include_str!("epoch.lua"),
+        include_str!("append.lua")
+    ))
 });
 
 /// The report script (a node's highest id, on a new connection), loaded once per process.
 static REPORT: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| {
-    Script::new(concat!(include_str!("epoch.lua"), include_str!("report.lua")))
+    Script::new(concat!(
+        include_str!("epoch.lua"),
+        include_str!("report.lua")
+    ))
 });
 
 /// The names of the Redis keys and pub/sub channels of one cluster, under its prefix.

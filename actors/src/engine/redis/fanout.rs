@@ -285,7 +285,11 @@ async fn backfill(
     let mut con = sh.con().map_err(|e| e.to_string())?;
     // First the highest id this node handed out: on a master that lost some of them (a
     // failover), they are marked lost before anyone resumes across them.
-    let reported = report(&mut con, &sh.keys, (*handed).max(sh.highest.load(Ordering::Relaxed)));
+    let reported = report(
+        &mut con,
+        &sh.keys,
+        (*handed).max(sh.highest.load(Ordering::Relaxed)),
+    );
     let lost_ids = sh.ask(reported).await.map_err(|e| e.to_string())?;
     let log = sh
         .ask(read_log(&mut con, &sh.keys, &q))
@@ -299,11 +303,10 @@ async fn backfill(
         .any(|c| c.kept_from > handed.saturating_add(1));
     // A sequence behind what this node saw: Redis lost its data (restarted empty), or a
     // failover lost ids this node handed out.
-    let lost = lost_ids
-        || match log.last {
-            None => *handed > 0,
-            Some(l) => l < *handed,
-        };
+    let lost = match log.last {
+        None => *handed > 0,
+        Some(l) => l < *handed,
+    } || failover_cost(sh, lost_ids, &log, *handed);
     let m = &sh.metrics.engine;
     if lost || trimmed || total > limit || log.raises.len() > limit {
         m.gaps.fetch_add(1, Ordering::Relaxed);
@@ -340,6 +343,34 @@ async fn backfill(
     m.backfilled_events.fetch_add(n as u64, Ordering::Relaxed);
     *handed = last.max(*handed);
     Ok(last)
+}
+
+/// Whether a failover (or a Redis that lost its data) may have cost this node's
+/// subscribers events they can no longer get, so that they must resume elsewhere (1013)
+/// and be told `recovered: false` (docs/PROTOCOL.md "Failover"):
+/// - Redis restarted empty (the epoch's base is 0) with this node past it: always;
+/// - with `engine.min_replicas_acked`, nothing else: lost ids were never acknowledged
+///   (their publishes answered `unavailable`), and everything acknowledged is here;
+/// - by default: ids this node handed out are lost (`lost_ids`), or a node reported lost
+///   ids above where this node is, which its subscribers may have needed.
+fn failover_cost(sh: &Shared, lost_ids: bool, log: &super::eventlog::LogRead, handed: u64) -> bool {
+    let wiped = log.epoch.is_some_and(|(base, _)| base == 0) && lost_ids;
+    if wiped {
+        return true;
+    }
+    if sh.settings.min_replicas_acked > 0 {
+        return false;
+    }
+    lost_ids || lost_beyond(log, handed)
+}
+
+/// Whether a reported lost range lies (partly) beyond `handed` within the current epoch:
+/// ids lost in an earlier failover that this node already rode through do not count.
+fn lost_beyond(log: &super::eventlog::LogRead, handed: u64) -> bool {
+    let Some((base, _)) = log.epoch else {
+        return false;
+    };
+    log.lost.iter().any(|(lo, hi)| *lo == base && *hi > handed)
 }
 
 /// Hands `fed` to the sink under `permit` (room in the window); the permit and this

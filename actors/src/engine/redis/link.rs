@@ -70,7 +70,10 @@ fn signals_lost(e: &RedisError) -> bool {
         || e.is_connection_dropped()
         || e.is_connection_refusal()
         || e.is_timeout()
-        || matches!(e.code(), Some("READONLY" | "MASTERDOWN" | "LOADING"))
+        || matches!(
+            e.code(),
+            Some("READONLY" | "MASTERDOWN" | "LOADING" | "NOREPLICAS")
+        )
 }
 
 impl Con {
@@ -247,7 +250,10 @@ impl Link {
     }
 
     /// Asks the Sentinels, in turn, where the master is.
-    async fn ask_sentinels(&self, sentinels: &[(Client, String)]) -> Result<(Client, String), String> {
+    async fn ask_sentinels(
+        &self,
+        sentinels: &[(Client, String)],
+    ) -> Result<(Client, String), String> {
         let s = &self.settings;
         let mut why = Vec::new();
         for (sentinel, shown) in sentinels {
@@ -264,7 +270,8 @@ impl Link {
                     .map_err(|e| e.to_string())?;
                 addr.ok_or_else(|| format!("knows no master named {:?}", s.sentinel_master))
             };
-            let limit = Duration::from_millis(s.connect_timeout_ms.saturating_add(s.response_timeout_ms));
+            let limit =
+                Duration::from_millis(s.connect_timeout_ms.saturating_add(s.response_timeout_ms));
             match tokio::time::timeout(limit, asked).await {
                 Ok(Ok((host, port))) => {
                     let url = with_address(&s.redis_url, &host, port);
@@ -285,7 +292,8 @@ impl Link {
             Target::Sentinels(list) => self.ask_sentinels(list).await?,
         };
         let s = &self.settings;
-        let limit = Duration::from_millis(s.connect_timeout_ms.saturating_add(s.response_timeout_ms));
+        let limit =
+            Duration::from_millis(s.connect_timeout_ms.saturating_add(s.response_timeout_ms));
         let connect = |extra: Duration| {
             let client = client.clone();
             let config = self.timeouts(extra);
@@ -299,13 +307,17 @@ impl Link {
                 {
                     Ok(Ok(c)) => Ok(c),
                     Ok(Err(e)) => Err(format!("{addr}: {}", describe(&e))),
-                    Err(_) => Err(format!("{addr}: no connection within engine.connect_timeout_ms")),
+                    Err(_) => Err(format!(
+                        "{addr}: no connection within engine.connect_timeout_ms"
+                    )),
                 }
             }
         };
         let mut con = connect(Duration::ZERO).await?;
         if !is_master(&mut con, limit).await? {
-            return Err(format!("{addr} is not a master (yet): a failover is under way"));
+            return Err(format!(
+                "{addr} is not a master (yet): a failover is under way"
+            ));
         }
         let acked = if s.min_replicas_acked > 0 {
             let wait = Duration::from_millis(s.replicas_ack_timeout_ms);
@@ -322,8 +334,21 @@ impl Link {
         })
     }
 
-    /// Holds generation `gen` until a command reports it lost or a `ROLE` check fails.
-    async fn hold(&self, gen: u64, mut con: MultiplexedConnection) {
+    /// Whether the Sentinels still name `addr` as the master (`true` without Sentinels,
+    /// and when none answers: the `ROLE` check decides then).
+    async fn still_named(&self, addr: &str) -> bool {
+        let Ok(Target::Sentinels(list)) = &self.target else {
+            return true;
+        };
+        match self.ask_sentinels(list).await {
+            Ok((_, named)) => named == addr,
+            Err(_) => true,
+        }
+    }
+
+    /// Holds generation `gen` until a command reports it lost, a `ROLE` check fails, or
+    /// the Sentinels name another master (a failover, planned or not).
+    async fn hold(&self, gen: u64, addr: &str, mut con: MultiplexedConnection) {
         let every = Duration::from_millis(self.settings.probe_interval_ms);
         let limit = Duration::from_millis(self.settings.response_timeout_ms);
         loop {
@@ -335,7 +360,11 @@ impl Link {
                     }
                 }
                 _ = tokio::time::sleep(every) => match is_master(&mut con, limit).await {
-                    Ok(true) => {}
+                    Ok(true) if self.still_named(addr).await => {}
+                    Ok(true) => {
+                        log::warn!("Redis: the Sentinels name another master; following them");
+                        return;
+                    }
                     Ok(false) => {
                         log::warn!("Redis: the master became a replica; finding the master again");
                         return;
@@ -359,8 +388,10 @@ async fn is_master(con: &mut MultiplexedConnection, limit: Duration) -> Result<b
     let role = redis::cmd("ROLE");
     let asked = role.query_async::<Vec<Value>>(con);
     match tokio::time::timeout(limit, asked).await {
-        Ok(Ok(role)) => Ok(matches!(role.first(), Some(Value::BulkString(b)) if b == b"master")
-            || matches!(role.first(), Some(Value::SimpleString(s)) if s == "master")),
+        Ok(Ok(role)) => Ok(
+            matches!(role.first(), Some(Value::BulkString(b)) if b == b"master")
+                || matches!(role.first(), Some(Value::SimpleString(s)) if s == "master"),
+        ),
         Ok(Err(e)) => Err(format!("ROLE: {e}")),
         Err(_) => Err("no answer to ROLE in time".into()),
     }
@@ -391,10 +422,10 @@ pub(in crate::engine) async fn keep(link: Arc<Link>) {
         let started = Instant::now();
         match link.connect().await {
             Ok(master) => {
-                let (gen, con) = (master.gen, master.con.clone());
-                log::info!("Redis master {} (connection {gen})", master.addr);
+                let (gen, con, addr) = (master.gen, master.con.clone(), master.addr.clone());
+                log::info!("Redis master {addr} (connection {gen})");
                 link.current.send_replace(Some(master));
-                link.hold(gen, con).await;
+                link.hold(gen, &addr, con).await;
                 link.current.send_replace(None);
                 backoff = min;
             }

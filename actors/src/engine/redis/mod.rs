@@ -332,7 +332,8 @@ impl RedisEngine {
     async fn replicas_took(&self, con: &mut link::Con) -> Result<(), EngineError> {
         let s = &self.shared.settings;
         let mut wait = redis::cmd("WAIT");
-        wait.arg(s.min_replicas_acked).arg(s.replicas_ack_timeout_ms);
+        wait.arg(s.min_replicas_acked)
+            .arg(s.replicas_ack_timeout_ms);
         let limit = self
             .shared
             .timeout()
@@ -415,7 +416,7 @@ impl RedisEngine {
         let mut channels = Vec::with_capacity(ranges.len());
         let lost: Vec<u64> = ranges
             .iter()
-            .map(|r| lost_after(&log, r.after, r.upto))
+            .map(|r| lost_after(&log, r.after, r.upto, sh.settings.min_replicas_acked > 0))
             .collect();
         for ((r, c), lost) in ranges.iter().zip(log.channels).zip(lost) {
             let mut read = ChannelRead::default();
@@ -593,8 +594,14 @@ impl Engine for RedisEngine {
 
 /// The highest id a failover lost that a read after `after` (up to `upto`) needed, 0 for
 /// none: a recorded lost range `(lo, hi]` with `hi` above `after`, or `after` itself among
-/// the ids the master's epoch says an old master issued and this one never had.
-fn lost_after(log: &eventlog::LogRead, after: u64, upto: u64) -> u64 {
+/// the ids the master's epoch says an old master issued and this one never had. With
+/// `acked` (`min_replicas_acked`), none unless Redis lost everything.
+fn lost_after(log: &eventlog::LogRead, after: u64, upto: u64, acked: bool) -> u64 {
+    if acked && log.epoch.is_some_and(|(base, _)| base > 0) {
+        // With `min_replicas_acked`, lost ids were never acknowledged: nothing a resume
+        // needed is missing (docs/PROTOCOL.md "Failover").
+        return 0;
+    }
     let mut lost = log
         .lost
         .iter()
