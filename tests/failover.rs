@@ -238,6 +238,15 @@ async fn default_mode_a_killed_master_costs_lost_events_said_as_not_recovered_ne
     set.server(old).kill();
     proxy.cut_open_connections();
     let killed_at = Instant::now();
+    // With no master to write to, /ready says so.
+    let deadline = Instant::now() + FAILOVER_WAIT;
+    while common::cluster::ready(addrs[1]) != Some(503) {
+        assert!(
+            Instant::now() < deadline,
+            "/ready never turned 503 without a master"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let new = set.wait_new_master(old).await;
     assert_ne!(new, old);
     let after_kill = published.lock().expect("lock").acked.len();
