@@ -13,7 +13,7 @@
 //! Skips (says so) when redis-server or redis-sentinel is not installed.
 
 #[path = "../tests/common/mod.rs"]
-#[allow(dead_code, unused_imports)]
+#[allow(unused_imports)]
 mod common;
 
 use std::net::SocketAddr;

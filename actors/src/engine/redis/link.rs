@@ -2,7 +2,7 @@
 //! (`redis://` or `rediss://` with `engine.tls_ca_file`, an ACL user and password), or the
 //! master that `engine.sentinels` name for `engine.sentinel_master`, confirmed with `ROLE`.
 //!
-//! One task keeps the link ([`keep`]): it finds the master, connects, and publishes the
+//! One task keeps the link (`keep`): it finds the master, connects, and publishes the
 //! connection with a generation number; every command whose reply says the connection or
 //! the master is gone (an I/O error, a timeout, `READONLY`, `MASTERDOWN`) marks that
 //! generation lost, and so does a `ROLE` check every `engine.probe_interval_ms` that
@@ -24,7 +24,7 @@ use crate::settings::{masked_url, EngineSettings};
 /// How the master is found.
 enum Target {
     /// `engine.redis_url` is the master.
-    Url(Client),
+    Url(Box<Client>),
     /// The Sentinels name it; their URLs (masked) for the log alongside.
     Sentinels(Vec<(Client, String)>),
 }
@@ -185,7 +185,7 @@ impl Link {
     pub fn new(settings: &EngineSettings) -> Link {
         let target = read_ca(settings).and_then(|ca| {
             if settings.sentinels.is_empty() {
-                return client(&settings.redis_url, &ca).map(Target::Url);
+                return client(&settings.redis_url, &ca).map(|c| Target::Url(Box::new(c)));
             }
             settings
                 .sentinels
@@ -288,7 +288,7 @@ impl Link {
     /// Finds the master and connects to it, confirming its role.
     async fn connect(&self) -> Result<Master, String> {
         let (client, addr) = match self.target.as_ref().map_err(Clone::clone)? {
-            Target::Url(c) => (c.clone(), address_of(&self.settings.redis_url)),
+            Target::Url(c) => ((**c).clone(), address_of(&self.settings.redis_url)),
             Target::Sentinels(list) => self.ask_sentinels(list).await?,
         };
         let s = &self.settings;

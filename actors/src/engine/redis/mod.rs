@@ -9,7 +9,7 @@
 //!   channels it has subscribers on and the head raises ([`fanout`]); a
 //!   publish is answered once this node's own fan-out passed its events.
 //! - Replay: one consistent read of the histories and the timeline (`read.lua`).
-//! - Parked subscriptions and connection slots: [`parked`] and
+//! - Parked subscriptions and connection slots: `parked.rs` and
 //!   [`lease`], with the slots renewed on a timer.
 
 pub mod eventlog;
