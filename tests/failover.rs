@@ -313,7 +313,19 @@ async fn start_with_proxied_replica() -> Option<(RedisSet, Proxy)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_one_replica_acking_a_killed_master_loses_no_acknowledged_event() {
-    let Some(mut set) = RedisSet::start(&[ReplicaOf::Master, ReplicaOf::Master], &[]).await else {
+    // Two replicas, each through a proxy that stalls before the kill: the master then
+    // takes writes no replica gets, which the default mode would acknowledge and lose.
+    let master_port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").port()
+    };
+    let upstream: SocketAddr = format!("127.0.0.1:{master_port}").parse().expect("addr");
+    let (p1, p2) = (Proxy::start(upstream).await, Proxy::start(upstream).await);
+    let replicas = [
+        ReplicaOf::Port(p1.addr.port()),
+        ReplicaOf::Port(p2.addr.port()),
+    ];
+    let Some(mut set) = RedisSet::start_on(master_port, &replicas, &[]).await else {
         return;
     };
     let acked_mode = "min_replicas_acked = 1\nreplicas_ack_timeout_ms = 500";
@@ -326,9 +338,29 @@ async fn with_one_replica_acking_a_killed_master_loses_no_acknowledged_event() {
     let stop = Arc::new(AtomicBool::new(false));
     let published = publisher(addrs[0], "ETH-USD", stop.clone());
     acked_more(&published, 0, 40).await;
+    p1.stall_open_connections();
+    p2.stall_open_connections();
+    let (acked_at_stall, refused_at_stall) = {
+        let p = published.lock().expect("lock");
+        (p.acked.len(), p.unavailable)
+    };
+    // Publishes now answer unavailable (no replica takes them within the timeout).
+    let deadline = Instant::now() + FAILOVER_WAIT;
+    while published.lock().expect("lock").unavailable < refused_at_stall + 3 {
+        assert!(Instant::now() < deadline, "publishes still acknowledged");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let old = set.master_port().await;
     set.server(old).kill();
+    p1.cut_open_connections();
+    p2.cut_open_connections();
     let killed_at = Instant::now();
+    let acked_while_stalled = published.lock().expect("lock").acked.len() - acked_at_stall;
+    // At most one publish was in flight when replication stalled.
+    assert!(
+        acked_while_stalled <= 1,
+        "{acked_while_stalled} publishes acknowledged while no replica took them"
+    );
     set.wait_new_master(old).await;
     let after_kill = published.lock().expect("lock").acked.len();
     let n = acked_more(&published, after_kill, 40).await;
@@ -350,7 +382,7 @@ async fn with_one_replica_acking_a_killed_master_loses_no_acknowledged_event() {
         );
     }
     eprintln!(
-        "min_replicas_acked = 1, master killed: {} acked, every one received by the 3 subscribers once and in order; {} unavailable answers, the last {:?} after the kill; 1013 closes: {:?}",
+        "min_replicas_acked = 1, replication stalled, then the master killed: {} acked, every one received by the 3 subscribers once and in order; {} unavailable answers, the last {:?} after the kill; 1013 closes: {:?}",
         acked.len(),
         p.unavailable,
         p.last_unavailable.map(|t| t.saturating_duration_since(killed_at)),

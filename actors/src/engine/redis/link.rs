@@ -174,10 +174,11 @@ fn describe(e: &RedisError) -> String {
     text
 }
 
-/// Whether a connection error is a refused password or user (a setting to fix, not an
-/// outage to wait out).
+/// Whether a connection error is a refused password or user, or a certificate that the
+/// configured authorities do not vouch for (settings to fix, not an outage to wait out).
 pub fn is_auth_error(message: &str) -> bool {
     message.contains("Redis refused the user or password")
+        || message.contains("invalid peer certificate")
 }
 
 impl Link {
