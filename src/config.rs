@@ -414,6 +414,32 @@ mod tests {
     }
 
     #[test]
+    fn sentinel_urls_are_masked_and_checked() {
+        let text = "[engine]\nkind = \"redis\"\nredis_url = \"rediss://app:pw-one@h:6380/\"\n\
+                    sentinels = [\"redis://:pw-two@10.0.0.2:26379\"]\n";
+        let shown = Config::from_toml(text)
+            .and_then(Config::finish)
+            .and_then(|c| c.masked_toml());
+        let Ok(shown) = shown else {
+            panic!("masked: {shown:?}");
+        };
+        assert!(
+            !shown.contains("pw-one") && !shown.contains("pw-two"),
+            "{shown}"
+        );
+        assert!(shown.contains("redis://:***@10.0.0.2:26379"), "{shown}");
+        let debug = Config::from_toml(text).map(|c| format!("{:?}", c.engine));
+        assert!(debug.is_ok_and(|d| !d.contains("pw-one") && !d.contains("pw-two")));
+        let bad = "[engine]\nkind = \"redis\"\nsentinels = [\"http://:secret@h:1\"]\n";
+        let e = Config::from_toml(bad).and_then(Config::finish).err();
+        let e = e.map(|e| e.to_string()).unwrap_or_default();
+        assert!(
+            e.starts_with("engine.sentinels[0]") && !e.contains("secret"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn a_url_without_password_is_unchanged() {
         for url in ["redis://127.0.0.1:6379/", "redis://user@host/", "not a url"] {
             assert_eq!(mask_password(url), url);
