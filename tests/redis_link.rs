@@ -304,3 +304,86 @@ async fn a_subscription_that_delivers_nothing_without_closing_is_noticed_and_bac
     );
     client.expect_silence(Duration::from_millis(300)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sentinel_with_a_password_names_the_master_and_a_wrong_one_stops_the_start() {
+    let Some(redis) = redis_server() else {
+        return;
+    };
+    if Command::new("redis-sentinel")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .status()
+        .map_or(true, |s| !s.success())
+    {
+        assert!(
+            std::env::var_os("RUSTORIUM_REQUIRE_SENTINEL").is_none(),
+            "RUSTORIUM_REQUIRE_SENTINEL is set but redis-sentinel is missing"
+        );
+        return;
+    }
+    let d = dir("sentinelpw");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let conf = d.join("sentinel.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "port {port}\nbind 127.0.0.1\ndir {}\nrequirepass {PASSWORD}\n\
+             sentinel monitor mymaster 127.0.0.1 {} 1\n",
+            d.display(),
+            redis.port()
+        ),
+    )
+    .expect("write the sentinel config");
+    let mut sentinel = Command::new("redis-sentinel")
+        .arg(&conf)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("redis-sentinel starts");
+    let deadline = Instant::now() + WAIT;
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "redis-sentinel did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let p = prefix("sentinelpw");
+    let engine = format!(
+        "sentinels = [\"redis://:{PASSWORD}@127.0.0.1:{port}\"]\nsentinel_master = \"mymaster\""
+    );
+    let node = Node::start_with("redis://127.0.0.1:1/", &p, &engine, "");
+    let mut client = Client::ws(node.addr, SUB_KEY).await;
+    client.subscribe("market_data", json!({})).await;
+    let id = publish_ok(node.addr, &tick("SENT-USD", 1)).await.remove(0);
+    assert_eq!(client.recv().await["id"], id.as_str());
+
+    // The wrong Sentinel password: refused at start, said, not shown.
+    let wrong = "not-the-sentinel-pw-3b9d";
+    let path = d.join("wrong.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[server]\nbind = \"127.0.0.1:0\"\n[demo]\nenabled = false\n[engine]\nkind = \"redis\"\n\
+             sentinels = [\"redis://:{wrong}@127.0.0.1:{port}\"]\nsentinel_master = \"mymaster\"\n"
+        ),
+    )
+    .expect("write the config");
+    let out = Command::new(BIN)
+        .args(["--config", path.to_str().expect("utf-8 path")])
+        .env_remove("RUSTORIUM_CONFIG")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .output()
+        .expect("run the broker");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("Redis refused the user or password"), "{err}");
+    assert!(
+        !err.contains(wrong),
+        "the password is in the message: {err}"
+    );
+    let _ = sentinel.kill();
+    let _ = sentinel.wait();
+}

@@ -161,15 +161,16 @@ fn address_of(url: &str) -> String {
         .to_owned()
 }
 
-/// What a failed connection attempt says, with a hint for a refused password.
-fn describe(e: &RedisError) -> String {
+/// What a failed connection attempt says, with a hint for a refused password naming the
+/// `setting` that holds it.
+fn describe(e: &RedisError, setting: &str) -> String {
     let text = e.to_string();
     if matches!(e.code(), Some("WRONGPASS" | "NOAUTH" | "NOPERM"))
         || e.kind() == redis::ErrorKind::AuthenticationFailed
         || text.contains("WRONGPASS")
         || text.contains("NOAUTH")
     {
-        return format!("Redis refused the user or password (check engine.redis_url): {text}");
+        return format!("Redis refused the user or password (check {setting}): {text}");
     }
     text
 }
@@ -262,7 +263,7 @@ impl Link {
                 let mut con = sentinel
                     .get_multiplexed_async_connection_with_config(&self.timeouts(Duration::ZERO))
                     .await
-                    .map_err(|e| describe(&e))?;
+                    .map_err(|e| describe(&e, "engine.sentinels"))?;
                 let addr: Option<(String, u16)> = redis::cmd("SENTINEL")
                     .arg("GET-MASTER-ADDR-BY-NAME")
                     .arg(&s.sentinel_master)
@@ -307,7 +308,7 @@ impl Link {
                 .await
                 {
                     Ok(Ok(c)) => Ok(c),
-                    Ok(Err(e)) => Err(format!("{addr}: {}", describe(&e))),
+                    Ok(Err(e)) => Err(format!("{addr}: {}", describe(&e, "engine.redis_url"))),
                     Err(_) => Err(format!(
                         "{addr}: no connection within engine.connect_timeout_ms"
                     )),
