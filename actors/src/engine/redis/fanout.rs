@@ -263,7 +263,7 @@ async fn session(sh: &Arc<Shared>, handed: &mut u64, established: &mut bool) -> 
         gen,
         masters,
     };
-    feed(sh, &mut sink, &mut stream, live).await
+    feed(sh, &mut stream, live).await
 }
 
 /// Reads what the node missed since `handed` on `channels` and hands it on, in order.
@@ -467,12 +467,7 @@ impl Probe {
 /// library would otherwise queue them without bound) into a queue of at most
 /// `engine.max_pending_messages`; past it this node has fallen too far behind its hubs,
 /// drops the connection and backfills from the history after reconnecting.
-async fn feed(
-    sh: &Arc<Shared>,
-    _sink: &mut redis::aio::PubSubSink,
-    stream: &mut PubSubStream,
-    live: Live<'_>,
-) -> Result<(), String> {
+async fn feed(sh: &Arc<Shared>, stream: &mut PubSubStream, live: Live<'_>) -> Result<(), String> {
     let Live {
         handed,
         skip,
