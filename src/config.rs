@@ -214,6 +214,9 @@ impl Config {
             }
         }
         shown.engine.redis_url = mask_password(&shown.engine.redis_url);
+        for url in &mut shown.engine.sentinels {
+            *url = mask_password(url);
+        }
         toml::to_string(&shown).map_err(|e| invalid("config", format!("cannot print: {e}")))
     }
 
@@ -339,23 +342,9 @@ impl Config {
 }
 
 /// What a masked secret reads as.
-pub const MASK: &str = "***";
+pub const MASK: &str = rustorium_actors::settings::MASK;
 
-/// `url` with the password of its user part (`scheme://user:PASSWORD@host...`) replaced
-/// by [`MASK`].
-fn mask_password(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let Some(at) = rest[..authority_end].rfind('@') else {
-        return url.to_owned();
-    };
-    match rest[..at].split_once(':') {
-        Some((user, _password)) => format!("{scheme}://{user}:{MASK}{}", &rest[at..]),
-        None => url.to_owned(),
-    }
-}
+use rustorium_actors::settings::masked_url as mask_password;
 
 /// Parses `NAME:SECRET[:ROLE+ROLE...]` as given to `--key`.
 pub fn parse_key_flag(text: &str) -> Result<KeyConfig, ConfigError> {
@@ -449,6 +438,32 @@ mod tests {
         );
         let back = Config::from_toml(&shown).and_then(Config::finish);
         assert!(back.is_ok_and(|c| c.keys[0].name == "alice" && c.keys[0].secret == MASK));
+    }
+
+    #[test]
+    fn sentinel_urls_are_masked_and_checked() {
+        let text = "[engine]\nkind = \"redis\"\nredis_url = \"rediss://app:pw-one@h:6380/\"\n\
+                    sentinels = [\"redis://:pw-two@10.0.0.2:26379\"]\n";
+        let shown = Config::from_toml(text)
+            .and_then(Config::finish)
+            .and_then(|c| c.masked_toml());
+        let Ok(shown) = shown else {
+            panic!("masked: {shown:?}");
+        };
+        assert!(
+            !shown.contains("pw-one") && !shown.contains("pw-two"),
+            "{shown}"
+        );
+        assert!(shown.contains("redis://:***@10.0.0.2:26379"), "{shown}");
+        let debug = Config::from_toml(text).map(|c| format!("{:?}", c.engine));
+        assert!(debug.is_ok_and(|d| !d.contains("pw-one") && !d.contains("pw-two")));
+        let bad = "[engine]\nkind = \"redis\"\nsentinels = [\"http://:secret@h:1\"]\n";
+        let e = Config::from_toml(bad).and_then(Config::finish).err();
+        let e = e.map(|e| e.to_string()).unwrap_or_default();
+        assert!(
+            e.starts_with("engine.sentinels[0]") && !e.contains("secret"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -58,6 +58,16 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if config.engine.kind == rustorium_actors::settings::EngineKind::Redis {
+        // A refused user or password is a setting to fix: said at once, not retried.
+        let engine = config.engine.clone();
+        let checked = actix_web::rt::System::new()
+            .block_on(async move { rustorium_actors::engine::redis::link::check(&engine).await });
+        if let Err(e) = checked {
+            eprintln!("rustorium-broker: engine: {e}");
+            return ExitCode::from(2);
+        }
+    }
     let files = rustorium_broker::server::raise_file_limit();
     log::info!("open-file limit {files}: at most that many connections");
     let result = actix_web::rt::System::new().block_on(async move {

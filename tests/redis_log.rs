@@ -13,7 +13,9 @@ use std::time::Duration;
 use common::redis_server::{redis_server, TRIM};
 
 use futures_util::StreamExt;
-use rustorium_actors::engine::redis::eventlog::{append, parse_announcement, read, Keys, LogEntry};
+use rustorium_actors::engine::redis::eventlog::{
+    append, append_above, parse_announcement, read, read_log, report, Keys, LogEntry, LogQuery,
+};
 
 fn entry(channel: &str, record: &str, block: Option<u64>, is_block: bool) -> LogEntry {
     LogEntry {
@@ -159,5 +161,101 @@ async fn one_sequence_streams_announcements_and_the_head() {
             format!("{} Some({}) big", s[4], u64::MAX),
             format!("head {} {}", s[4], u64::MAX),
         ]
+    );
+}
+
+/// A failover that lost the last event, as a promoted replica behind its old master shows
+/// it: the sequence behind what a node handed out, the last entry missing, and another
+/// replication id than the one the epoch recorded.
+#[tokio::test]
+async fn after_a_failover_ids_never_repeat_and_lost_ones_are_recorded() {
+    let Some(server) = redis_server() else {
+        return;
+    };
+    let keys = Keys::new("epoch:");
+    let mut node_a = server.node().await;
+    let mut node_b = server.node().await;
+    let first = append(
+        &mut node_a,
+        &keys,
+        TRIM,
+        &[
+            entry("market_data", "one", None, false),
+            entry("market_data", "two", None, false),
+            entry("market_data", "three", None, false),
+        ],
+    )
+    .await
+    .expect("append");
+    let (kept, handed) = (first[1].seq, first[2].seq);
+    // The new master has everything up to `kept`, not `handed`.
+    let mut con = server.node().await;
+    let () = redis::cmd("SET")
+        .arg(keys.sequence())
+        .arg(kept)
+        .query_async(&mut con)
+        .await
+        .expect("SET");
+    let _: i64 = redis::cmd("XDEL")
+        .arg(keys.history("market_data"))
+        .arg(format!("{handed}-0"))
+        .query_async(&mut con)
+        .await
+        .expect("XDEL");
+    let () = redis::cmd("HSET")
+        .arg(keys.epoch())
+        .arg("replid")
+        .arg("the-old-master")
+        .query_async(&mut con)
+        .await
+        .expect("HSET");
+
+    // A node that never saw `handed` appends first: its id is still above it.
+    let b = append(
+        &mut node_b,
+        &keys,
+        TRIM,
+        &[entry("market_data", "four", None, false)],
+    )
+    .await
+    .expect("append on the new master");
+    assert!(
+        b[0].seq > handed,
+        "{} repeats or precedes {handed}",
+        b[0].seq
+    );
+    // The node that handed `handed` out reports it: it is lost, and recorded.
+    assert!(report(&mut node_a, &keys, handed).await.expect("report"));
+    assert!(
+        !report(&mut node_a, &keys, kept).await.expect("report"),
+        "what the new master has is not lost"
+    );
+    let a = append_above(
+        &mut node_a,
+        &keys,
+        TRIM,
+        handed,
+        &[entry("market_data", "five", None, false)],
+    )
+    .await
+    .expect("append above");
+    assert!(a[0].seq > b[0].seq);
+    let q = LogQuery {
+        after: kept,
+        upto: None,
+        limit: 100,
+        release: None,
+        channels: vec![("market_data".into(), kept)],
+    };
+    let log = read_log(&mut con, &keys, &q).await.expect("read_log");
+    assert_eq!(log.lost, vec![(kept, handed)]);
+    let (base, start) = log.epoch.expect("an epoch");
+    assert_eq!(base, kept);
+    assert!(start >= handed && start < b[0].seq, "{start}");
+    let ids: Vec<u64> = log.channels[0].entries.iter().map(|(s, _)| *s).collect();
+    assert_eq!(
+        ids,
+        vec![b[0].seq, a[0].seq],
+        "the lost event is not replayed"
     );
 }

@@ -1,7 +1,7 @@
 //! A token's `channels` grant (PROTOCOL.md section 12): per channel, the values its filter
 //! fields may take; and whether a subscription lies inside it.
 //!
-//! The rule (docs/PROTOCOL.md, decision 37): a subscription is inside the grant when its
+//! The rule (docs/PROTOCOL.md, decision 41): a subscription is inside the grant when its
 //! channel is named in the grant and, for every field the grant names for that channel,
 //! the subscription's filter names that field with granted values only. A field the grant
 //! does not name is free. So `{"transaction_updates": {"address": ["0xabc"]}, "blocks": {}}`

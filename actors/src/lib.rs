@@ -17,7 +17,7 @@
 //! | [`filter`] | subscription filters: parse, match |
 //! | [`token`] | signed tokens as the actors see them: identity, expiry, refusal reasons, the verifier seam |
 //! | [`grant`] | a token's `channels` grant and whether a subscription is inside it |
-//! | [`engine`] | the seam: sequence, history, head, parked subscriptions: [`engine::memory`] for one process, [`engine::redis`] for a cluster on one Redis ([`engine::redis::eventlog`] the keys, atomic append and consistent read; [`engine::redis::fanout`] this node's feed, reconnect and backfill; [`engine::redis::lease`] connection slots; [`engine::redis::record`] the stored record) |
+//! | [`engine`] | the seam: sequence, history, head, parked subscriptions: [`engine::memory`] for one process, [`engine::redis`] for a cluster on one Redis ([`engine::redis::link`] the master: a URL or Sentinel, TLS and ACL users, following failovers; [`engine::redis::eventlog`] the keys, atomic append and consistent read, ids across failovers; [`engine::redis::fanout`] this node's feed, liveness probe, reconnect and backfill; [`engine::redis::lease`] connection slots; [`engine::redis::record`] the stored record) |
 //! | [`history`] | one channel's kept events and the head's timeline |
 //! | [`resume`] | what a resume replays from history, and whether it is complete |
 //! | [`position`] | message ids and their place in the sequence |

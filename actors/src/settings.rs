@@ -422,14 +422,43 @@ impl std::str::FromStr for EngineKind {
     }
 }
 
-/// The engine (`[engine]`). The Redis fields matter only with `kind = "redis"`.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+/// The engine (`[engine]`). The Redis fields matter only with `kind = "redis"`. Its
+/// `Debug` shows the URLs with their passwords masked ([`masked_url`]).
+#[derive(Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(default, deny_unknown_fields)]
 pub struct EngineSettings {
     /// `"memory"` (default) or `"redis"`.
     pub kind: EngineKind,
-    /// The Redis server, as a `redis://HOST:PORT/DB` URL. Default `redis://127.0.0.1:6379/`.
+    /// The Redis server, as a `redis://[USER:PASSWORD@]HOST:PORT/DB` URL, or `rediss://`
+    /// for TLS. With `sentinels`, its scheme, user, password and database are used for the
+    /// master Sentinel names, and its host and port are not. Default
+    /// `redis://127.0.0.1:6379/`. The password is never logged nor printed.
     pub redis_url: String,
+    /// A PEM file of the certificate authorities that `rediss://` connections (to Redis and
+    /// to the Sentinels) trust, for a private authority; relative to the working directory.
+    /// Default none: the system's roots.
+    pub tls_ca_file: Option<String>,
+    /// The Sentinels that name the master, each `redis://[:PASSWORD@]HOST:PORT` (or
+    /// `rediss://`). Non-empty: the master is whichever they name (confirmed with `ROLE`),
+    /// asked again on every reconnect and whenever the master answers an error or
+    /// `READONLY`. Default empty: `redis_url` is the master.
+    pub sentinels: Vec<String>,
+    /// The master's name at the Sentinels. Default `mymaster`.
+    pub sentinel_master: String,
+    /// Milliseconds between this node's liveness probes: a message it publishes through
+    /// Redis to itself, which its pub/sub connection must deliver back, and a `ROLE` check
+    /// of the master. Default 1000.
+    pub probe_interval_ms: u64,
+    /// Milliseconds within which a probe must come back; past it the pub/sub connection is
+    /// treated as lost (reconnect and backfill), even if it is still open. Default 3000.
+    pub probe_timeout_ms: u64,
+    /// Replicas that must have a publish (Redis `WAIT`) before it is acknowledged; 0
+    /// acknowledges once the master has it. With N, a failover loses no acknowledged
+    /// publish as long as one of the N replicas is promoted. Default 0.
+    pub min_replicas_acked: u32,
+    /// Milliseconds a publish waits for `min_replicas_acked` replicas; past it the publish
+    /// answers `unavailable` (it may still have been applied). Default 1000.
+    pub replicas_ack_timeout_ms: u64,
     /// Prefix of every Redis key and pub/sub channel of this cluster, so that several
     /// clusters can share one Redis. Default `rustorium:`.
     pub key_prefix: String,
@@ -467,6 +496,13 @@ impl Default for EngineSettings {
         EngineSettings {
             kind: EngineKind::Memory,
             redis_url: "redis://127.0.0.1:6379/".into(),
+            tls_ca_file: None,
+            sentinels: Vec::new(),
+            sentinel_master: "mymaster".into(),
+            probe_interval_ms: 1000,
+            probe_timeout_ms: 3000,
+            min_replicas_acked: 0,
+            replicas_ack_timeout_ms: 1000,
             key_prefix: "rustorium:".into(),
             connect_timeout_ms: 2000,
             response_timeout_ms: 2000,
@@ -481,15 +517,75 @@ impl Default for EngineSettings {
     }
 }
 
+impl std::fmt::Debug for EngineSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let sentinels: Vec<String> = self.sentinels.iter().map(|u| masked_url(u)).collect();
+        f.debug_struct("EngineSettings")
+            .field("kind", &self.kind)
+            .field("redis_url", &masked_url(&self.redis_url))
+            .field("tls_ca_file", &self.tls_ca_file)
+            .field("sentinels", &sentinels)
+            .field("sentinel_master", &self.sentinel_master)
+            .field("key_prefix", &self.key_prefix)
+            .field("min_replicas_acked", &self.min_replicas_acked)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a masked password reads as.
+pub const MASK: &str = "***";
+
+/// `url` with the password of its user part (`scheme://user:PASSWORD@host...`) replaced
+/// by [`MASK`]: how a Redis or Sentinel URL is shown in logs, errors and `check-config`.
+pub fn masked_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else {
+        return url.to_owned();
+    };
+    match rest[..at].split_once(':') {
+        Some((user, _password)) => format!("{scheme}://{user}:{MASK}{}", &rest[at..]),
+        None => url.to_owned(),
+    }
+}
+
 impl EngineSettings {
     /// Checks every field; the error names the first bad one.
     pub fn validate(&self) -> Result<(), SettingError> {
-        if self.kind == EngineKind::Redis && !self.redis_url.starts_with("redis://") {
+        let is_url = |u: &str| u.starts_with("redis://") || u.starts_with("rediss://");
+        if self.kind == EngineKind::Redis && !is_url(&self.redis_url) {
             return Err(SettingError {
                 field: "engine.redis_url".into(),
-                message: format!("must be a redis:// URL (got {:?})", self.redis_url),
+                message: "must be a redis:// or rediss:// URL".into(),
             });
         }
+        for (i, s) in self.sentinels.iter().enumerate() {
+            if !is_url(s) {
+                return Err(SettingError {
+                    field: format!("engine.sentinels[{i}]"),
+                    message: "must be a redis:// or rediss:// URL".into(),
+                });
+            }
+        }
+        if !self.sentinels.is_empty() && self.sentinel_master.is_empty() {
+            return Err(SettingError {
+                field: "engine.sentinel_master".into(),
+                message: "must name the master when engine.sentinels is set".into(),
+            });
+        }
+        at_least("engine.probe_interval_ms", self.probe_interval_ms, 10)?;
+        at_least(
+            "engine.probe_timeout_ms",
+            self.probe_timeout_ms,
+            self.probe_interval_ms,
+        )?;
+        at_least(
+            "engine.replicas_ack_timeout_ms",
+            self.replicas_ack_timeout_ms,
+            1,
+        )?;
         at_least("engine.connect_timeout_ms", self.connect_timeout_ms, 1)?;
         at_least("engine.response_timeout_ms", self.response_timeout_ms, 1)?;
         at_least("engine.reconnect_min_ms", self.reconnect_min_ms, 1)?;

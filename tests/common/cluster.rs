@@ -81,7 +81,10 @@ reconnect_max_ms = 500
             .arg("--config")
             .arg(&config)
             .env_remove("RUSTORIUM_CONFIG")
-            .env("RUST_LOG", "warn")
+            .env(
+                "RUST_LOG",
+                std::env::var("RUSTORIUM_NODE_RUST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdout(Stdio::piped())
             .stderr(if std::env::var_os("RUSTORIUM_NODE_LOGS").is_some() {
                 Stdio::inherit()

@@ -6,6 +6,7 @@ pub mod broker_process;
 pub mod cluster;
 pub mod proxy;
 pub mod redis_server;
+pub mod sentinel;
 
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -1,6 +1,7 @@
 //! A TCP proxy on loopback for client tests: it forwards to the broker, and on command
 //! cuts connections after a random number of bytes, stalls them (keeps them open and
-//! forwards nothing), and records when each connection was accepted.
+//! forwards nothing), stalls only what a Redis pub/sub connection receives (the silent
+//! stall: open, answering nothing), and records when each connection was accepted.
 
 use std::net::SocketAddr;
 use std::ops::Range;
@@ -25,6 +26,9 @@ struct Shared {
     cut_after: Mutex<Option<Range<usize>>>,
     /// The stall switch of each connection.
     stalls: Mutex<Vec<Arc<AtomicBool>>>,
+    /// Per connection: (it sent a Redis SUBSCRIBE, its server-to-client direction is
+    /// stalled).
+    subscribers: Mutex<Vec<(Arc<AtomicBool>, Arc<AtomicBool>)>>,
     tasks: Mutex<Vec<AbortHandle>>,
     cuts: AtomicUsize,
 }
@@ -60,7 +64,13 @@ impl Proxy {
                     .map(|range| rand::rng().random_range(range));
                 let stalled = Arc::new(AtomicBool::new(false));
                 s.stalls.lock().expect("lock").push(stalled.clone());
-                let task = tokio::spawn(forward(client, upstream, budget, stalled, s.clone()));
+                let marks = (
+                    Arc::new(AtomicBool::new(false)),
+                    Arc::new(AtomicBool::new(false)),
+                );
+                s.subscribers.lock().expect("lock").push(marks.clone());
+                let task =
+                    tokio::spawn(forward(client, upstream, budget, stalled, marks, s.clone()));
                 s.tasks.lock().expect("lock").push(task.abort_handle());
             }
         })
@@ -100,6 +110,20 @@ impl Proxy {
         }
     }
 
+    /// Every connection open now that sent a Redis `SUBSCRIBE` stops forwarding what the
+    /// server sends (its messages, its replies) and stays open; the other direction and
+    /// the other connections go on.
+    pub fn stall_subscribers_downstream(&self) -> usize {
+        let mut n = 0;
+        for (subscribed, down) in self.shared.subscribers.lock().expect("lock").iter() {
+            if subscribed.load(Ordering::Relaxed) {
+                down.store(true, Ordering::Relaxed);
+                n += 1;
+            }
+        }
+        n
+    }
+
     /// When each connection was accepted, in order.
     pub fn accepted(&self) -> Vec<Instant> {
         self.shared.accepted.lock().expect("lock").clone()
@@ -120,6 +144,7 @@ async fn forward(
     upstream: SocketAddr,
     budget: Option<usize>,
     stalled: Arc<AtomicBool>,
+    (subscribed, down_stalled): (Arc<AtomicBool>, Arc<AtomicBool>),
     shared: Arc<Shared>,
 ) {
     let Ok(server) = TcpStream::connect(upstream).await else {
@@ -129,8 +154,20 @@ async fn forward(
     let _ = server.set_nodelay(true);
     let (client_in, client_out) = client.into_split();
     let (server_in, server_out) = server.into_split();
-    let up = pump(client_in, server_out, None, stalled.clone());
-    let down = pump(server_in, client_out, budget, stalled);
+    let up = pump(
+        client_in,
+        server_out,
+        None,
+        stalled.clone(),
+        Watch::Marks(subscribed),
+    );
+    let down = pump(
+        server_in,
+        client_out,
+        budget,
+        stalled,
+        Watch::Stall(down_stalled),
+    );
     let cut = tokio::select! {
         c = up => c,
         c = down => c,
@@ -141,12 +178,21 @@ async fn forward(
     // Returning drops all four halves: both connections close.
 }
 
+/// What a direction watches besides the whole connection's stall.
+enum Watch {
+    /// Client to server: set when a Redis `SUBSCRIBE` goes by.
+    Marks(Arc<AtomicBool>),
+    /// Server to client: when set, forward nothing more.
+    Stall(Arc<AtomicBool>),
+}
+
 /// Copies one direction until it ends; true when it stopped at its byte budget (a cut).
 async fn pump(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
     mut budget: Option<usize>,
     stalled: Arc<AtomicBool>,
+    watch: Watch,
 ) -> bool {
     let mut buf = vec![0u8; 16 * 1024];
     loop {
@@ -154,6 +200,16 @@ async fn pump(
             Ok(0) | Err(_) => return false,
             Ok(n) => n,
         };
+        match &watch {
+            Watch::Marks(m) if buf[..n].windows(9).any(|w| w == b"SUBSCRIBE") => {
+                m.store(true, Ordering::Relaxed)
+            }
+            Watch::Stall(s) if s.load(Ordering::Relaxed) => {
+                // Read and dropped: the client hears nothing more, and nothing closes.
+                continue;
+            }
+            _ => {}
+        }
         if stalled.load(Ordering::Relaxed) {
             // Hold both connections open, forwarding nothing, until the proxy is dropped.
             std::future::pending::<()>().await;

@@ -4,13 +4,16 @@
 -- KEYS[2]        the chain head: hash {number, by}
 -- KEYS[3]        the head's timeline: a stream of raises, entry id SEQ-0, field n = block
 -- KEYS[4]        the first sequence number the cluster issued
--- KEYS[4 + i]    event i's channel history stream
+-- KEYS[5]        the master's epoch (epoch.lua)
+-- KEYS[6]        the ranges of ids lost in failovers (epoch.lua)
+-- KEYS[6 + i]    event i's channel history stream
 -- ARGV[1]        most entries kept per stream (approximate trim)
 -- ARGV[2]        seconds a stream lives after its last append
 -- ARGV[3]        the pub/sub channel that announces head raises
 -- ARGV[4]        where a new sequence starts (the caller's clock in microseconds), so that
 --                ids keep increasing when Redis lost its data
--- then per event i, four arguments starting at ARGV[5 + 4 * (i - 1)]:
+-- ARGV[5]        the highest id the caller handed out (epoch.lua), '0' when none
+-- then per event i, four arguments starting at ARGV[6 + 4 * (i - 1)]:
 --   the pub/sub channel that announces the event, its record (opaque text),
 --   its block number ('' when it names none), '1' when it is a `blocks` event.
 --
@@ -21,24 +24,18 @@
 -- "SEQ BLOCK" on the heads channel. Returns {seq, raised} per event. Block numbers are
 -- compared as decimal strings, so numbers past 2^53 keep their precision.
 
-local function greater(a, b)
-  if #a ~= #b then
-    return #a > #b
-  end
-  return a > b
-end
-
 local max_len = ARGV[1]
 local ttl = ARGV[2]
 local head_channel = ARGV[3]
-if redis.call('EXISTS', KEYS[1]) == 0 then
-  redis.call('SET', KEYS[1], ARGV[4])
-  redis.call('SET', KEYS[4], string.format('%d', ARGV[4] + 1))
+epoch(KEYS[1], KEYS[4], KEYS[5], KEYS[6], ARGV[4], ARGV[5])
+-- Never at or below an id the caller handed out.
+if greater(ARGV[5], redis.call('GET', KEYS[1])) then
+  redis.call('SET', KEYS[1], ARGV[5])
 end
 local out = {}
-local n = #KEYS - 4
+local n = #KEYS - 6
 for i = 1, n do
-  local base = 5 + 4 * (i - 1)
+  local base = 6 + 4 * (i - 1)
   local notify, record, block, is_block = ARGV[base], ARGV[base + 1], ARGV[base + 2], ARGV[base + 3]
   -- As text: Lua numbers are doubles, which would print large ones as 1.7e+15.
   local seq = string.format('%d', redis.call('INCR', KEYS[1]))
@@ -51,7 +48,7 @@ for i = 1, n do
       redis.call('XADD', KEYS[3], 'MAXLEN', '~', max_len, seq .. '-0', 'n', block)
     end
   end
-  local stream = KEYS[4 + i]
+  local stream = KEYS[6 + i]
   redis.call('XADD', stream, 'MAXLEN', '~', max_len, seq .. '-0', 'r', record)
   redis.call('EXPIRE', stream, ttl)
   redis.call('PUBLISH', notify, seq .. ' ' .. raised .. ' ' .. record)

@@ -9,8 +9,20 @@ use redis::aio::ConnectionLike;
 use redis::{RedisResult, Script};
 
 /// The append script, loaded once per process; Redis caches it by its SHA1.
-static APPEND: std::sync::LazyLock<Script> =
-    std::sync::LazyLock::new(|| Script::new(include_str!("append.lua")));
+static APPEND: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| {
+    Script::new(concat!(
+        include_str!("epoch.lua"),
+        include_str!("append.lua")
+    ))
+});
+
+/// The report script (a node's highest id, on a new connection), loaded once per process.
+static REPORT: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| {
+    Script::new(concat!(
+        include_str!("epoch.lua"),
+        include_str!("report.lua")
+    ))
+});
 
 /// The names of the Redis keys and pub/sub channels of one cluster, under its prefix.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,6 +88,21 @@ impl Keys {
         format!("{}first", self.prefix)
     }
 
+    /// The master's epoch: a hash of `replid`, `base` and `start` (`epoch.lua`).
+    pub fn epoch(&self) -> String {
+        format!("{}epoch", self.prefix)
+    }
+
+    /// The ranges of ids lost in failovers: a sorted set of `"LO HI"` (`epoch.lua`).
+    pub fn lost(&self) -> String {
+        format!("{}lost", self.prefix)
+    }
+
+    /// The pub/sub channel on which node `node` sends itself its liveness probes.
+    pub fn probe(&self, node: &str) -> String {
+        format!("{}probe:{node}", self.prefix)
+    }
+
     /// A parked subscription (a hash of its key name and record), living for the window.
     pub fn parked(&self, id: &str) -> String {
         format!("{}parked:{id}", self.prefix)
@@ -127,6 +154,19 @@ pub async fn append<C: ConnectionLike>(
     trim: Trim,
     entries: &[LogEntry],
 ) -> RedisResult<Vec<Appended>> {
+    append_above(con, keys, trim, 0, entries).await
+}
+
+/// [`append`] by a node that handed out ids up to `floor`: every new id is above it, also
+/// on a master promoted after a failover that lost some of them (`epoch.lua`), and a
+/// `floor` among the lost ids marks them lost.
+pub async fn append_above<C: ConnectionLike>(
+    con: &mut C,
+    keys: &Keys,
+    trim: Trim,
+    floor: u64,
+    entries: &[LogEntry],
+) -> RedisResult<Vec<Appended>> {
     if entries.is_empty() {
         return Ok(Vec::new());
     }
@@ -134,13 +174,16 @@ pub async fn append<C: ConnectionLike>(
     call.key(keys.sequence())
         .key(keys.head())
         .key(keys.raises())
-        .key(keys.first());
+        .key(keys.first())
+        .key(keys.epoch())
+        .key(keys.lost());
     // Where a new sequence starts: the clock in microseconds, as the memory engine does.
     let start = super::record::unix_ms_now().saturating_mul(1000);
     call.arg(trim.max_len)
         .arg(trim.ttl_secs.max(1))
         .arg(keys.head_raises())
-        .arg(start);
+        .arg(start)
+        .arg(floor);
     for e in entries {
         call.key(keys.history(&e.channel));
         call.arg(keys.events(&e.channel))
@@ -156,6 +199,20 @@ pub async fn append<C: ConnectionLike>(
             raised: raised.parse().ok(),
         })
         .collect())
+}
+
+/// Tells the master the highest id this node handed out (`report.lua`, when its pub/sub
+/// connection starts): true when ids up to it were lost in a failover.
+pub async fn report<C: ConnectionLike>(con: &mut C, keys: &Keys, floor: u64) -> RedisResult<bool> {
+    let mut call = REPORT.prepare_invoke();
+    call.key(keys.sequence())
+        .key(keys.first())
+        .key(keys.epoch())
+        .key(keys.lost());
+    call.arg(super::record::unix_ms_now().saturating_mul(1000))
+        .arg(floor);
+    let lost: i64 = call.invoke_async(con).await?;
+    Ok(lost == 1)
 }
 
 /// A channel's stored records after sequence number `after` and up to `upto`, oldest
@@ -236,6 +293,11 @@ pub struct LogRead {
     pub raises: Vec<(u64, u64)>,
     /// Per channel asked, in order.
     pub channels: Vec<ChannelLog>,
+    /// The master's epoch: its history ends at `base`, its ids start above `start`; ids
+    /// between were issued by an old master and are lost (`epoch.lua`).
+    pub epoch: Option<(u64, u64)>,
+    /// Ranges `(lo, hi]` of ids that nodes handed out and a failover lost.
+    pub lost: Vec<(u64, u64)>,
 }
 
 fn entry_seq(id: &str) -> Option<u64> {
@@ -250,6 +312,8 @@ type RawRead = (
     Vec<String>,
     Vec<RawEntry>,
     Vec<(String, Vec<RawEntry>)>,
+    Vec<String>,
+    Vec<String>,
 );
 
 /// Reads channels' histories and the head's timeline in one atomic step (`read.lua`), for a
@@ -262,7 +326,9 @@ pub async fn read_log<C: ConnectionLike>(
     let mut call = READ.prepare_invoke();
     call.key(keys.sequence())
         .key(keys.first())
-        .key(keys.raises());
+        .key(keys.raises())
+        .key(keys.epoch())
+        .key(keys.lost());
     call.arg(q.after)
         .arg(q.upto.map_or_else(|| "+".to_string(), |u| u.to_string()))
         .arg(q.limit.max(1))
@@ -271,7 +337,8 @@ pub async fn read_log<C: ConnectionLike>(
         call.key(keys.history(channel));
         call.arg(*after);
     }
-    let (last, first, known, base, raises, channels): RawRead = call.invoke_async(con).await?;
+    let (last, first, known, base, raises, channels, epoch, lost): RawRead =
+        call.invoke_async(con).await?;
     let raise = |(id, fields): &RawEntry| -> Option<(u64, u64)> {
         Some((entry_seq(id)?, fields.get(1)?.parse().ok()?))
     };
@@ -299,6 +366,17 @@ pub async fn read_log<C: ConnectionLike>(
                         Some((seq, fields.pop()?))
                     })
                     .collect(),
+            })
+            .collect(),
+        epoch: match epoch.as_slice() {
+            [b, s] => b.parse().ok().zip(s.parse().ok()),
+            _ => None,
+        },
+        lost: lost
+            .iter()
+            .filter_map(|m| {
+                let (lo, hi) = m.split_once(' ')?;
+                Some((lo.parse().ok()?, hi.parse().ok()?))
             })
             .collect(),
     })

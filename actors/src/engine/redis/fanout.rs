@@ -19,7 +19,8 @@ use futures_util::{FutureExt, StreamExt};
 use redis::aio::PubSubStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::eventlog::{parse_announcement, read_log, Keys, LogQuery};
+use super::eventlog::{parse_announcement, read_log, report, Keys, LogQuery};
+use super::link::Master;
 use super::record::{decode, unix_ms_now};
 use super::{lock, unavailable, Shared, Wanted};
 use crate::engine::{EngineError, Fed};
@@ -177,15 +178,30 @@ pub(super) async fn run(sh: Arc<Shared>) {
     }
 }
 
-/// One connection's life. Returns when it is lost.
+/// One connection's life, on the master the link has now. Returns when it is lost, when
+/// its probe does not come back, or when the master changes.
 async fn session(sh: &Arc<Shared>, handed: &mut u64, established: &mut bool) -> Result<(), String> {
     let reconnect = *established;
-    let client = sh.client.clone().ok_or("the Redis URL is not usable")?;
     let connect = Duration::from_millis(sh.settings.connect_timeout_ms);
-    let pubsub = tokio::time::timeout(connect, client.get_async_pubsub())
+    let mut masters = sh.link.watch();
+    let master = tokio::time::timeout(connect, masters.wait_for(Option::is_some))
         .await
-        .map_err(|_| "no connection within engine.connect_timeout_ms".to_string())?
-        .map_err(|e| e.to_string())?;
+        .map_err(|_| "no Redis master within engine.connect_timeout_ms".to_string())?
+        .map_err(|_| "the link to Redis stopped".to_string())?
+        .clone()
+        .ok_or("no Redis master")?;
+    let gen = master.gen;
+    let pubsub = match tokio::time::timeout(connect, master.client.get_async_pubsub()).await {
+        Ok(Ok(p)) => p,
+        Ok(Err(e)) => {
+            sh.link.lost(gen);
+            return Err(e.to_string());
+        }
+        Err(_) => {
+            sh.link.lost(gen);
+            return Err("no connection within engine.connect_timeout_ms".to_string());
+        }
+    };
     let (mut sink, mut stream) = pubsub.split();
     let timeout = sh.timeout();
     let mut subscriber = sh.subscriber.lock().await;
@@ -198,6 +214,7 @@ async fn session(sh: &Arc<Shared>, handed: &mut u64, established: &mut bool) -> 
                 .map_err(|e| e.to_string())
         }
     };
+    subscribe(&mut sink, sh.keys.probe(&sh.node)).await?;
     subscribe(&mut sink, sh.keys.head_raises()).await?;
     let channels: Vec<Arc<str>> = lock(&sh.wanted).keys().cloned().collect();
     for c in &channels {
@@ -210,9 +227,7 @@ async fn session(sh: &Arc<Shared>, handed: &mut u64, established: &mut bool) -> 
     }
     if !reconnect {
         // Where this node starts: everything later reaches it live, or by backfill.
-        let Some(mut con) = sh.con.clone() else {
-            return Err("the Redis URL is not usable".into());
-        };
+        let mut con = sh.con().map_err(|e| e.to_string())?;
         let mut get = redis::cmd("GET");
         get.arg(sh.keys.sequence());
         let now: Option<u64> = sh
@@ -236,8 +251,19 @@ async fn session(sh: &Arc<Shared>, handed: &mut u64, established: &mut bool) -> 
     };
     lock(&sh.feed).up = true;
     sh.metrics.engine.up.store(1, Ordering::Relaxed);
-    log::info!("Redis subscriber up ({} channels)", channels.len());
-    feed(sh, &mut sink, &mut stream, handed, skip, &window).await
+    log::info!(
+        "Redis subscriber up on {} ({} channels)",
+        master.addr,
+        channels.len()
+    );
+    let live = Live {
+        handed,
+        skip,
+        window: &window,
+        gen,
+        masters,
+    };
+    feed(sh, &mut stream, live).await
 }
 
 /// Reads what the node missed since `handed` on `channels` and hands it on, in order.
@@ -256,9 +282,15 @@ async fn backfill(
         release: None,
         channels: channels.iter().map(|c| (c.to_string(), *handed)).collect(),
     };
-    let Some(mut con) = sh.con.clone() else {
-        return Err("the Redis URL is not usable".into());
-    };
+    let mut con = sh.con().map_err(|e| e.to_string())?;
+    // First the highest id this node handed out: on a master that lost some of them (a
+    // failover), they are marked lost before anyone resumes across them.
+    let reported = report(
+        &mut con,
+        &sh.keys,
+        (*handed).max(sh.highest.load(Ordering::Relaxed)),
+    );
+    let lost_ids = sh.ask(reported).await.map_err(|e| e.to_string())?;
     let log = sh
         .ask(read_log(&mut con, &sh.keys, &q))
         .await
@@ -269,11 +301,12 @@ async fn backfill(
         .channels
         .iter()
         .any(|c| c.kept_from > handed.saturating_add(1));
-    // A sequence behind what this node saw: Redis lost its data (restarted empty).
+    // A sequence behind what this node saw: Redis lost its data (restarted empty), or a
+    // failover lost ids this node handed out.
     let lost = match log.last {
         None => *handed > 0,
         Some(l) => l < *handed,
-    };
+    } || failover_cost(sh, lost_ids, &log, *handed);
     let m = &sh.metrics.engine;
     if lost || trimmed || total > limit || log.raises.len() > limit {
         m.gaps.fetch_add(1, Ordering::Relaxed);
@@ -312,12 +345,41 @@ async fn backfill(
     Ok(last)
 }
 
+/// Whether a failover (or a Redis that lost its data) may have cost this node's
+/// subscribers events they can no longer get, so that they must resume elsewhere (1013)
+/// and be told `recovered: false` (docs/PROTOCOL.md "Failover"):
+/// - Redis restarted empty (the epoch's base is 0) with this node past it: always;
+/// - with `engine.min_replicas_acked`, nothing else: lost ids were never acknowledged
+///   (their publishes answered `unavailable`), and everything acknowledged is here;
+/// - by default: ids this node handed out are lost (`lost_ids`), or a node reported lost
+///   ids above where this node is, which its subscribers may have needed.
+fn failover_cost(sh: &Shared, lost_ids: bool, log: &super::eventlog::LogRead, handed: u64) -> bool {
+    let wiped = log.epoch.is_some_and(|(base, _)| base == 0) && lost_ids;
+    if wiped {
+        return true;
+    }
+    if sh.settings.min_replicas_acked > 0 {
+        return false;
+    }
+    lost_ids || lost_beyond(log, handed)
+}
+
+/// Whether a reported lost range lies (partly) beyond `handed` within the current epoch:
+/// ids lost in an earlier failover that this node already rode through do not count.
+fn lost_beyond(log: &super::eventlog::LogRead, handed: u64) -> bool {
+    let Some((base, _)) = log.epoch else {
+        return false;
+    };
+    log.lost.iter().any(|(lo, hi)| *lo == base && *hi > handed)
+}
+
 /// Hands `fed` to the sink under `permit` (room in the window); the permit and this
 /// node's progress for waiting publishers are released when the hubs have it.
 fn hand_on(sh: &Arc<Shared>, fed: &[Fed], permit: OwnedSemaphorePermit) {
     let Some(last) = fed.last().map(Fed::seq) else {
         return;
     };
+    sh.saw(last);
     let delivered = sh.sink.deliver_fed(fed);
     // Fences handed on (queued to their hub ahead of any later attach): tell who waits.
     for f in fed {
@@ -335,27 +397,105 @@ fn hand_on(sh: &Arc<Shared>, fed: &[Fed], permit: OwnedSemaphorePermit) {
     });
 }
 
-/// Feeds live messages to the sink until the connection is lost, pinging Redis when it is
-/// quiet so that a dead connection is noticed. Messages are read off the connection as
-/// they come (the client library would otherwise queue them without bound) into a queue
-/// of at most `engine.max_pending_messages`; past it this node has fallen too far behind
-/// its hubs, drops the connection and backfills from the history after reconnecting.
-async fn feed(
-    sh: &Arc<Shared>,
-    sink: &mut redis::aio::PubSubSink,
-    stream: &mut PubSubStream,
-    handed: &mut u64,
+/// Where a live session stands, for [`feed`].
+struct Live<'a> {
+    /// The last sequence number handed to the sink.
+    handed: &'a mut u64,
+    /// Live messages up to here came by backfill: repeats.
     skip: u64,
-    window: &Arc<Semaphore>,
-) -> Result<(), String> {
-    let quiet = sh.timeout();
+    /// Room in the hubs.
+    window: &'a Arc<Semaphore>,
+    /// The link generation this connection belongs to.
+    gen: u64,
+    /// The link's master, to notice that it changed.
+    masters: tokio::sync::watch::Receiver<Option<Master>>,
+}
+
+/// The liveness probe of one session: a number this node publishes to itself through
+/// Redis every `engine.probe_interval_ms`, which must come back on the subscription within
+/// `engine.probe_timeout_ms`.
+struct Probe {
+    /// The last number sent.
+    sent: u64,
+    /// When the number sent has not come back yet: since when.
+    waiting_since: Option<Instant>,
+    /// When the next one goes.
+    next_at: Instant,
+}
+
+impl Probe {
+    /// Sends the next probe when it is due; `Err` when the last one is overdue.
+    fn tick(&mut self, sh: &Arc<Shared>, now: Instant) -> Result<(), String> {
+        let timeout = Duration::from_millis(sh.settings.probe_timeout_ms);
+        if let Some(since) = self.waiting_since {
+            if now.saturating_duration_since(since) > timeout {
+                return Err(format!(
+                    "probe {} did not come back within engine.probe_timeout_ms: the subscription delivers nothing; reconnecting to backfill",
+                    self.sent
+                ));
+            }
+            return Ok(());
+        }
+        if now < self.next_at {
+            return Ok(());
+        }
+        self.sent = self.sent.wrapping_add(1);
+        self.waiting_since = Some(now);
+        self.next_at = now + Duration::from_millis(sh.settings.probe_interval_ms);
+        let (sh, n) = (sh.clone(), self.sent);
+        tokio::spawn(async move {
+            let Ok(mut con) = sh.con() else { return };
+            let mut publish = redis::cmd("PUBLISH");
+            publish.arg(sh.keys.probe(&sh.node)).arg(n);
+            // Not answered: the probe then does not come back, which is what counts.
+            let _ = sh.ask(publish.query_async::<i64>(&mut con)).await;
+        });
+        Ok(())
+    }
+
+    /// Probe `n` came back.
+    fn back(&mut self, n: u64) {
+        if n == self.sent {
+            self.waiting_since = None;
+        }
+    }
+}
+
+/// Feeds live messages to the sink until the connection is lost, its probe does not come
+/// back in time (a subscription that stopped delivering without closing), or the link
+/// moved to another master. Messages are read off the connection as they come (the client
+/// library would otherwise queue them without bound) into a queue of at most
+/// `engine.max_pending_messages`; past it this node has fallen too far behind its hubs,
+/// drops the connection and backfills from the history after reconnecting.
+async fn feed(sh: &Arc<Shared>, stream: &mut PubSubStream, live: Live<'_>) -> Result<(), String> {
+    let Live {
+        handed,
+        skip,
+        window,
+        gen,
+        mut masters,
+    } = live;
+    let every = Duration::from_millis(sh.settings.probe_interval_ms);
     let bound = sh.settings.max_pending_messages;
+    let probe_channel = sh.keys.probe(&sh.node);
+    let mut probe = Probe {
+        sent: 0,
+        waiting_since: None,
+        next_at: Instant::now(),
+    };
     let mut pending: VecDeque<Fed> = VecDeque::new();
     // The last sequence number taken into `pending` (a fence is placed after it).
     let mut received = *handed;
     loop {
+        probe.tick(sh, Instant::now())?;
         tokio::select! {
             biased;
+            changed = masters.wait_for(|m| m.as_ref().map(|m| m.gen) != Some(gen)) => {
+                return Err(match changed {
+                    Ok(_) => "the master changed or was lost; following it".into(),
+                    Err(_) => "the link to Redis stopped".into(),
+                });
+            }
             permit = window.clone().acquire_owned(), if !pending.is_empty() => {
                 let Ok(permit) = permit else { return Err("the fan-out stopped".into()) };
                 let n = pending.len().min(MAX_BATCH);
@@ -365,23 +505,23 @@ async fn feed(
                 }
                 hand_on(sh, &batch, permit);
             }
-            next = tokio::time::timeout(quiet, stream.next()) => {
+            next = tokio::time::timeout(every, stream.next()) => {
                 let first = match next {
                     Ok(Some(msg)) => msg,
                     Ok(None) => return Err("the connection closed".into()),
-                    Err(_) => {
-                        let ping = tokio::time::timeout(sh.timeout(), sink.ping::<redis::Value>());
-                        match ping.await {
-                            Ok(Ok(_)) => continue,
-                            _ => return Err("no answer to PING".into()),
-                        }
-                    }
+                    Err(_) => continue,
                 };
                 let (now, unix_now) = (Instant::now(), unix_ms_now());
                 let mut take = |msg: redis::Msg| {
                     let Ok(payload) = msg.get_payload::<String>() else {
                         return;
                     };
+                    if msg.get_channel_name() == probe_channel {
+                        if let Ok(n) = payload.parse() {
+                            probe.back(n);
+                        }
+                        return;
+                    }
                     let Some(item) = fed_of(sh, msg.get_channel_name(), &payload, now, unix_now)
                     else {
                         return;

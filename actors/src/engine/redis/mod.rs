@@ -15,17 +15,18 @@
 pub mod eventlog;
 pub mod fanout;
 pub mod lease;
+pub mod link;
 pub mod nodes;
 mod parked;
 pub mod record;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use actix::ArbiterHandle;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSubSink};
+use redis::aio::PubSubSink;
 use tokio::sync::{oneshot, watch};
 
 use self::eventlog::{Keys, LogEntry, LogQuery, Trim};
@@ -99,8 +100,11 @@ pub(super) struct Shared {
     pub settings: EngineSettings,
     pub limits: HistoryLimits,
     pub keys: Keys,
-    pub client: Option<redis::Client>,
-    pub con: Option<ConnectionManager>,
+    /// The master and the command connections to it.
+    pub link: Arc<link::Link>,
+    /// The highest id this node handed out (appended or fanned out): every append goes
+    /// above it, also after a failover to a master that lacks some of them.
+    pub highest: AtomicU64,
     pub sink: Arc<dyn Sink>,
     pub metrics: Arc<Metrics>,
     pub hubs: Arc<Hubs>,
@@ -147,10 +151,14 @@ impl Shared {
         }
     }
 
-    pub fn con(&self) -> Result<ConnectionManager, EngineError> {
-        self.con
-            .clone()
-            .ok_or_else(|| EngineError::Unavailable("the Redis URL is not usable".into()))
+    /// A command connection to the master, or `unavailable` while there is none.
+    pub fn con(&self) -> Result<link::Con, EngineError> {
+        self.link.con()
+    }
+
+    /// This node handed out ids up to `seq`.
+    pub fn saw(&self, seq: u64) {
+        self.highest.fetch_max(seq, Ordering::Relaxed);
     }
 }
 
@@ -191,32 +199,18 @@ fn node_name() -> String {
 }
 
 impl RedisEngine {
-    /// Starts the engine: its subscriber (reconnecting with backoff) and its lease
-    /// renewals run on `parts.arbiter`. Redis need not be up yet.
+    /// Starts the engine: the link to the master, its subscriber (reconnecting with
+    /// backoff) and its lease renewals run on `parts.arbiter`. Redis need not be up yet.
     pub fn start(parts: RedisParts) -> RedisEngine {
-        let client = match redis::Client::open(parts.settings.redis_url.as_str()) {
-            Ok(c) => Some(c),
-            Err(e) => {
-                log::error!("engine.redis_url is not usable: {e}");
-                None
-            }
-        };
-        let s = &parts.settings;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_millis(s.connect_timeout_ms)))
-            .set_response_timeout(Some(Duration::from_millis(s.response_timeout_ms)))
-            .set_min_delay(Duration::from_millis(s.reconnect_min_ms))
-            .set_max_delay(Duration::from_millis(s.reconnect_max_ms))
-            .set_number_of_retries(1);
-        let con = client
-            .clone()
-            .and_then(|c| ConnectionManager::new_lazy_with_config(c, config).ok());
+        // rustls needs one crypto provider for `rediss://`; the broker's is aws-lc-rs.
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        let link = Arc::new(link::Link::new(&parts.settings));
         let shared = Arc::new(Shared {
             keys: Keys::new(parts.settings.key_prefix.clone()),
             settings: parts.settings,
             limits: parts.limits,
-            client,
-            con,
+            link: link.clone(),
+            highest: AtomicU64::new(0),
             sink: parts.sink,
             metrics: parts.metrics,
             hubs: parts.hubs,
@@ -246,6 +240,7 @@ impl RedisEngine {
             parking: Mutex::new(HashMap::new()),
             live: Mutex::new(HashMap::new()),
         });
+        parts.arbiter.spawn(link::keep(link));
         parts.arbiter.spawn(fanout::run(shared.clone()));
         parts.arbiter.spawn(renew_leases(shared.clone()));
         RedisEngine { shared }
@@ -271,10 +266,22 @@ impl RedisEngine {
             max_len: sh.settings.stream_max_len,
             ttl_secs: sh.limits.window.as_secs().saturating_add(60),
         };
-        let mut con = sh.con()?;
+        let mut con = sh.link.append_con()?;
         let started = Instant::now();
-        let sent = sh.ask(eventlog::append(&mut con, &sh.keys, trim, &entries));
-        let appended = match sent.await {
+        let floor = sh.highest.load(Ordering::Relaxed);
+        let sent = sh.ask(eventlog::append_above(
+            &mut con, &sh.keys, trim, floor, &entries,
+        ));
+        let answer = match sent.await {
+            Ok(a) if sh.settings.min_replicas_acked > 0 => {
+                if let Some(last) = a.iter().map(|a| a.seq).max() {
+                    sh.saw(last);
+                }
+                self.replicas_took(&mut con).await.map(|()| a)
+            }
+            other => other,
+        };
+        let appended = match answer {
             Ok(a) if a.len() == drafts.len() => a,
             answer => {
                 sh.metrics
@@ -293,6 +300,9 @@ impl RedisEngine {
                 ));
             }
         };
+        if let Some(last) = appended.iter().map(|a| a.seq).max() {
+            sh.saw(last);
+        }
         let m = &sh.metrics.engine;
         m.appends.fetch_add(1, Ordering::Relaxed);
         m.append_us
@@ -314,6 +324,32 @@ impl RedisEngine {
             events,
             delivered: self.fanned_out(need),
         })
+    }
+
+    /// `WAIT engine.min_replicas_acked engine.replicas_ack_timeout_ms` on the connection
+    /// that appended (`WAIT` covers that connection's writes): `unavailable` when fewer
+    /// replicas took them in time (the events may still be applied and delivered).
+    async fn replicas_took(&self, con: &mut link::Con) -> Result<(), EngineError> {
+        let s = &self.shared.settings;
+        let mut wait = redis::cmd("WAIT");
+        wait.arg(s.min_replicas_acked)
+            .arg(s.replicas_ack_timeout_ms);
+        let limit = self
+            .shared
+            .timeout()
+            .saturating_add(Duration::from_millis(s.replicas_ack_timeout_ms));
+        let took: i64 = match tokio::time::timeout(limit, wait.query_async(con)).await {
+            Ok(Ok(n)) => n,
+            Ok(Err(e)) => return Err(unavailable(e)),
+            Err(_) => return Err(unavailable("no answer to WAIT in time")),
+        };
+        if took < i64::from(s.min_replicas_acked) {
+            return Err(EngineError::Unavailable(format!(
+                "Redis: {took} replica(s) took the publish within engine.replicas_ack_timeout_ms, fewer than engine.min_replicas_acked ({}); it may still be applied",
+                s.min_replicas_acked
+            )));
+        }
+        Ok(())
     }
 
     /// Resolves once this node's fan-out passed `seq` (at once for 0, or while the
@@ -378,11 +414,20 @@ impl RedisEngine {
             log.raises.iter().copied().map(raise).collect(),
         );
         let mut channels = Vec::with_capacity(ranges.len());
-        for (r, c) in ranges.iter().zip(log.channels) {
+        let lost: Vec<u64> = ranges
+            .iter()
+            .map(|r| lost_after(&log, r.after, r.upto, sh.settings.min_replicas_acked > 0))
+            .collect();
+        for ((r, c), lost) in ranges.iter().zip(log.channels).zip(lost) {
             let mut read = ChannelRead::default();
+            // Ids a failover lost, after where this read starts: what went is not known.
+            if lost > 0 {
+                read.evicted_upto = lost;
+                read.evicted_max_block = Some(u64::MAX);
+            }
             if c.kept_from > 0 {
                 // Trimmed by the stream bound: what went is not known, only where.
-                read.evicted_upto = c.kept_from.saturating_sub(1);
+                read.evicted_upto = read.evicted_upto.max(c.kept_from.saturating_sub(1));
                 read.evicted_max_block = Some(u64::MAX);
             }
             for (seq, record) in c.entries {
@@ -521,7 +566,8 @@ impl Engine for RedisEngine {
     }
 
     fn ready(&self) -> bool {
-        lock(&self.shared.feed).up
+        // Up only with a master to write to and a subscription that delivers.
+        lock(&self.shared.feed).up && self.shared.link.master().is_some()
     }
 
     fn nodes(&self) -> EngineFuture<'_, Vec<NodeInfo>> {
@@ -544,6 +590,31 @@ impl Engine for RedisEngine {
     fn gaps(&self) -> Option<watch::Receiver<u64>> {
         Some(self.shared.gaps.subscribe())
     }
+}
+
+/// The highest id a failover lost that a read after `after` (up to `upto`) needed, 0 for
+/// none: a recorded lost range `(lo, hi]` with `hi` above `after`, or `after` itself among
+/// the ids the master's epoch says an old master issued and this one never had. With
+/// `acked` (`min_replicas_acked`), none unless Redis lost everything.
+fn lost_after(log: &eventlog::LogRead, after: u64, upto: u64, acked: bool) -> u64 {
+    if acked && log.epoch.is_some_and(|(base, _)| base > 0) {
+        // With `min_replicas_acked`, lost ids were never acknowledged: nothing a resume
+        // needed is missing (docs/PROTOCOL.md "Failover").
+        return 0;
+    }
+    let mut lost = log
+        .lost
+        .iter()
+        .filter(|(lo, hi)| *hi > after && *lo < upto)
+        .map(|(_, hi)| (*hi).min(upto))
+        .max()
+        .unwrap_or(0);
+    if let Some((base, start)) = log.epoch {
+        if after > base && after <= start {
+            lost = lost.max(start.min(upto));
+        }
+    }
+    lost
 }
 
 /// Renews this node's connection slots, key by key, and its live subscriptions' records,

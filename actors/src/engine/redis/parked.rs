@@ -45,7 +45,7 @@ pub(super) fn gone(sh: &Arc<Shared>, id: &Arc<str>) {
     lock(&sh.live).remove(id);
     let (sh, name) = (sh.clone(), sh.keys.parked(id));
     tokio::spawn(async move {
-        if let Some(mut con) = sh.con.clone() {
+        if let Ok(mut con) = sh.con() {
             let mut del = redis::cmd("DEL");
             del.arg(name);
             let _ = sh.ask(del.query_async::<()>(&mut con)).await;
@@ -61,7 +61,7 @@ pub(super) fn live_ttl_ms(sh: &Shared) -> u64 {
 }
 
 /// Renews the records of the subscriptions live on this node.
-pub(super) async fn renew_live(sh: &Shared, con: &mut redis::aio::ConnectionManager) -> bool {
+pub(super) async fn renew_live(sh: &Shared, con: &mut super::link::Con) -> bool {
     let ids: Vec<Arc<str>> = lock(&sh.live).keys().cloned().collect();
     let ttl = live_ttl_ms(sh);
     for chunk in ids.chunks(1000) {
@@ -132,7 +132,7 @@ async fn write(sh: Arc<Shared>, subs: Vec<ParkedSub>, ttl: u64, parking: bool) {
             .arg(ttl)
             .ignore();
     }
-    let written = match sh.con.clone() {
+    let written = match sh.con().ok() {
         Some(mut con) => {
             let sent = pipe.query_async::<()>(&mut con);
             sh.ask(sent).await.is_ok()
@@ -176,7 +176,7 @@ pub(super) async fn claim(sh: &Shared, key: &str, ids: &[String]) -> Vec<ParkedS
     if rest.is_empty() {
         return claimed;
     }
-    let Some(mut con) = sh.con.clone() else {
+    let Ok(mut con) = sh.con() else {
         return claimed;
     };
     let mut call = CLAIM.prepare_invoke();

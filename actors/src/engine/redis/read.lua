@@ -4,7 +4,9 @@
 -- KEYS[1]        the sequence counter
 -- KEYS[2]        the first sequence number issued
 -- KEYS[3]        the head's timeline (stream of raises, field n)
--- KEYS[3 + i]    channel i's history stream
+-- KEYS[4]        the master's epoch (epoch.lua)
+-- KEYS[5]        the ranges of ids lost in failovers (epoch.lua)
+-- KEYS[5 + i]    channel i's history stream
 -- ARGV[1]        the timeline is read after this sequence number ...
 -- ARGV[2]        ... up to this one ('+': to the end)
 -- ARGV[3]        most entries read per stream
@@ -14,7 +16,8 @@
 -- Returns {last issued or '', first issued or '', B is a raise (0/1),
 --          base raise {id, n} or {}, raises {{id, {'n', n}}...},
 --          per channel {first kept entry id when older ones were trimmed, else '0-0',
---                       entries {{id, {'r', record}}...}}}.
+--                       entries {{id, {'r', record}}...}},
+--          the epoch {base, start} or {}, the lost ranges {'LO HI'...}}.
 
 local function after(seq)
   return '(' .. seq .. '-0'
@@ -57,9 +60,16 @@ if #base > 0 then
 end
 local raises = redis.call('XRANGE', KEYS[3], after(ARGV[1]), hi, 'COUNT', count)
 local channels = {}
-for i = 4, #KEYS do
+for i = 6, #KEYS do
   local key = KEYS[i]
-  local entries = redis.call('XRANGE', key, after(ARGV[i + 1]), hi, 'COUNT', count)
-  channels[i - 3] = {kept_from(key), entries}
+  local entries = redis.call('XRANGE', key, after(ARGV[i - 1]), hi, 'COUNT', count)
+  channels[i - 5] = {kept_from(key), entries}
 end
-return {last, first, known, base_out, raises, channels}
+local epoch = {}
+local e_base = redis.call('HGET', KEYS[4], 'base')
+local e_start = redis.call('HGET', KEYS[4], 'start')
+if e_base and e_start then
+  epoch = {e_base, e_start}
+end
+local lost = redis.call('ZRANGE', KEYS[5], 0, -1)
+return {last, first, known, base_out, raises, channels, epoch, lost}
