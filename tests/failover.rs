@@ -393,7 +393,14 @@ async fn with_one_replica_acking_a_killed_master_loses_no_acknowledged_event() {
 /// A planned failover (`SENTINEL FAILOVER`) of a master with one replica, under three
 /// nodes with `engine` added, two publishers on two nodes: every acknowledged event
 /// reaches every subscriber once, in order. Returns what it saw, for the log.
-async fn planned_failover(test: &str, engine: &str) -> Option<String> {
+/// A planned failover under a steady publish. With `zero_loss`, every acknowledged event
+/// reaches every subscriber; without it (the default mode, where a publish is acknowledged
+/// by the master alone), an acknowledged event a subscriber missed must have been said:
+/// that subscriber was told `recovered: false`. Sentinel promotes the replica without
+/// waiting for it to catch up, so on a loaded machine the last writes of the old master
+/// can be lost in a planned failover too (seen: 61 events in one run on the 2-core
+/// machine, each subscriber that needed them told `recovered: false`).
+async fn planned_failover(test: &str, engine: &str, zero_loss: bool) -> Option<String> {
     // `min-replicas-to-write 1`: the old master stops taking writes once its replica left
     // it for promotion (README: the operator's settings).
     let set = RedisSet::start(
@@ -444,7 +451,7 @@ async fn planned_failover(test: &str, engine: &str) -> Option<String> {
         s.assert_increasing(&format!("subscriber {i}"));
         let missing: Vec<&u128> = all.iter().filter(|id| !s.got.contains(id)).collect();
         assert!(
-            missing.is_empty(),
+            missing.is_empty() || (!zero_loss && s.not_recovered > 0),
             "subscriber {i} ({} closes, {} not recovered, last reply {}) missed {} acknowledged: {:?}",
             s.closes,
             s.not_recovered,
@@ -454,7 +461,7 @@ async fn planned_failover(test: &str, engine: &str) -> Option<String> {
         );
     }
     Some(format!(
-        "planned failover ({engine:?}): {} acked, none lost; {} unavailable answers; publishes acknowledged again within {resumed:?}; 1013 closes: {:?}",
+        "planned failover ({engine:?}): {} acked, none lost silently; {} unavailable answers; publishes acknowledged again within {resumed:?}; 1013 closes: {:?}",
         all.len(),
         one.unavailable + two.unavailable,
         subs.iter().map(|s| s.closes).collect::<Vec<_>>(),
@@ -462,8 +469,8 @@ async fn planned_failover(test: &str, engine: &str) -> Option<String> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_planned_failover_loses_nothing_by_default() {
-    if let Some(seen) = planned_failover("planned0", "").await {
+async fn a_planned_failover_by_default_loses_nothing_silently() {
+    if let Some(seen) = planned_failover("planned0", "", false).await {
         eprintln!("{seen}");
     }
 }
@@ -471,7 +478,7 @@ async fn a_planned_failover_loses_nothing_by_default() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_planned_failover_loses_nothing_with_one_replica_acking() {
     let acked = "min_replicas_acked = 1\nreplicas_ack_timeout_ms = 500";
-    if let Some(seen) = planned_failover("planned1", acked).await {
+    if let Some(seen) = planned_failover("planned1", acked, true).await {
         eprintln!("{seen}");
     }
 }
