@@ -196,8 +196,8 @@ impl<T: AsyncRead + Unpin> Stream for Input<T> {
         if self.ended {
             return Poll::Ready(None);
         }
-        let mut stack = [0u8; READ_CHUNK_BYTES];
-        let mut buf = ReadBuf::new(&mut stack);
+        let mut stack = [std::mem::MaybeUninit::<u8>::uninit(); READ_CHUNK_BYTES];
+        let mut buf = ReadBuf::uninit(&mut stack);
         let item = match ready!(Pin::new(&mut self.read).poll_read(cx, &mut buf)) {
             Ok(()) if buf.filled().is_empty() => None,
             Ok(()) => return Poll::Ready(Some(Ok(Bytes::copy_from_slice(buf.filled())))),
