@@ -45,11 +45,11 @@ pub mod demo;
 mod http;
 pub mod ledger;
 mod preauth;
-mod upgrade;
 pub mod reload;
 pub mod server;
 pub mod tls;
 pub mod tokens;
+mod upgrade;
 
 /// For the fuzz targets (`fuzz/`) only; not part of the embedding API.
 #[doc(hidden)]

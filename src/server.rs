@@ -106,10 +106,14 @@ impl Standalone {
                     .upgrade(fn_factory(move || {
                         let app = App::new().configure(upgrades.configure());
                         async move {
-                            let app = Rc::new(app.into_factory().new_service(AppConfig::default()).await?);
-                            Ok::<_, ()>(fn_service(move |(req, framed): (Request, Framed<$io, h1::Codec>)| {
-                                crate::upgrade::serve(app.clone(), req, framed)
-                            }))
+                            let app = Rc::new(
+                                app.into_factory().new_service(AppConfig::default()).await?,
+                            );
+                            Ok::<_, ()>(fn_service(
+                                move |(req, framed): (Request, Framed<$io, h1::Codec>)| {
+                                    crate::upgrade::serve(app.clone(), req, framed)
+                                },
+                            ))
                         }
                     }))
                     .finish(map_config(
@@ -122,7 +126,9 @@ impl Standalone {
             }};
         }
         let builder = match broker.rustls_config() {
-            None => builder.listen("rustorium-broker", listener, move || service!(TcpStream).tcp()),
+            None => builder.listen("rustorium-broker", listener, move || {
+                service!(TcpStream).tcp()
+            }),
             Some(tls) => {
                 let tls = tls.map_err(|e| StartError::Config(ConfigError::Tls(e)))?;
                 builder.listen("rustorium-broker", listener, move || {

@@ -41,8 +41,28 @@ const READ_CHUNK_BYTES: usize = 8 * 1024;
 pub(crate) async fn serve<T, S, B>(
     app: Rc<S>,
     req: Request,
-    mut framed: Framed<T, Codec>,
+    framed: Framed<T, Codec>,
 ) -> Result<(), actix_web::Error>
+where
+    T: AsyncRead + AsyncWrite + Unpin + 'static,
+    S: Service<Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
+    B: MessageBody + 'static,
+{
+    // Two boxes in turn, so that the connection's task holds one pointer, and for the
+    // connection's life only the small second future (the handshake's, with the `Framed`,
+    // is freed once the upgrade is answered).
+    match Box::pin(handshake(app, req, framed)).await? {
+        Some(upgraded) => Box::pin(upgraded.run()).await,
+        None => Ok(()),
+    }
+}
+
+/// Answers the request; `Some` when it was upgraded, with the dispatcher's buffers gone.
+async fn handshake<T, S, B>(
+    app: Rc<S>,
+    req: Request,
+    mut framed: Framed<T, Codec>,
+) -> Result<Option<Upgraded<T>>, actix_web::Error>
 where
     T: AsyncRead + AsyncWrite + Unpin + 'static,
     S: Service<Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
@@ -67,7 +87,7 @@ where
             framed.send(Message::Chunk(Some(chunk))).await?;
         }
         framed.send(Message::Chunk(None)).await?;
-        return Ok(());
+        return Ok(None);
     }
     framed.send(Message::Item((head, body.size()))).await?;
     let parts = framed.into_parts();
@@ -82,18 +102,34 @@ where
         read,
         ended: false,
     });
-    let mut output = Output {
-        io: write,
-        body: Some(body),
-        out: Bytes::new(),
-        unflushed: false,
-    };
-    poll_fn(|cx| output.poll(cx)).await?;
-    // Closing a socket with unread input resets it, and a reset can discard what the
-    // client has not read yet (the close frame): read and discard until the client
-    // closes too, for at most `LINGER`, as the HTTP/1 dispatcher does.
-    let _ = actix_web::rt::time::timeout(LINGER, poll_fn(|cx| attach.poll_drain(cx))).await;
-    Ok(())
+    Ok(Some(Upgraded {
+        output: Output {
+            io: write,
+            body: Some(body),
+            out: Bytes::new(),
+            unflushed: false,
+        },
+        attach,
+    }))
+}
+
+/// An upgraded connection: the actor's output to write, its input to drain at the end.
+struct Upgraded<T> {
+    output: Output<T>,
+    attach: Attach<T>,
+}
+
+impl<T: AsyncRead + AsyncWrite + Unpin> Upgraded<T> {
+    /// Writes the actor's output until it ends, then lingers.
+    async fn run(mut self) -> Result<(), actix_web::Error> {
+        poll_fn(|cx| self.output.poll(cx)).await?;
+        // Closing a socket with unread input resets it, and a reset can discard what the
+        // client has not read yet (the close frame): read and discard until the client
+        // closes too, for at most `LINGER`, as the HTTP/1 dispatcher does.
+        let drain = poll_fn(|cx| self.attach.poll_drain(cx));
+        let _ = actix_web::rt::time::timeout(LINGER, drain).await;
+        Ok(())
+    }
 }
 
 /// The request's payload: empty until the upgrade is answered, then the socket's input.
