@@ -22,13 +22,17 @@ use actix_http::error::PayloadError;
 use actix_http::h1::{Codec, Message};
 use actix_http::{BoxedPayloadStream, ConnectionType, Payload, Request, Response, StatusCode};
 use actix_web::dev::{Service, ServiceResponse};
-use bytes::{Buf, Bytes};
+use bytes::{Buf, Bytes, BytesMut};
 use futures_util::{SinkExt, Stream};
 use tokio::io::{ReadHalf, WriteHalf};
 
 /// How long a closed connection's input is still read (and discarded) for the client to
 /// see the end of the output (actix-web's `HttpServer` default `client_disconnect_timeout`).
 pub(crate) const LINGER: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The most bytes of the actor's output joined for one write (actix-http's default
+/// `h1_write_buffer_size`, which bounded the same coalescing in the HTTP/1 dispatcher).
+const WRITE_COALESCE_BYTES: usize = 32 * 1024;
 
 /// Bytes read from an upgraded socket at a time, into a buffer on the stack (nothing is
 /// kept per connection between reads; each read becomes one chunk of the exact size).
@@ -261,33 +265,50 @@ impl<T: AsyncWrite> Output<T> {
     /// and the socket's write side is shut down, or on an I/O error.
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         loop {
-            if !self.out.is_empty() {
+            self.gather(cx)?;
+            if self.out.is_empty() {
+                if self.body.is_none() {
+                    ready!(Pin::new(&mut self.io).poll_flush(cx))?;
+                    return Pin::new(&mut self.io).poll_shutdown(cx);
+                }
+                if self.unflushed {
+                    ready!(Pin::new(&mut self.io).poll_flush(cx))?;
+                    self.unflushed = false;
+                }
+                return Poll::Pending;
+            }
+            while !self.out.is_empty() {
                 let n = ready!(Pin::new(&mut self.io).poll_write(cx, &self.out))?;
                 if n == 0 {
                     return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
                 }
                 self.out.advance(n);
                 self.unflushed = true;
-                continue;
-            }
-            let Some(body) = self.body.as_mut() else {
-                ready!(Pin::new(&mut self.io).poll_flush(cx))?;
-                return Pin::new(&mut self.io).poll_shutdown(cx);
-            };
-            match Pin::new(body).poll_next(cx) {
-                Poll::Ready(Some(Ok(chunk))) => self.out = chunk,
-                Poll::Ready(Some(Err(e))) => {
-                    return Poll::Ready(Err(io::Error::other(e.to_string())))
-                }
-                Poll::Ready(None) => self.body = None,
-                Poll::Pending => {
-                    if self.unflushed {
-                        ready!(Pin::new(&mut self.io).poll_flush(cx))?;
-                        self.unflushed = false;
-                    }
-                    return Poll::Pending;
-                }
             }
         }
+    }
+
+    /// Takes what the actor has ready, joined into one chunk of at most about
+    /// [`WRITE_COALESCE_BYTES`] (one write for several frames, as the HTTP/1 dispatcher's
+    /// write buffer did; the joined chunk lives only until written).
+    fn gather(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+        while self.out.len() < WRITE_COALESCE_BYTES {
+            let Some(body) = self.body.as_mut() else {
+                return Ok(());
+            };
+            match Pin::new(body).poll_next(cx) {
+                Poll::Ready(Some(Ok(chunk))) if self.out.is_empty() => self.out = chunk,
+                Poll::Ready(Some(Ok(chunk))) => {
+                    let mut joined = BytesMut::with_capacity(self.out.len() + chunk.len());
+                    joined.extend_from_slice(&self.out);
+                    joined.extend_from_slice(&chunk);
+                    self.out = joined.freeze();
+                }
+                Poll::Ready(Some(Err(e))) => return Err(io::Error::other(e.to_string())),
+                Poll::Ready(None) => self.body = None,
+                Poll::Pending => return Ok(()),
+            }
+        }
+        Ok(())
     }
 }
