@@ -11,6 +11,8 @@
 //! - `preauth`: connections without a valid key yet: the per-address and total caps.
 //! - [`reload`]: SIGHUP: new keys and certificate without a restart, what needs one.
 //! - [`server`]: the standalone broker process: bind, banner, signals, graceful stop.
+//! - `upgrade`: WebSocket upgrades the standalone server serves without the HTTP/1
+//!   dispatcher's 8 KiB read and write buffers (the memory of an idle connection).
 //! - [`Broker`] (here): the embedding handle: start the actor system, mount its routes
 //!   into an actix-web `App`, publish from Rust, shut down.
 //! - The actors themselves live in the `rustorium-actors` crate (`actors/`).
@@ -47,6 +49,7 @@ pub mod reload;
 pub mod server;
 pub mod tls;
 pub mod tokens;
+mod upgrade;
 
 /// For the fuzz targets (`fuzz/`) only; not part of the embedding API.
 #[doc(hidden)]

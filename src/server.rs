@@ -6,8 +6,16 @@ use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::dev::Server;
-use actix_web::{App, HttpServer};
+use std::rc::Rc;
+
+use actix_codec::Framed;
+use actix_http::{h1, HttpService, Request, TlsAcceptorConfig};
+use actix_service::{
+    fn_factory, fn_service, map_config, IntoServiceFactory, ServiceFactory, ServiceFactoryExt,
+};
+use actix_web::dev::{AppConfig, Extensions, Server};
+use actix_web::rt::net::TcpStream;
+use actix_web::App;
 
 use crate::{Broker, Config, ConfigError};
 
@@ -67,29 +75,69 @@ impl Standalone {
         };
         let listener = TcpListener::bind(&server_cfg.bind).map_err(bind_err)?;
         let addr = listener.local_addr().map_err(bind_err)?;
-        let routes = broker.clone();
         // A connection that has not sent its request head (the upgrade, with its key) by
         // then gets 408 and is closed; the TLS handshake has as long before it.
         let handshake = Duration::from_millis(config.limits.handshake_timeout_ms);
-        let mut http = HttpServer::new(move || App::new().configure(routes.configure()))
-            .on_connect(broker.on_connect())
+        // actix-web's `HttpServer`, with its defaults, except that WebSocket upgrades go to
+        // `crate::upgrade`, which drops the HTTP/1 dispatcher's buffers.
+        let mut builder = actix_server::Server::build()
             .disable_signals()
             .shutdown_timeout(1)
-            .max_connections(1 << 20)
-            .client_request_timeout(handshake)
-            .tls_handshake_timeout(handshake)
+            .max_concurrent_connections(1 << 20)
             .backlog(4096);
         if server_cfg.workers > 0 {
-            http = http.workers(server_cfg.workers);
+            builder = builder.workers(server_cfg.workers);
         }
-        let http = match broker.rustls_config() {
-            None => http.listen(listener),
+        let on_connect = Arc::new(broker.on_connect());
+        let routes = broker.clone();
+        // One worker's HTTP service over the IO type `$io`; the app answers both the plain
+        // requests and the upgrade requests (a second instance, for the upgrade hook).
+        macro_rules! service {
+            ($io:ty) => {{
+                let on_connect = on_connect.clone();
+                let upgrades = routes.clone();
+                HttpService::build()
+                    .client_request_timeout(handshake)
+                    .client_disconnect_timeout(crate::upgrade::LINGER)
+                    .local_addr(addr)
+                    .on_connect_ext(move |io: &$io, data: &mut Extensions| {
+                        (on_connect)(io as &dyn std::any::Any, data)
+                    })
+                    .upgrade(fn_factory(move || {
+                        let app = App::new().configure(upgrades.configure());
+                        async move {
+                            let app = Rc::new(
+                                app.into_factory().new_service(AppConfig::default()).await?,
+                            );
+                            Ok::<_, ()>(fn_service(
+                                move |(req, framed): (Request, Framed<$io, h1::Codec>)| {
+                                    crate::upgrade::serve(app.clone(), req, framed)
+                                },
+                            ))
+                        }
+                    }))
+                    .finish(map_config(
+                        App::new()
+                            .configure(routes.configure())
+                            .into_factory()
+                            .map_err(|e| e.error_response()),
+                        |_| AppConfig::default(),
+                    ))
+            }};
+        }
+        let builder = match broker.rustls_config() {
+            None => builder.listen("rustorium-broker", listener, move || {
+                service!(TcpStream).tcp()
+            }),
             Some(tls) => {
                 let tls = tls.map_err(|e| StartError::Config(ConfigError::Tls(e)))?;
-                http.listen_rustls_0_23(listener, tls)
+                builder.listen("rustorium-broker", listener, move || {
+                    let accept = TlsAcceptorConfig::default().handshake_timeout(handshake);
+                    service!(crate::tls::Stream).rustls_0_23_with_config(tls.clone(), accept)
+                })
             }
         };
-        let server = http.map_err(bind_err)?.run();
+        let server = builder.map_err(bind_err)?.run();
         Ok(Standalone {
             broker,
             server,

@@ -631,3 +631,66 @@ async fn a_client_that_ends_its_stream_mid_frame_is_ended_at_once() {
     );
     assert_unharmed(b.addr, &mut other, 30).await;
 }
+
+/// `payload` as one masked client text frame (payloads under 126 bytes).
+fn masked_text(payload: &[u8]) -> Vec<u8> {
+    assert!(payload.len() < 126);
+    let mask = [7u8, 1, 8, 2];
+    let mut frame = vec![0x81, 0x80 | payload.len() as u8];
+    frame.extend(mask);
+    frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    frame
+}
+
+#[tokio::test]
+async fn a_frame_sent_with_the_upgrade_request_is_read_and_a_refused_upgrade_is_answered_and_closed(
+) {
+    let b = start(config());
+    let mut other = bystander(b.addr).await;
+    // The request head and a first frame in one write: the frame arrives with the head,
+    // before the upgrade is answered, and must not be lost with the HTTP buffers.
+    let mut s = TcpStream::connect(b.addr).await.expect("connect");
+    let mut bytes = format!(
+        "GET /ws?token={SUB_KEY} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\n\
+         Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+         Sec-WebSocket-Version: 13\r\n\r\n",
+        b.addr
+    )
+    .into_bytes();
+    bytes.extend(masked_text(
+        br#"{"type":"subscribe","id":"s1","data":{"channel":"blocks"}}"#,
+    ));
+    s.write_all(&bytes).await.expect("send");
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while memchr::memmem::find(&got, b"subscribe_success").is_none() {
+        let n = tokio::time::timeout_at(deadline, s.read(&mut buf))
+            .await
+            .expect("the subscription is answered in time")
+            .expect("read");
+        assert!(
+            n > 0,
+            "the connection ended: {:?}",
+            String::from_utf8_lossy(&got)
+        );
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert!(got.starts_with(b"HTTP/1.1 101"));
+    // An upgrade the handshake refuses (no version) gets its status and the end.
+    let mut s = TcpStream::connect(b.addr).await.expect("connect");
+    let head = format!(
+        "GET /ws?token={SUB_KEY} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\n\
+         Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+        b.addr
+    );
+    s.write_all(head.as_bytes()).await.expect("send");
+    let (reply, ended) = read_to_end(&mut s).await;
+    assert!(
+        reply.starts_with(b"HTTP/1.1 400"),
+        "{:?}",
+        String::from_utf8_lossy(&reply)
+    );
+    assert!(ended, "the refused upgrade's connection is closed");
+    assert_unharmed(b.addr, &mut other, 11).await;
+}
