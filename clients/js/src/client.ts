@@ -564,7 +564,10 @@ export class RustoriumClient {
     if (!ws) return;
     ws.onopen = ws.onmessage = ws.onclose = null;
     try {
-      ws.close(code);
+      // A silent connection may be dead: Node's `ws` can drop it at once instead of
+      // waiting for a close frame that will not come (a browser times it out itself).
+      if (code === SILENT && ws.terminate) ws.terminate();
+      else ws.close(code);
     } catch {
       // Closing a socket that never opened may throw; it is gone either way.
     }
@@ -603,11 +606,16 @@ export class RustoriumClient {
     this.close();
   }
 
-  /** Reconnects at once, or after the backoff wait (which starts over after a long-lived connection). */
+  /**
+   * Reconnects "at once" (after a random share of `backoffMin`, so that a broker restart
+   * does not bring every client back in the same instant), or after the backoff wait (which
+   * starts over after a long-lived connection).
+   */
   private _retry(now: boolean, lived = false): void {
     if (this._state === "closed") return;
     if (lived) this._fails = 0;
-    const wait = now ? 0 : backoffDelay(this._fails++, this._o.backoffMin, this._o.backoffMax);
+    const o = this._o;
+    const wait = now ? Math.random() * o.backoffMin : backoffDelay(this._fails++, o.backoffMin, o.backoffMax);
     clearTimeout(this._t.retry);
     this._t.retry = setTimeout(() => this._connect(), wait);
   }

@@ -162,6 +162,8 @@ export interface WebSocketLike {
   onerror: ((ev: unknown) => void) | null;
   send(data: string): void;
   close(code?: number, reason?: string): void;
+  /** Node's `ws` package: drop the TCP connection without a closing handshake. */
+  terminate?(): void;
 }
 
 /** A WebSocket implementation to use. */

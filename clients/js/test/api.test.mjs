@@ -228,7 +228,9 @@ test("without the pacing the same /v1 burst is refused rate_limited (the test ab
   const c = client("/v1", KEYS.all, { burst: 40, perSecond: 1000 });
   const settled = await Promise.allSettled(Array.from({ length: 40 }, () => c.getTokenInfo(MTK)));
   const codes = settled.filter((s) => s.status === "rejected").map((s) => s.reason.code);
-  assert.ok(codes.length > 0 && codes.every((c) => c === "rate_limited"), String(codes));
+  // Refused rate_limited, then closed 4001 for flooding: the rest fail `disconnected`, never sent twice.
+  assert.ok(codes.includes("rate_limited"), String(codes));
+  assert.ok(codes.every((c) => c === "rate_limited" || c === "disconnected"), String(codes));
   c.close();
 });
 
