@@ -17,8 +17,16 @@ await Promise.all([
   build({ ...common, format: "esm", outfile: here + "dist/index.js" }),
   build({ ...common, format: "cjs", outfile: here + "dist/index.cjs" }),
   build({ ...common, ...small, format: "esm", outfile: here + "dist/rustorium-client.min.js" }),
-  build({ ...common, ...small, format: "iife", globalName: "Rustorium", outfile: here + "dist/rustorium-client.iife.min.js" }),
+  build({
+    ...common,
+    ...small,
+    format: "iife",
+    globalName: "Rustorium",
+    outfile: here + "dist/rustorium-client.iife.min.js",
+  }),
 ]);
-execFileSync(process.execPath, [here + "node_modules/typescript/bin/tsc", "-p", here + "tsconfig.json"], { stdio: "inherit" });
+execFileSync(process.execPath, [here + "node_modules/typescript/bin/tsc", "-p", here + "tsconfig.json"], {
+  stdio: "inherit",
+});
 const min = readFileSync(here + "dist/rustorium-client.min.js");
 console.log(`dist/rustorium-client.min.js: ${min.length} bytes, ${gzipSync(min, { level: 9 }).length} gzipped`);

@@ -207,7 +207,11 @@ export class RustoriumClient {
     filter: ChannelFilter[C] | null | undefined,
     onEvent: (event: RustoriumEvent<ChannelData[C]>) => unknown,
   ): Subscription;
-  subscribe(channel: string, filter: Data | null | undefined, onEvent: (event: RustoriumEvent) => unknown): Subscription;
+  subscribe(
+    channel: string,
+    filter: Data | null | undefined,
+    onEvent: (event: RustoriumEvent) => unknown,
+  ): Subscription;
   subscribe(channel: string, filter: object | null | undefined, onEvent: Handler): Subscription {
     const asked = { ...(filter as Data) };
     const { confirmations, ...f } = asked;
@@ -220,7 +224,10 @@ export class RustoriumClient {
       // A release frame does not say which depth released it: one depth > 1 per channel.
       this._refuse(
         sub,
-        new RustoriumError("subscription_error", `${channel} already has another confirmations > 1: use a second client`),
+        new RustoriumError(
+          "subscription_error",
+          `${channel} already has another confirmations > 1: use a second client`,
+        ),
       );
     else {
       this._subs.push(sub);
@@ -438,8 +445,7 @@ export class RustoriumClient {
       this._tokens--;
       this._send(this._out.shift()!);
     }
-    if (this._out.length)
-      this._t.flush = setTimeout(() => this._flush(), ((1 - this._tokens) * 1000) / o.perSecond);
+    if (this._out.length) this._t.flush = setTimeout(() => this._flush(), ((1 - this._tokens) * 1000) / o.perSecond);
   }
 
   private _send(r: Req, first = false): void {
@@ -498,9 +504,7 @@ export class RustoriumClient {
     const all = this._subs.filter((s) => s.sid && s.channel === ch && matches(ch, s.filter, data));
     // A release goes to the subscriptions with confirmations > 1; a plain id to those with 1,
     // and to deeper ones when the event was already that deep (head known) or none has 1.
-    let t = all.filter((s) =>
-      release ? s.k > 1 : s.k < 2 || (n !== undefined && n + s.k - 1 <= this._head),
-    );
+    let t = all.filter((s) => (release ? s.k > 1 : s.k < 2 || (n !== undefined && n + s.k - 1 <= this._head)));
     if (!release && !t.length) t = all;
     if (ch === "blocks" && n !== undefined)
       this._head = Math.max(this._head, n + (release ? Math.max(...t.map((s) => s.k), 1) - 1 : 0));

@@ -22,7 +22,14 @@ after(async () => {
 });
 
 function client(path, key = KEYS.all, more = {}) {
-  return new RustoriumClient({ url: broker.url(path), token: key, WebSocket, backoffMin: 20, backoffMax: 200, ...more });
+  return new RustoriumClient({
+    url: broker.url(path),
+    token: key,
+    WebSocket,
+    backoffMin: 20,
+    backoffMax: 200,
+    ...more,
+  });
 }
 
 for (const [path, base] of [
@@ -127,7 +134,11 @@ for (const [path, base] of [
       await until(() => seen.some((e) => e.data.transaction_id === sent.transaction_id), "the confirmed transfer");
       const after = await c.getBalance(BOB, MTK);
       assert.equal(BigInt(after.balance) - BigInt(before.balance), 7n);
-      const { ids } = await c.publish("transaction_updates", { transaction_id: "0xfe", status: "x", to: BOB }, { type: "custom" });
+      const { ids } = await c.publish(
+        "transaction_updates",
+        { transaction_id: "0xfe", status: "x", to: BOB },
+        { type: "custom" },
+      );
       assert.equal(ids.length, 1);
       await until(() => seen.some((e) => e.id === ids[0] && e.type === "custom"), "the published event with its type");
 
@@ -142,7 +153,10 @@ for (const [path, base] of [
         assert.fail("expected a refusal");
       };
       assert.equal(await code(c.getTokenInfo("0x99")), "command_failed");
-      assert.equal(await code(c.executeTransaction({ from: ALICE, to: BOB, amount: "1e9", tokenId: MTK })), "invalid_request");
+      assert.equal(
+        await code(c.executeTransaction({ from: ALICE, to: BOB, amount: "1e9", tokenId: MTK })),
+        "invalid_request",
+      );
       assert.equal(await code(sub.publish("blocks", { number: 1 })), "forbidden");
       assert.equal(await code(c.subscribe("blokcs", {}, () => {}).ready), "subscription_error");
       assert.equal(await code(c.subscribe("blocks", { confirmations: 0 }, () => {}).ready), "subscription_error");
@@ -230,7 +244,10 @@ test("without the pacing the same /v1 burst is refused rate_limited (the test ab
   const codes = settled.filter((s) => s.status === "rejected").map((s) => s.reason.code);
   // Refused rate_limited, then closed 4001 for flooding: the rest fail `disconnected`, never sent twice.
   assert.ok(codes.includes("rate_limited"), String(codes));
-  assert.ok(codes.every((c) => c === "rate_limited" || c === "disconnected"), String(codes));
+  assert.ok(
+    codes.every((c) => c === "rate_limited" || c === "disconnected"),
+    String(codes),
+  );
   c.close();
 });
 
@@ -272,7 +289,8 @@ test("a reconnect restoring 100 subscriptions is one message, and every event st
   const c = new RustoriumClient({ url: broker.url("/ws", proxy.port), token: KEYS.all, WebSocket, backoffMin: 20 });
   const got = [];
   const subs = [];
-  for (let i = 0; i < 100; i++) subs.push(c.subscribe("state", { key: `0x${(i + 1).toString(16)}` }, (e) => got.push(e.id)));
+  for (let i = 0; i < 100; i++)
+    subs.push(c.subscribe("state", { key: `0x${(i + 1).toString(16)}` }, (e) => got.push(e.id)));
   await Promise.all(subs.map((s) => s.ready));
   assert.equal(c.stats.sent, 100);
   const first = await publish(broker, [{ channel: "state", data: { key: "0x1", value: "AQ==", block_number: 1 } }]);
@@ -281,7 +299,10 @@ test("a reconnect restoring 100 subscriptions is one message, and every event st
   await until(() => c.stats.connections === 2, "the second connection");
   const rest = await publish(
     broker,
-    Array.from({ length: 100 }, (_, i) => ({ channel: "state", data: { key: `0x${(i + 1).toString(16)}`, value: "AQ==", block_number: 2 } })),
+    Array.from({ length: 100 }, (_, i) => ({
+      channel: "state",
+      data: { key: `0x${(i + 1).toString(16)}`, value: "AQ==", block_number: 2 },
+    })),
   );
   await until(() => got.length === 101, "every event");
   assert.deepEqual(got, [...first, ...rest]);
@@ -303,7 +324,10 @@ test("an onEvent that blocks makes the client hold at most bufferSize events, an
     if (got.length === 1) await gate; // the application is stuck on the first event
   });
   await sub.ready;
-  const ids = await publish(broker, Array.from({ length: 400 }, (_, i) => block(i)));
+  const ids = await publish(
+    broker,
+    Array.from({ length: 400 }, (_, i) => block(i)),
+  );
   await sleep(300);
   // The client's buffer (private) never holds more than 50: it dropped the connection instead.
   held = c.stats.connections;

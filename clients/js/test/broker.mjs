@@ -131,4 +131,7 @@ export const tx = (n, i) => ({
   channel: "transactions",
   data: { tx_hash: `0x${(n * 16 + i).toString(16).padStart(8, "0")}`, block_number: n, confirmations: 1 },
 });
-export const state = (n) => ({ channel: "state", data: { key: `0x${n.toString(16)}`, value: "AQ==", block_number: n } });
+export const state = (n) => ({
+  channel: "state",
+  data: { key: `0x${n.toString(16)}`, value: "AQ==", block_number: n },
+});

@@ -48,7 +48,13 @@ test("while the broker is down the waits between attempts follow the backoff set
   let broker = await startBroker();
   const port = broker.port;
   const proxy = await startProxy(port);
-  const c = new RustoriumClient({ url: broker.url("/ws", proxy.port), token: KEYS.sub, WebSocket, backoffMin: min, backoffMax: max });
+  const c = new RustoriumClient({
+    url: broker.url("/ws", proxy.port),
+    token: KEYS.sub,
+    WebSocket,
+    backoffMin: min,
+    backoffMax: max,
+  });
   const gaps = [];
   c.on("gap", (g) => gaps.push(g));
   const got = [];
@@ -90,7 +96,13 @@ test("200 clients dropped by a broker restart come back spread by the jitter", {
   const clients = [];
   const back = [];
   for (let i = 0; i < CLIENTS; i++) {
-    const c = new RustoriumClient({ url: broker.url("/ws"), token: KEYS.sub, WebSocket, backoffMin: min, backoffMax: max });
+    const c = new RustoriumClient({
+      url: broker.url("/ws"),
+      token: KEYS.sub,
+      WebSocket,
+      backoffMin: min,
+      backoffMax: max,
+    });
     clients.push(c);
   }
   await Promise.all(clients.map((c) => c.subscribe("blocks", {}, () => {}).ready));
@@ -148,7 +160,10 @@ test("a JWT is refreshed in place at its share of life with a token from getToke
   await until(() => replies.length > 0 || c.stats.sent >= 2, "the refresh sent and answered", 5000);
   await sleep(200);
   assert.equal(c.stats.sent, 2, "subscribe, then refresh");
-  assert.ok(replies.every((r) => r === "invalid_request" || r === "forbidden"), String(replies));
+  assert.ok(
+    replies.every((r) => r === "invalid_request" || r === "forbidden"),
+    String(replies),
+  );
   assert.equal(c.state, "connected", "the connection stays");
   c.close();
   await broker.stop();
