@@ -338,3 +338,31 @@ test("an onEvent that blocks makes the client hold at most bufferSize events, an
   assert.ok(c.stats.connections >= 2, `resumed after the overflow (connections ${held} -> ${c.stats.connections})`);
   c.close();
 });
+
+test("examples/node_api.mjs (the node API document's example on the client) prints what the broker sends", async () => {
+  const { spawn } = await import("node:child_process");
+  const child = spawn(process.execPath, [new URL("../examples/node_api.mjs", import.meta.url).pathname], {
+    env: { ...process.env, RUSTORIUM_URL: broker.url("/ws"), RUSTORIUM_API_KEY: KEYS.sub },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let out = "";
+  child.stdout.on("data", (d) => (out += d));
+  child.stderr.on("data", (d) => (out += d));
+  try {
+    await until(() => out.includes("Connected to Rustorium"), "the example connected");
+    await sleep(200);
+    await publish(broker, [
+      block(7001),
+      { channel: "transactions", data: { tx_hash: "0xabc7001", block_number: 7001, confirmations: 1 } },
+      { channel: "state", data: { key: "0x7001", value: "AQ==", block_number: 7001 } },
+    ]);
+    await until(
+      () => out.includes("New block:") && out.includes("Transaction confirmed:") && out.includes("State updated:"),
+      `the three events in the example's output: ${out}`,
+    );
+    assert.match(out, /number: 7001/);
+    assert.doesNotMatch(out, /Error:/);
+  } finally {
+    child.kill("SIGINT");
+  }
+});
