@@ -40,6 +40,7 @@ if (!isMainThread) {
   };
   ws.on("message", (d) => {
     const m = JSON.parse(d);
+    if (m.type === "heartbeat") return;
     if (m.type !== "publish_success") throw new Error(String(d));
     acked += BATCH;
     if (acked >= events) {

@@ -501,11 +501,16 @@ export class RustoriumClient {
       ch = m.channel,
       release = id.includes("."),
       n = blockOf(data);
-    const all = this._subs.filter((s) => s.sid && s.channel === ch && matches(ch, s.filter, data));
     // A release goes to the subscriptions with confirmations > 1; a plain id to those with 1,
     // and to deeper ones when the event was already that deep (head known) or none has 1.
-    let t = all.filter((s) => (release ? s.k > 1 : s.k < 2 || (n !== undefined && n + s.k - 1 <= this._head)));
-    if (!release && !t.length) t = all;
+    let t: Sub[] = [],
+      deeper: Sub[] | undefined;
+    for (const s of this._subs)
+      if (s.sid && s.channel === ch && matches(ch, s.filter, data)) {
+        if (release ? s.k > 1 : s.k < 2 || (n !== undefined && n + s.k - 1 <= this._head)) t.push(s);
+        else if (!release) (deeper ??= []).push(s);
+      }
+    if (!t.length && deeper) t = deeper;
     if (ch === "blocks" && n !== undefined)
       this._head = Math.max(this._head, n + (release ? Math.max(...t.map((s) => s.k), 1) - 1 : 0));
     this._last = id;

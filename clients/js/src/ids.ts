@@ -12,6 +12,7 @@ function num(a: string, b: string): number {
 export function compareIds(a: string, b: string): number {
   const i = a.indexOf("."),
     j = b.indexOf(".");
+  if (i < 0 && j < 0) return num(a, b); // the common case: two plain ids
   return (
     num(i < 0 ? a : a.slice(0, i), j < 0 ? b : b.slice(0, j)) ||
     num(i < 0 ? "0" : a.slice(i + 1), j < 0 ? "0" : b.slice(j + 1))
