@@ -3,7 +3,8 @@
 // example, served from another origin than the broker's, loads dist/rustorium-client.min.js,
 // subscribes to one address's transaction_updates and to blocks, receives the built-in
 // ledger's transfers, survives a cut made by the proxy and resumes with no gap: the page's
-// record equals what a Node client connected straight to the broker received. Saves the
+// record equals what a Node client connected straight to the broker received; offline it
+// makes no attempt, and the online event reconnects it at once. Saves the
 // screenshot docs/js-wallet.png. Skipped without Chromium unless RUSTORIUM_REQUIRE_CHROMIUM is set.
 import { test } from "node:test";
 import assert from "node:assert/strict";
@@ -119,6 +120,29 @@ test(
         `the page received ${recorded.ids.length} events over ${proxy.accepted.length} connections (${proxy.cuts} cut); states ${recorded.states.join(" > ")}`,
       );
       await page.screenshot({ path: SHOT });
+
+      // Offline: no attempt while the browser says so; back online, a reconnect at once.
+      await page.context().setOffline(true);
+      assert.equal(await page.evaluate(() => navigator.onLine), false);
+      const attempts = proxy.accepted.length;
+      const statesBefore = (await page.evaluate(() => window.recorded.states)).length;
+      proxy.cutAll();
+      await page.waitForFunction(() => document.getElementById("state").textContent === "disconnected", null, {
+        timeout: WAIT,
+      });
+      await sleep(2500); // longer than any wait of the default backoff's first step (1-2 s)
+      assert.equal(proxy.accepted.length, attempts, "no connection attempt while offline");
+      // Not even one the browser would refuse: the client did not try (no "connecting").
+      assert.deepEqual((await page.evaluate(() => window.recorded.states)).slice(statesBefore), ["disconnected"]);
+      const online = performance.now();
+      await page.context().setOffline(false);
+      await page.waitForFunction(() => document.getElementById("state").textContent === "connected", null, {
+        timeout: WAIT,
+      });
+      const back = performance.now() - online;
+      assert.ok(back < 900, `reconnected ${Math.round(back)} ms after the online event`);
+      assert.equal(proxy.accepted.length, attempts + 1);
+      console.log(`offline: no attempt for 2.5 s; online: connected again after ${Math.round(back)} ms`);
     } finally {
       await browser.close().catch(() => {});
       direct.close();
