@@ -21,6 +21,13 @@ export const KEYS = {
 
 const WAIT = 15000;
 
+// Every broker still running when the test file's process exits (a failed test skips its
+// stop()) is killed with it.
+const running = new Set();
+process.on("exit", () => {
+  for (const child of running) child.kill("SIGKILL");
+});
+
 function config(extra) {
   return `
 [[keys]]
@@ -66,6 +73,8 @@ export async function startBroker({ port = 0, args = [], extra = "" } = {}) {
     env,
     stdio: ["ignore", "pipe", "pipe"],
   });
+  running.add(child);
+  child.once("exit", () => running.delete(child));
   const log = [];
   createInterface({ input: child.stderr }).on("line", (l) => log.length < 1000 && log.push(l));
   const exited = new Promise((resolve) => child.once("exit", (code, signal) => resolve({ code, signal })));
