@@ -133,9 +133,9 @@ test("200 clients dropped by a broker restart come back spread by the jitter", {
 });
 
 test("a JWT is refreshed in place at its share of life with a token from getToken", async () => {
-  // The broker of this branch takes any configured key; a key shaped like a JWT lets the
-  // client schedule the refresh. Whether the broker accepts `refresh` (PROTOCOL section 12,
-  // built on another branch) or refuses its type, it answers the request on the open connection.
+  // A configured key shaped like a JWT lets the client schedule the refresh; the broker
+  // refuses `refresh` on a connection made with a configured key (`forbidden`), on the open
+  // connection. Refresh with real signed tokens is tokens.test.mjs.
   const exp = Math.floor(Date.now() / 1000) + 2;
   const first = jwt({ sub: "t", exp });
   const second = jwt({ sub: "t", exp: exp + 3600 });
