@@ -192,10 +192,11 @@ pub fn ws_frames(data: &[u8]) {
         };
         // As the connection does: a frame over the limit is refused at its header, and
         // what the input hands on in its place stands for the refusal.
-        let msg = if gate.take_oversized() {
-            Err(ProtocolError::Overflow)
-        } else {
-            msg
+        let msg = match msg {
+            Ok(Message::Pong(p)) if p.is_empty() && gate.take_oversized() => {
+                Err(ProtocolError::Overflow)
+            }
+            other => other,
         };
         match conn.take(msg, now) {
             Inbound::Text(text) => {

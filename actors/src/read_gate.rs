@@ -41,8 +41,8 @@ impl ReadGate {
         self.oversized.store(true, Ordering::Release);
     }
 
-    /// Taken by the connection with each frame it reads: whether that frame stands for a
-    /// refused one.
+    /// Taken by the connection when it reads an empty pong (the input's stand-in):
+    /// whether that frame stands for a refused one.
     pub fn take_oversized(&self) -> bool {
         self.oversized.swap(false, Ordering::AcqRel)
     }

@@ -341,12 +341,13 @@ impl StreamHandler<Result<ws::Message, ProtocolError>> for Connection {
             }
             return;
         }
-        // A frame over the limit is refused by the input at its header; what it hands on
-        // in its place stands for that refusal.
-        let msg = if self.in_flight.take_oversized() {
-            Err(ProtocolError::Overflow)
-        } else {
-            msg
+        // A frame over the limit is refused by the input at its header; the empty pong it
+        // hands on in its place stands for that refusal (other frames skip the check).
+        let msg = match msg {
+            Ok(ws::Message::Pong(p)) if p.is_empty() && self.in_flight.take_oversized() => {
+                Err(ProtocolError::Overflow)
+            }
+            other => other,
         };
         let now = Instant::now();
         let inbound = self.input.take(msg, now);
