@@ -290,24 +290,37 @@ impl<T: AsyncWrite> Output<T> {
 
     /// Takes what the actor has ready, joined into one chunk of at most about
     /// [`WRITE_COALESCE_BYTES`] (one write for several frames, as the HTTP/1 dispatcher's
-    /// write buffer did; the joined chunk lives only until written).
+    /// write buffer did). Chunks are appended to one growing buffer, each byte copied once;
+    /// the joined chunk lives only until written.
     fn gather(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
-        while self.out.len() < WRITE_COALESCE_BYTES {
+        let mut joined: Option<BytesMut> = None;
+        loop {
+            let len = joined.as_ref().map_or(self.out.len(), BytesMut::len);
             let Some(body) = self.body.as_mut() else {
-                return Ok(());
+                break;
             };
+            if len >= WRITE_COALESCE_BYTES {
+                break;
+            }
             match Pin::new(body).poll_next(cx) {
-                Poll::Ready(Some(Ok(chunk))) if self.out.is_empty() => self.out = chunk,
+                Poll::Ready(Some(Ok(chunk))) if len == 0 => self.out = chunk,
                 Poll::Ready(Some(Ok(chunk))) => {
-                    let mut joined = BytesMut::with_capacity(self.out.len() + chunk.len());
-                    joined.extend_from_slice(&self.out);
-                    joined.extend_from_slice(&chunk);
-                    self.out = joined.freeze();
+                    let out = &self.out;
+                    joined
+                        .get_or_insert_with(|| {
+                            let mut j = BytesMut::with_capacity(out.len() + chunk.len());
+                            j.extend_from_slice(out);
+                            j
+                        })
+                        .extend_from_slice(&chunk);
                 }
                 Poll::Ready(Some(Err(e))) => return Err(io::Error::other(e.to_string())),
                 Poll::Ready(None) => self.body = None,
-                Poll::Pending => return Ok(()),
+                Poll::Pending => break,
             }
+        }
+        if let Some(joined) = joined {
+            self.out = joined.freeze();
         }
         Ok(())
     }
