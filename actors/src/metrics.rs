@@ -463,51 +463,63 @@ impl Metrics {
                 "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
             );
         }
-        let _ = writeln!(
-            out,
-            "# HELP rustorium_subscriptions Live subscriptions per channel.\n# TYPE rustorium_subscriptions gauge"
+        labelled(
+            &mut out,
+            (
+                "rustorium_subscriptions",
+                "gauge",
+                "Live subscriptions per channel.",
+            ),
+            "channel",
+            subscriptions.iter().map(|(c, n)| (&**c, *n as f64)),
         );
-        for (channel, n) in subscriptions {
-            let _ = writeln!(out, "rustorium_subscriptions{{channel=\"{channel}\"}} {n}");
-        }
-        let _ = writeln!(
-            out,
-            "# HELP rustorium_history_evicted_total History events evicted: past the resume window (age) or the per-channel bound (bound).\n# TYPE rustorium_history_evicted_total counter"
+        labelled(
+            &mut out,
+            (
+                "rustorium_history_evicted_total",
+                "counter",
+                "History events evicted: past the resume window (age) or the per-channel bound (bound).",
+            ),
+            "reason",
+            [
+                ("age", self.history_evicted_age.load(Relaxed) as f64),
+                ("bound", self.history_evicted_bound.load(Relaxed) as f64),
+            ],
         );
-        for (reason, n) in [
-            ("age", &self.history_evicted_age),
-            ("bound", &self.history_evicted_bound),
-        ] {
-            let _ = writeln!(
-                out,
-                "rustorium_history_evicted_total{{reason=\"{reason}\"}} {}",
-                n.load(Relaxed)
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP rustorium_rejections_total Refusals by reason.\n# TYPE rustorium_rejections_total counter"
+        labelled(
+            &mut out,
+            (
+                "rustorium_rejections_total",
+                "counter",
+                "Refusals by reason.",
+            ),
+            "reason",
+            Rejection::ALL.map(|why| (why.label(), self.rejections(why) as f64)),
         );
-        for why in Rejection::ALL {
-            let _ = writeln!(
-                out,
-                "rustorium_rejections_total{{reason=\"{}\"}} {}",
-                why.label(),
-                self.rejections(why)
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP rustorium_token_refusals_total Signed tokens refused, by reason.\n# TYPE rustorium_token_refusals_total counter"
+        labelled(
+            &mut out,
+            (
+                "rustorium_token_refusals_total",
+                "counter",
+                "Signed tokens refused, by reason.",
+            ),
+            "reason",
+            TokenRefusal::ALL.map(|why| (why.label(), self.token_refusals(why) as f64)),
         );
-        for why in TokenRefusal::ALL {
-            let _ = writeln!(
-                out,
-                "rustorium_token_refusals_total{{reason=\"{}\"}} {}",
-                why.label(),
-                self.token_refusals(why)
-            );
-        }
         out
+    }
+}
+
+/// Writes one series with a label: its `# HELP` and `# TYPE` lines (`(name, kind, help)`),
+/// then a line per `(label value, value)`.
+fn labelled<'a>(
+    out: &mut String,
+    (name, kind, help): (&str, &str, &str),
+    label: &str,
+    rows: impl IntoIterator<Item = (&'a str, f64)>,
+) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    for (value, n) in rows {
+        let _ = writeln!(out, "{name}{{{label}=\"{value}\"}} {n}");
     }
 }
