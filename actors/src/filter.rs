@@ -90,14 +90,9 @@ struct Text {
 
 impl Text {
     fn new(value: &str) -> Text {
-        let hex = value.starts_with("0x") || value.starts_with("0X");
         Text {
-            value: if hex {
-                value.to_ascii_lowercase()
-            } else {
-                value.to_owned()
-            },
-            hex,
+            value: normalise(value).into_owned(),
+            hex: value.starts_with("0x") || value.starts_with("0X"),
         }
     }
 

@@ -26,11 +26,7 @@ pub struct Grant {
 
 /// A hex value (`0x…`) lowercased, as [`Filter`] keeps it; anything else as given.
 fn normal(value: &str) -> String {
-    if value.starts_with("0x") || value.starts_with("0X") {
-        value.to_ascii_lowercase()
-    } else {
-        value.to_owned()
-    }
+    crate::filter::normalise(value).into_owned()
 }
 
 impl Grant {
