@@ -40,8 +40,9 @@
 //! - A publish goes through [`publisher::Publisher`] (validated against [`channels`]) to
 //!   the [`engine::Engine`], which in one step gives each event its id in the one
 //!   sequence, appends it to its channel's [`history`], raises the chain head, and hands
-//!   the batch to [`fanout::delivery::Delivery`]; that queues each hub its steps
-//!   ([`fanout::batch::PublishBatch`]) in sequence order.
+//!   the batch to [`fanout::delivery::Delivery`]; that has each hub fan its steps
+//!   ([`fanout::batch::Step`]) out in sequence order, there and then, on the appending
+//!   thread (the hub's [`fanout::channel_hub::SharedHub`]).
 //! - A hub finds the subscriptions an event matches in its [`fanout::index`] and pushes
 //!   the event, once per connection, into the connection's [`fanout::outbox`] and wakes
 //!   it; releases by `confirmations` go in at `B.E`. The connection writes the event's

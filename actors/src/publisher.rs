@@ -5,12 +5,16 @@
 //!
 //! Coalescing (group commit): a submitted publish joins a queue. One appender task drains
 //! it: it takes every publish waiting, up to `publish.coalesce_events` events, as one
-//! engine batch, in the order they were submitted, and goes on to the next batch while
-//! the hubs fan the last one out (at most `limits.hub_queue_batches` in flight, then
-//! flow control, [`crate::flow`], decides whether the next may go). Each
-//! publish is answered with its own ids once its batch is fanned out. So consecutive
-//! frames of one connection, or concurrent HTTP publishes, travel to the hubs together,
-//! and each still gets its own reply.
+//! engine batch, in the order they were submitted (flow control, [`crate::flow`], decides
+//! whether the next may go; with the Redis engine at most `limits.hub_queue_batches` are
+//! between their append and their fan-out). Each publish is answered with its own ids once
+//! its batch is fanned out. So consecutive frames of one connection, or concurrent HTTP
+//! publishes, travel to the hubs together, and each still gets its own reply.
+//!
+//! The appender runs on the thread of the publish that found it idle (a connection's
+//! worker, or the HTTP handler's), and the memory engine fans a batch out there too: an
+//! uncontended publish is appended, fanned out and answered without leaving its thread.
+//! Only a caller outside the actor system starts it on the actors' arbiter.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -298,7 +302,9 @@ impl Publisher {
             }
             !std::mem::replace(&mut q.running, true)
         };
-        if start && !inner.arbiter.spawn(append_loop(self.inner.clone())) {
+        // On this thread's arbiter when there is one: no thread crossing to append.
+        let here = actix::Arbiter::try_current().unwrap_or_else(|| inner.arbiter.clone());
+        if start && !here.spawn(append_loop(self.inner.clone())) {
             // The actors' arbiter is gone: the broker is stopping.
             let mut q = lock(&inner.queue);
             q.running = false;
@@ -377,10 +383,45 @@ fn take_batch(inner: &Inner) -> Option<Vec<Entry>> {
     Some(batch)
 }
 
+/// The running appender's claim on the queue. If its task is dropped before the queue ran
+/// dry (the worker it ran on stopped), the queue would stay claimed with nobody draining
+/// it: the claim passes to a new appender on the actors' arbiter instead.
+struct Claim {
+    inner: Arc<Inner>,
+    /// Set when the appender let the queue go itself (it ran dry).
+    released: bool,
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        if self.released {
+            return;
+        }
+        let inner = &self.inner;
+        if !inner.arbiter.spawn(append_loop(inner.clone())) {
+            let mut q = lock(&inner.queue);
+            q.running = false;
+            for e in q.take(usize::MAX) {
+                let _ = e.reply.send(Err(shutting_down()));
+            }
+        }
+    }
+}
+
 /// The appender: batch after batch, flow control, a fan-out permit, one engine append;
 /// the answers go out when the hubs have the batch, while the next batch is appended.
 async fn append_loop(inner: Arc<Inner>) {
-    while let Some(batch) = take_batch(&inner) {
+    let mut claim = Claim {
+        inner: inner.clone(),
+        released: false,
+    };
+    append_batches(&inner).await;
+    claim.released = true;
+}
+
+/// Appends batches until the queue runs dry (and lets it go).
+async fn append_batches(inner: &Arc<Inner>) {
+    while let Some(batch) = take_batch(inner) {
         let mut drafts = Vec::with_capacity(batch.iter().map(|e| e.drafts.len()).sum());
         let mut replies = Vec::with_capacity(batch.len());
         for entry in batch {
@@ -421,15 +462,27 @@ async fn append_loop(inner: Arc<Inner>) {
             .map(|(count, reply)| (reply, ids.by_ref().take(count).collect::<Vec<_>>()))
             .collect();
         let metrics = inner.metrics.clone();
-        actix::spawn(async move {
-            // Fanned out (or the hubs stopped, which only happens at shutdown).
-            let _ = appended.delivered.await;
+        let answer = move || {
             drop(permit);
             metrics.events_published.fetch_add(n, Ordering::Relaxed);
             for (reply, ids) in answers {
                 let _ = reply.send(Ok(ids));
             }
-        });
+        };
+        let mut delivered = appended.delivered;
+        match delivered.try_recv() {
+            // Fanned out already (the memory engine fans out as it appends), or the hubs
+            // stopped, which only happens at shutdown: answer now.
+            Ok(()) | Err(oneshot::error::TryRecvError::Closed) => answer(),
+            // Fanned out later (the Redis engine's feed): answer then, while the next
+            // batch is appended.
+            Err(oneshot::error::TryRecvError::Empty) => {
+                actix::spawn(async move {
+                    let _ = delivered.await;
+                    answer();
+                });
+            }
+        }
     }
 }
 

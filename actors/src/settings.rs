@@ -60,11 +60,12 @@ pub struct Limits {
     /// Bytes queued for one connection before it counts as a slow consumer. Default 2 MiB,
     /// twice `publish.max_body_bytes`, for the same reason.
     pub connection_queue_bytes: usize,
-    /// Coalesced publish batches in the channel hubs at once, not yet fanned out; the
-    /// next waits. Flow control sees a batch only once the hubs have it, so a
-    /// connection's queue can grow by this many batches of `publish.coalesce_events`
-    /// past the point where publishers are held: keep their product below half of
-    /// `connection_queue_frames`. Default 2.
+    /// Coalesced publish batches appended and not yet fanned out, at once; the next
+    /// waits. A batch is fanned out on the thread that appends it, so with the memory
+    /// engine there is never more than one; with the Redis engine it bounds the batches
+    /// a node has appended and not yet received back through its feed. Flow control sees
+    /// a batch once it is fanned out, so keep this times `publish.coalesce_events` below
+    /// half of `connection_queue_frames`. Default 2.
     pub hub_queue_batches: usize,
     /// Longest string accepted as a filter value (`address`, `key_prefix`...), in bytes. Default 256.
     pub max_filter_value_bytes: usize,

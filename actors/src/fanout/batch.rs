@@ -1,12 +1,9 @@
 //! One channel's share of an appended batch, as [`super::delivery::Delivery`] hands it
-//! to the channel's hub: the steps, in sequence order, and the batch's ticket.
+//! to the channel's hub: its steps, in sequence order.
 
 use std::sync::Arc;
 
-use actix::Message;
-
 use crate::event::Event;
-use crate::fanout::progress::Ticket;
 
 /// One thing a hub does, in sequence order.
 #[derive(Debug, Clone)]
@@ -34,15 +31,4 @@ impl Step {
             Step::Mark(seq) => *seq,
         }
     }
-}
-
-/// Delivery → ChannelHub: this channel's steps of one appended batch, in sequence order.
-/// The hub drops the ticket when it has fanned them out.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct PublishBatch {
-    /// Events and head rises, in sequence order.
-    pub steps: Vec<Step>,
-    /// Shared by every hub's share of the batch.
-    pub ticket: Arc<Ticket>,
 }

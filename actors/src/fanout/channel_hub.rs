@@ -1,9 +1,14 @@
 //! The `ChannelHub` actor: one per channel. It owns the channel's subscriptions and
-//! filters and fans each batch out, step by step in sequence order: an event goes, once
-//! per connection however many of its subscriptions match, into the outbox of every
-//! matching connection (a pointer to the shared event, whose frame is rendered once per
-//! dialect); a rise of the chain head releases what `confirmations` subscriptions were
-//! waiting for ([`crate::confirmations`]).
+//! filters (subscribe, unsubscribe and a connection's end are messages to it), kept in a
+//! [`HubCore`] that the fan-out also reaches through a [`SharedHub`]. Each batch is fanned
+//! out step by step in sequence order: an event goes, once per connection however many of
+//! its subscriptions match, into the outbox of every matching connection (a pointer to the
+//! shared event, whose frame is rendered once per dialect); a rise of the chain head
+//! releases what `confirmations` subscriptions were waiting for ([`crate::confirmations`]).
+//!
+//! The fan-out runs on the thread that appended the batch ([`super::delivery`]), under the
+//! core's lock, not in the actor's mailbox: an event crosses no thread between its
+//! publisher and the outboxes, and the only wake-up it costs is each subscriber's.
 //!
 //! The hub finds the connections an event may match in its [`Index`]
 //! ([`super::index`]): a connection with an unfiltered subscription is a candidate
@@ -15,14 +20,14 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use actix::{Actor, Context, Handler, MessageResult};
 
 use crate::channels::ChannelKind;
 use crate::confirmations::{self, AtPublish, Gate};
 use crate::event::Event;
-use crate::fanout::batch::{PublishBatch, Step};
+use crate::fanout::batch::Step;
 use crate::fanout::index::Index;
 use crate::fanout::outbox::{self, Item, Outbox, OutboxState, Pushed};
 use crate::fanout::progress::Progress;
@@ -59,8 +64,9 @@ pub struct HubSetup {
     pub max_held: usize,
 }
 
-/// The hub actor for one channel.
-pub struct ChannelHub {
+/// One channel's subscriptions, filed for the fan-out; owned by its [`ChannelHub`] and
+/// shared with the fan-out through a [`SharedHub`].
+pub struct HubCore {
     setup: HubSetup,
     /// Subscribers by connection; each connection's subscriptions are bounded by the
     /// per-connection cap, connections by admission.
@@ -101,10 +107,32 @@ fn item_for(subs: &[Sub], event: &Arc<Event>, head: Option<u64>) -> Option<Item>
     decided.map(|confirmations| Item::new(event.clone(), Position::event(event.seq), confirmations))
 }
 
-impl ChannelHub {
-    /// A hub as set up.
-    pub fn new(setup: HubSetup) -> ChannelHub {
-        ChannelHub {
+/// A hub's core as the actor and the fan-out share it.
+#[derive(Clone)]
+pub struct SharedHub(Arc<Mutex<HubCore>>);
+
+impl SharedHub {
+    /// A new, empty core.
+    pub fn new(setup: HubSetup) -> SharedHub {
+        SharedHub(Arc::new(Mutex::new(HubCore::new(setup))))
+    }
+
+    /// Locks the core; a poisoned lock is still usable (the core is consistent between
+    /// statements, and a fan-out that stopped part-way only left some outboxes short).
+    pub fn lock(&self) -> MutexGuard<'_, HubCore> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Fans `steps` (this channel's share of one batch, in sequence order) out now, on
+    /// the calling thread. Called by [`super::delivery::Delivery`] in sequence order.
+    pub fn fan_out(&self, steps: &[Step]) {
+        self.lock().fan_out(steps);
+    }
+}
+
+impl HubCore {
+    fn new(setup: HubSetup) -> HubCore {
+        HubCore {
             setup,
             conns: HashMap::new(),
             owner: HashMap::new(),
@@ -315,18 +343,28 @@ fn released(subs: &[Sub], gate: &Gate, from: Option<u64>, to: u64, by: u64) -> V
     out
 }
 
+/// The hub actor for one channel: the owner of its subscriptions.
+pub struct ChannelHub {
+    core: SharedHub,
+}
+
+impl ChannelHub {
+    /// The actor owning `core`.
+    pub fn new(core: SharedHub) -> ChannelHub {
+        ChannelHub { core }
+    }
+}
+
 impl Actor for ChannelHub {
     type Context = Context<Self>;
 
     fn started(&mut self, _: &mut Context<Self>) {
-        log::debug!("hub for channel {} started", self.setup.name);
+        log::debug!("hub for channel {} started", self.core.lock().setup.name);
     }
 }
 
-impl Handler<Attach> for ChannelHub {
-    type Result = MessageResult<Attach>;
-
-    fn handle(&mut self, msg: Attach, _: &mut Context<Self>) -> MessageResult<Attach> {
+impl HubCore {
+    fn attach(&mut self, msg: Attach) -> Attached {
         let now = self.setup.progress.begun();
         let mut created = Vec::with_capacity(msg.subs.len());
         for s in msg.subs {
@@ -354,17 +392,13 @@ impl Handler<Attach> for ChannelHub {
                     created: c,
                 });
         }
-        MessageResult(Attached {
+        Attached {
             created,
             cut: self.processed,
-        })
+        }
     }
-}
 
-impl Handler<Unsubscribe> for ChannelHub {
-    type Result = bool;
-
-    fn handle(&mut self, msg: Unsubscribe, _: &mut Context<Self>) -> bool {
+    fn unsubscribe(&mut self, msg: &Unsubscribe) -> bool {
         if self.owner.get(&msg.subscription_id) != Some(&msg.conn) {
             return false;
         }
@@ -372,20 +406,26 @@ impl Handler<Unsubscribe> for ChannelHub {
     }
 }
 
+impl Handler<Attach> for ChannelHub {
+    type Result = MessageResult<Attach>;
+
+    fn handle(&mut self, msg: Attach, _: &mut Context<Self>) -> MessageResult<Attach> {
+        MessageResult(self.core.lock().attach(msg))
+    }
+}
+
+impl Handler<Unsubscribe> for ChannelHub {
+    type Result = bool;
+
+    fn handle(&mut self, msg: Unsubscribe, _: &mut Context<Self>) -> bool {
+        self.core.lock().unsubscribe(&msg)
+    }
+}
+
 impl Handler<ConnectionClosed> for ChannelHub {
     type Result = ();
 
     fn handle(&mut self, msg: ConnectionClosed, _: &mut Context<Self>) {
-        self.drop_conns(vec![msg.conn]);
-    }
-}
-
-impl Handler<PublishBatch> for ChannelHub {
-    type Result = ();
-
-    fn handle(&mut self, msg: PublishBatch, _: &mut Context<Self>) {
-        self.fan_out(&msg.steps);
-        // Dropping the ticket here marks this hub's share of the batch fanned out.
-        drop(msg.ticket);
+        self.core.lock().drop_conns(vec![msg.conn]);
     }
 }

@@ -1,8 +1,8 @@
 //! The node's fan-out side of the engine seam: takes each appended batch in sequence
 //! order, splits it into one list of steps per channel hub (events, and the head's
-//! raises for the block-naming hubs), and queues each hub's list in the same order,
-//! with a [`Ticket`] that moves the node's watermark ([`Progress`]) when every hub has
-//! fanned its share out.
+//! raises for the block-naming hubs), and has each hub fan its list out at once, on the
+//! appending thread; the batch's [`Ticket`] then moves the node's watermark
+//! ([`Progress`]) and answers the engine.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -10,7 +10,7 @@ use std::sync::Arc;
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
 use crate::engine::{Fed, Sink};
-use crate::fanout::batch::{PublishBatch, Step};
+use crate::fanout::batch::Step;
 use crate::fanout::hubs::{HubRef, Hubs};
 use crate::fanout::progress::{Progress, Ticket};
 
@@ -18,8 +18,9 @@ use crate::fanout::progress::{Progress, Ticket};
 pub struct Delivery {
     hubs: Arc<Hubs>,
     progress: Arc<Progress>,
-    /// Batches in the hubs at once (`limits.hub_queue_batches`): publishers wait for a
-    /// permit, so hub mailboxes stay bounded although batches are queued without waiting.
+    /// Batches between the engine's append and the end of their fan-out at once
+    /// (`limits.hub_queue_batches`): with the Redis engine, appended batches waiting to
+    /// come back through the feed.
     in_flight: Arc<Semaphore>,
 }
 
@@ -98,13 +99,10 @@ impl Sink for Delivery {
         if let (Some(first), Some(last)) = (first, last) {
             self.progress.begin(first, last);
         }
-        let ticket = Arc::new(Ticket::new(first, self.progress.clone(), tx));
-        for (hub, steps) in lists {
-            // `do_send` queues at once, in this (sequence) order; the permit bounds it.
-            hub.addr.do_send(PublishBatch {
-                steps,
-                ticket: ticket.clone(),
-            });
+        // Dropped when every hub has its share: moves the watermark, answers the engine.
+        let _ticket = Ticket::new(first, self.progress.clone(), tx);
+        for (hub, steps) in &lists {
+            hub.core.fan_out(steps);
         }
         rx
     }

@@ -1,6 +1,7 @@
 //! The hub registry: finds (or, for allowed plain channels, creates) the `ChannelHub` of a
-//! channel name. The six documented channels get their hub at start; hubs run on one
-//! arbiter thread of their own, apart from the connection workers.
+//! channel name. The six documented channels get their hub at start; the hub actors run
+//! on one arbiter thread of their own, apart from the connection workers (their fan-out
+//! runs on the appending thread, see [`super::channel_hub`]).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -9,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use actix::{Actor, Addr, ArbiterHandle};
 
 use crate::channels::{is_plain_name, ChannelKind};
-use crate::fanout::channel_hub::{ChannelHub, HubSetup};
+use crate::fanout::channel_hub::{ChannelHub, HubSetup, SharedHub};
 use crate::fanout::progress::Progress;
 use crate::metrics::Metrics;
 use crate::settings::Settings;
@@ -21,8 +22,10 @@ pub struct HubRef {
     pub kind: ChannelKind,
     /// The channel's name.
     pub name: Arc<str>,
-    /// The hub actor.
+    /// The hub actor: subscribe, unsubscribe and a connection's end go to it.
     pub addr: Addr<ChannelHub>,
+    /// Its subscriptions, as the fan-out reaches them.
+    pub core: SharedHub,
     gauge: Arc<AtomicI64>,
 }
 
@@ -99,12 +102,14 @@ impl Hubs {
             progress: self.progress.clone(),
             max_held: self.settings.limits.max_pending_confirmations,
         };
-        // Unbounded mailbox: the delivery's in-flight permits bound the batches queued.
-        let addr = ChannelHub::start_in_arbiter(&self.arbiter, move |_| ChannelHub::new(setup));
+        let core = SharedHub::new(setup);
+        let owned = core.clone();
+        let addr = ChannelHub::start_in_arbiter(&self.arbiter, move |_| ChannelHub::new(owned));
         HubRef {
             kind,
             name,
             addr,
+            core,
             gauge,
         }
     }
