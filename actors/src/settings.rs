@@ -466,8 +466,8 @@ pub struct EngineSettings {
     /// switch (never less than `response_timeout_ms` + `probe_interval_ms`, which is used
     /// when it is set lower: a node still on the old master sees its append time out or its
     /// check find another master within that), short
-    /// enough not to hold up Sentinel turning the old master into a replica, which is the
-    /// new master's replica then. 0 pauses nothing (the copy still runs). Default 5000.
+    /// enough not to hold up Sentinel turning the old master into a replica (the new
+    /// master's replica then). 0 pauses nothing (the copy still runs). Default 5000.
     pub handover_pause_ms: u64,
     /// Prefix of every Redis key and pub/sub channel of this cluster, so that several
     /// clusters can share one Redis. Default `rustorium:`.

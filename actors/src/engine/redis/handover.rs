@@ -4,8 +4,9 @@
 //!
 //! Why. Sentinel promotes a replica without waiting for it to catch up, also in a planned
 //! failover (`SENTINEL FAILOVER`: `REPLICAOF NO ONE` to the replica, no pause of the
-//! master), and it turns the old master into a replica only about 8 s after the switch
-//! (four times its 2 s publish period). Until then the old master still holds every event
+//! master), and it turns the old master into a replica only well after the switch (at
+//! least four times its 2 s publish period; about 20 s with Redis 7.0 in the tests). Until
+//! then the old master still holds every event
 //! it acknowledged, including the last ones its replica had not received. So a node that
 //! follows a failover and can still reach the old master:
 //!
@@ -20,7 +21,10 @@
 //!    and head raises above the new master's history (the epoch's base) and below its
 //!    jump, from every channel stream the index names (`append.lua` keeps it);
 //! 4. writes them to the new master with their ids (`handover.lua`), which moves the
-//!    epoch's base up: resumes across them are complete, nothing is marked lost.
+//!    epoch's base up: resumes across them are complete, nothing is marked lost. A new
+//!    master that refuses writes meanwhile (`min-replicas-to-write` before it has a
+//!    replica) is not used until it took them: the node keeps what it read and tries
+//!    again on each reconnect, so no append lands there before the copy.
 //!
 //! Every node does this when it follows a switch; the first copies, the others find
 //! nothing missing. An old master that is gone (killed) is skipped after
