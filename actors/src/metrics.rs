@@ -194,6 +194,22 @@ pub struct EngineMetrics {
     pub lease_renewals: AtomicU64,
     /// Renewals Redis did not answer.
     pub lease_renewal_failures: AtomicU64,
+    /// Master switches this node followed (a new master at another address).
+    pub failovers: AtomicU64,
+    /// Handovers after a switch that copied events the new master lacked from the old one.
+    pub handovers: AtomicU64,
+    /// Events and head raises those handovers copied.
+    pub handed_over_events: AtomicU64,
+    /// Handovers that failed or ran out of time (the old master was reachable).
+    pub handover_failures: AtomicU64,
+    /// Liveness probes that did not come back in time: a subscription that stopped
+    /// delivering (reconnected and backfilled).
+    pub probe_failures: AtomicU64,
+    /// Publishes that fewer than `engine.min_replicas_acked` replicas took within
+    /// `engine.replicas_ack_timeout_ms` (answered unavailable).
+    pub wait_timeouts: AtomicU64,
+    /// Replicas the master listed as connected at this node's last `ROLE` check.
+    pub replicas: AtomicI64,
 }
 
 impl Metrics {
@@ -455,6 +471,48 @@ impl Metrics {
                 "counter",
                 "Redis engine: lease renewals Redis did not answer.",
                 e.lease_renewal_failures.load(Relaxed) as f64,
+            ),
+            (
+                "rustorium_engine_failovers_total",
+                "counter",
+                "Redis engine: master switches this node followed (a new master at another address).",
+                e.failovers.load(Relaxed) as f64,
+            ),
+            (
+                "rustorium_engine_handovers_total",
+                "counter",
+                "Redis engine: handovers after a switch that copied what the new master lacked from the old one.",
+                e.handovers.load(Relaxed) as f64,
+            ),
+            (
+                "rustorium_engine_handed_over_events_total",
+                "counter",
+                "Redis engine: events and head raises those handovers copied.",
+                e.handed_over_events.load(Relaxed) as f64,
+            ),
+            (
+                "rustorium_engine_handover_failures_total",
+                "counter",
+                "Redis engine: handovers that failed or ran out of time with the old master reachable.",
+                e.handover_failures.load(Relaxed) as f64,
+            ),
+            (
+                "rustorium_engine_probe_failures_total",
+                "counter",
+                "Redis engine: liveness probes not back in time (a subscription that stopped delivering: reconnected and backfilled).",
+                e.probe_failures.load(Relaxed) as f64,
+            ),
+            (
+                "rustorium_engine_wait_timeouts_total",
+                "counter",
+                "Redis engine: publishes fewer than min_replicas_acked replicas took in time (answered unavailable).",
+                e.wait_timeouts.load(Relaxed) as f64,
+            ),
+            (
+                "rustorium_engine_replicas",
+                "gauge",
+                "Redis engine: replicas the master listed as connected at this node's last ROLE check.",
+                e.replicas.load(Relaxed) as f64,
             ),
         ];
         for (name, kind, help, value) in scalars {

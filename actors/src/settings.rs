@@ -460,6 +460,16 @@ pub struct EngineSettings {
     /// Milliseconds a publish waits for `min_replicas_acked` replicas; past it the publish
     /// answers `unavailable` (it may still have been applied). Default 1000.
     pub replicas_ack_timeout_ms: u64,
+    /// Milliseconds for which a node that follows a failover pauses writes on the old
+    /// master (`CLIENT PAUSE ... WRITE`) before it copies what the new master lacks (the
+    /// handover, docs/PROTOCOL.md decision 50), so that the old master acknowledges nothing
+    /// more that the failover would throw away. Long enough for every node to notice the
+    /// switch (never less than `response_timeout_ms` + `probe_interval_ms`, which is used
+    /// when it is set lower: a node still on the old master sees its append time out or its
+    /// check find another master within that), short
+    /// enough not to hold up Sentinel turning the old master into a replica (the new
+    /// master's replica then). 0 pauses nothing (the copy still runs). Default 5000.
+    pub handover_pause_ms: u64,
     /// Prefix of every Redis key and pub/sub channel of this cluster, so that several
     /// clusters can share one Redis. Default `rustorium:`.
     pub key_prefix: String,
@@ -504,6 +514,7 @@ impl Default for EngineSettings {
             probe_timeout_ms: 3000,
             min_replicas_acked: 0,
             replicas_ack_timeout_ms: 1000,
+            handover_pause_ms: 5_000,
             key_prefix: "rustorium:".into(),
             connect_timeout_ms: 2000,
             response_timeout_ms: 2000,

@@ -6,7 +6,9 @@
 -- KEYS[4]        the first sequence number the cluster issued
 -- KEYS[5]        the master's epoch (epoch.lua)
 -- KEYS[6]        the ranges of ids lost in failovers (epoch.lua)
--- KEYS[6 + i]    event i's channel history stream
+-- KEYS[7]        the index of the history streams: a sorted set of their key names, scored
+--                by the second of their last append (handover.lua reads it)
+-- KEYS[7 + i]    event i's channel history stream
 -- ARGV[1]        most entries kept per stream (approximate trim)
 -- ARGV[2]        seconds a stream lives after its last append
 -- ARGV[3]        the pub/sub channel that announces head raises
@@ -33,7 +35,11 @@ if greater(ARGV[5], redis.call('GET', KEYS[1])) then
   redis.call('SET', KEYS[1], ARGV[5])
 end
 local out = {}
-local n = #KEYS - 6
+local n = #KEYS - 7
+-- The index: this batch's streams, and none whose stream expired (no append for ttl).
+local now_s = math.floor(tonumber(ARGV[4]) / 1000000)
+local indexed = {}
+redis.call('ZREMRANGEBYSCORE', KEYS[7], '-inf', '(' .. string.format('%d', now_s - tonumber(ttl)))
 for i = 1, n do
   local base = 6 + 4 * (i - 1)
   local notify, record, block, is_block = ARGV[base], ARGV[base + 1], ARGV[base + 2], ARGV[base + 3]
@@ -48,9 +54,13 @@ for i = 1, n do
       redis.call('XADD', KEYS[3], 'MAXLEN', '~', max_len, seq .. '-0', 'n', block)
     end
   end
-  local stream = KEYS[6 + i]
+  local stream = KEYS[7 + i]
   redis.call('XADD', stream, 'MAXLEN', '~', max_len, seq .. '-0', 'r', record)
   redis.call('EXPIRE', stream, ttl)
+  if not indexed[stream] then
+    indexed[stream] = true
+    redis.call('ZADD', KEYS[7], string.format('%d', now_s), stream)
+  end
   redis.call('PUBLISH', notify, seq .. ' ' .. raised .. ' ' .. record)
   if raised ~= '-' then
     redis.call('PUBLISH', head_channel, seq .. ' ' .. block)

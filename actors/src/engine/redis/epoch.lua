@@ -12,6 +12,10 @@
 -- range (base, floor] lost (a sorted set of "LO HI", at most MAX_LOST kept), which a
 -- resume across it answers with recovered: false.
 
+-- Fixed, not settings: GAP only has to exceed what an old master can issue between the
+-- last write its replica received and the nodes moving on (10^9 events is days at any
+-- rate one Redis takes), and ids are sparse anyway; MAX_LOST bounds a key that holds one
+-- entry per failover that lost something, of which a resume window sees very few.
 local GAP = 1000000000
 local MAX_LOST = 64
 

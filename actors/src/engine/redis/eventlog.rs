@@ -98,6 +98,13 @@ impl Keys {
         format!("{}lost", self.prefix)
     }
 
+    /// The index of the channels' history streams: a sorted set of their key names scored
+    /// by the second of their last append, for the handover after a failover
+    /// ([`super::handover`]), which copies what the old master has and the new one lacks.
+    pub fn streams(&self) -> String {
+        format!("{}streams", self.prefix)
+    }
+
     /// The pub/sub channel on which node `node` sends itself its liveness probes.
     pub fn probe(&self, node: &str) -> String {
         format!("{}probe:{node}", self.prefix)
@@ -176,7 +183,8 @@ pub async fn append_above<C: ConnectionLike>(
         .key(keys.raises())
         .key(keys.first())
         .key(keys.epoch())
-        .key(keys.lost());
+        .key(keys.lost())
+        .key(keys.streams());
     // Where a new sequence starts: the clock in microseconds, as the memory engine does.
     let start = super::record::unix_ms_now().saturating_mul(1000);
     call.arg(trim.max_len)

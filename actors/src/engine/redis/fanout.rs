@@ -429,6 +429,10 @@ impl Probe {
         let timeout = Duration::from_millis(sh.settings.probe_timeout_ms);
         if let Some(since) = self.waiting_since {
             if now.saturating_duration_since(since) > timeout {
+                sh.metrics
+                    .engine
+                    .probe_failures
+                    .fetch_add(1, Ordering::Relaxed);
                 return Err(format!(
                     "probe {} did not come back within engine.probe_timeout_ms: the subscription delivers nothing; reconnecting to backfill",
                     self.sent

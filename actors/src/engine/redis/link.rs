@@ -10,7 +10,7 @@
 //! reconnect), and the pub/sub side ([`super::fanout`]) follows the generation: it
 //! reconnects to the new master and backfills.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,7 +18,10 @@ use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::{AsyncConnectionConfig, Client, Cmd, Pipeline, RedisError, RedisFuture, Value};
 use tokio::sync::{watch, Notify};
 
+use super::eventlog::Keys;
+use super::handover;
 use crate::engine::EngineError;
+use crate::metrics::Metrics;
 use crate::settings::{masked_url, EngineSettings};
 
 /// How the master is found.
@@ -53,6 +56,14 @@ pub(in crate::engine) struct Link {
     lost: Notify,
     lost_gen: AtomicU64,
     gens: AtomicU64,
+    /// The cluster's keys, for the handover after a failover.
+    keys: Keys,
+    /// Seconds a channel stream lives after its last append (as the appends set it).
+    ttl_secs: u64,
+    metrics: Arc<Metrics>,
+    /// Replicas the master listed as connected at the last `ROLE` check (0 while there is
+    /// no master): with `engine.min_replicas_acked`, `/ready` needs that many.
+    replicas: AtomicUsize,
 }
 
 /// A command connection of one generation: any reply that says the master is gone marks
@@ -183,8 +194,9 @@ pub fn is_auth_error(message: &str) -> bool {
 }
 
 impl Link {
-    /// The link `settings` describe; it connects once [`keep`] runs.
-    pub fn new(settings: &EngineSettings) -> Link {
+    /// The link `settings` describe; it connects once [`keep`] runs. `ttl_secs`: how long a
+    /// channel stream lives after its last append (the handover writes them so).
+    pub fn new(settings: &EngineSettings, ttl_secs: u64, metrics: Arc<Metrics>) -> Link {
         let target = read_ca(settings).and_then(|ca| {
             if settings.sentinels.is_empty() {
                 return client(&settings.redis_url, &ca).map(|c| Target::Url(Box::new(c)));
@@ -203,7 +215,22 @@ impl Link {
             lost: Notify::new(),
             lost_gen: AtomicU64::new(0),
             gens: AtomicU64::new(0),
+            keys: Keys::new(settings.key_prefix.clone()),
+            ttl_secs,
+            metrics,
+            replicas: AtomicUsize::new(0),
         }
+    }
+
+    /// Replicas the master listed as connected at the last check (0 without a master).
+    pub fn replicas(&self) -> usize {
+        self.replicas.load(Ordering::Relaxed)
+    }
+
+    fn set_replicas(&self, n: usize) {
+        self.replicas.store(n, Ordering::Relaxed);
+        let gauge = i64::try_from(n).unwrap_or(i64::MAX);
+        self.metrics.engine.replicas.store(gauge, Ordering::Relaxed);
     }
 
     /// Generation `gen` is gone: [`keep`] finds the master again.
@@ -316,11 +343,12 @@ impl Link {
             }
         };
         let mut con = connect(Duration::ZERO).await?;
-        if !is_master(&mut con, limit).await? {
+        let Some(replicas) = role(&mut con, limit).await? else {
             return Err(format!(
                 "{addr} is not a master (yet): a failover is under way"
             ));
-        }
+        };
+        self.set_replicas(replicas);
         let acked = if s.min_replicas_acked > 0 {
             let wait = Duration::from_millis(s.replicas_ack_timeout_ms);
             Some(connect(wait).await?)
@@ -361,13 +389,15 @@ impl Link {
                         return;
                     }
                 }
-                _ = tokio::time::sleep(every) => match is_master(&mut con, limit).await {
-                    Ok(true) if self.still_named(addr).await => {}
-                    Ok(true) => {
+                _ = tokio::time::sleep(every) => match role(&mut con, limit).await {
+                    Ok(Some(replicas)) if self.still_named(addr).await => {
+                        self.set_replicas(replicas);
+                    }
+                    Ok(Some(_)) => {
                         log::warn!("Redis: the Sentinels name another master; following them");
                         return;
                     }
-                    Ok(false) => {
+                    Ok(None) => {
                         log::warn!("Redis: the master became a replica; finding the master again");
                         return;
                     }
@@ -381,19 +411,112 @@ impl Link {
     }
 }
 
+/// How long a node keeps a handover the new master has not taken yet (it refuses writes,
+/// for example with `min-replicas-to-write` until Sentinel gave it a replica), not using
+/// that master meanwhile. Fixed: Sentinel makes the old master a replica about 8 s after
+/// the switch, and a master that refuses writes for a minute after that is an outage the
+/// node cannot bridge; past it the copy is dropped and what it held shows as lost
+/// (`recovered: false`), as after an unplanned failover.
+const HANDOVER_KEPT: Duration = Duration::from_secs(60);
+
+impl Link {
+    fn limit(&self) -> Duration {
+        let s = &self.settings;
+        Duration::from_millis(
+            s.connect_timeout_ms
+                .saturating_add(s.response_timeout_ms.saturating_mul(4)),
+        )
+    }
+
+    /// The read half of the handover from `old` ([`handover::take`]), bounded in time; what
+    /// it cannot do is logged.
+    async fn take(
+        &self,
+        old: &Client,
+        old_addr: &str,
+        mut new: MultiplexedConnection,
+    ) -> Option<handover::Taken> {
+        let done = handover::take(&self.settings, &self.keys, old, &mut new);
+        match tokio::time::timeout(self.limit(), done).await {
+            Ok(Ok(Some(t))) => Some(t),
+            Ok(Ok(None)) => {
+                log::info!("Redis handover: {old_addr} is gone, not the new master's predecessor, or holds nothing newer; nothing to copy");
+                None
+            }
+            Ok(Err(e)) => {
+                self.metrics
+                    .engine
+                    .handover_failures
+                    .fetch_add(1, Ordering::Relaxed);
+                log::warn!("Redis handover from {old_addr}: {e}");
+                None
+            }
+            Err(_) => {
+                self.metrics
+                    .engine
+                    .handover_failures
+                    .fetch_add(1, Ordering::Relaxed);
+                log::warn!("Redis handover from {old_addr}: the old master did not answer in time");
+                None
+            }
+        }
+    }
+
+    /// The write half ([`handover::give`]): whether the new master took it.
+    async fn give(
+        &self,
+        taken: &handover::Taken,
+        old_addr: &str,
+        mut new: MultiplexedConnection,
+    ) -> bool {
+        let done = handover::give(&self.settings, &self.keys, taken, &mut new, self.ttl_secs);
+        let m = &self.metrics.engine;
+        match tokio::time::timeout(self.limit(), done).await {
+            Ok(Ok(h)) => {
+                if h.copied > 0 {
+                    m.handovers.fetch_add(1, Ordering::Relaxed);
+                    m.handed_over_events.fetch_add(h.copied, Ordering::Relaxed);
+                }
+                log::info!(
+                    "Redis handover from {old_addr}: {} events and head raises copied; the new master's history is complete up to {}",
+                    h.copied,
+                    h.base
+                );
+                true
+            }
+            Ok(Err(e)) => {
+                log::warn!(
+                    "Redis handover from {old_addr}: {e}; trying again before using the new master"
+                );
+                false
+            }
+            Err(_) => {
+                log::warn!("Redis handover from {old_addr}: the new master did not answer in time; trying again");
+                false
+            }
+        }
+    }
+}
+
 fn no_master() -> EngineError {
     EngineError::Unavailable("Redis: no master reachable now".into())
 }
 
-/// Asks `ROLE`: whether the server is a master.
-async fn is_master(con: &mut MultiplexedConnection, limit: Duration) -> Result<bool, String> {
+/// Asks `ROLE`: for a master, how many replicas it lists as connected; `None` for a
+/// replica (or a Sentinel).
+async fn role(con: &mut MultiplexedConnection, limit: Duration) -> Result<Option<usize>, String> {
     let role = redis::cmd("ROLE");
     let asked = role.query_async::<Vec<Value>>(con);
     match tokio::time::timeout(limit, asked).await {
-        Ok(Ok(role)) => Ok(
-            matches!(role.first(), Some(Value::BulkString(b)) if b == b"master")
-                || matches!(role.first(), Some(Value::SimpleString(s)) if s == "master"),
-        ),
+        Ok(Ok(role)) => {
+            let master = matches!(role.first(), Some(Value::BulkString(b)) if b == b"master")
+                || matches!(role.first(), Some(Value::SimpleString(s)) if s == "master");
+            let replicas = match role.get(2) {
+                Some(Value::Array(list)) => list.len(),
+                _ => 0,
+            };
+            Ok(master.then_some(replicas))
+        }
         Ok(Err(e)) => Err(format!("ROLE: {e}")),
         Err(_) => Err("no answer to ROLE in time".into()),
     }
@@ -403,7 +526,7 @@ async fn is_master(con: &mut MultiplexedConnection, limit: Duration) -> Result<b
 /// or password (a setting to fix); an unreachable Redis is waited for.
 pub async fn check(settings: &EngineSettings) -> Result<(), String> {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    let link = Link::new(settings);
+    let link = Link::new(settings, 0, Arc::new(Metrics::default()));
     match link.connect().await {
         Ok(_) => Ok(()),
         Err(e) if is_auth_error(&e) || link.target.is_err() => Err(e),
@@ -420,16 +543,56 @@ pub(in crate::engine) async fn keep(link: Arc<Link>) {
     let min = Duration::from_millis(link.settings.reconnect_min_ms);
     let max = Duration::from_millis(link.settings.reconnect_max_ms);
     let mut backoff = min;
+    // The master held before, for the handover when the next one is another server.
+    let mut previous: Option<(Client, String)> = None;
+    // A handover read from the old master that the new one has not taken yet, since when,
+    // and from where.
+    let mut pending: Option<(handover::Taken, Instant, String)> = None;
     loop {
         let started = Instant::now();
         match link.connect().await {
             Ok(master) => {
                 let (gen, con, addr) = (master.gen, master.con.clone(), master.addr.clone());
-                log::info!("Redis master {addr} (connection {gen})");
-                link.current.send_replace(Some(master));
-                link.hold(gen, &addr, con).await;
-                link.current.send_replace(None);
-                backoff = min;
+                if let Some((old, old_addr)) = previous.take().filter(|(_, a)| *a != addr) {
+                    link.metrics
+                        .engine
+                        .failovers
+                        .fetch_add(1, Ordering::Relaxed);
+                    log::warn!("Redis: the master moved from {old_addr} to {addr}");
+                    pending = link
+                        .take(&old, &old_addr, con.clone())
+                        .await
+                        .map(|t| (t, Instant::now(), old_addr));
+                }
+                previous = Some((master.client.clone(), addr.clone()));
+                // Not used before it took the handover: no append may land above what
+                // the handover must put below it.
+                let usable = match &pending {
+                    None => true,
+                    Some((taken, since, from)) => {
+                        if link.give(taken, from, con.clone()).await {
+                            true
+                        } else if since.elapsed() > HANDOVER_KEPT {
+                            link.metrics
+                                .engine
+                                .handover_failures
+                                .fetch_add(1, Ordering::Relaxed);
+                            log::warn!("Redis handover from {from}: the new master did not take it within {HANDOVER_KEPT:?}; dropped (what it held shows as lost)");
+                            true
+                        } else {
+                            false
+                        }
+                    }
+                };
+                if usable {
+                    pending = None;
+                    log::info!("Redis master {addr} (connection {gen})");
+                    link.current.send_replace(Some(master));
+                    link.hold(gen, &addr, con).await;
+                    link.current.send_replace(None);
+                    link.set_replicas(0);
+                    backoff = min;
+                }
             }
             Err(why) => log::warn!("Redis: {why}"),
         }

@@ -14,6 +14,7 @@
 
 pub mod eventlog;
 pub mod fanout;
+mod handover;
 pub mod lease;
 pub mod link;
 pub mod nodes;
@@ -187,6 +188,12 @@ pub struct RedisEngine {
     shared: Arc<Shared>,
 }
 
+/// Seconds a channel's history stream lives after its last append: the resume window and
+/// a minute, so that a resume at the window's end still finds what it needs.
+fn stream_ttl_secs(limits: &HistoryLimits) -> u64 {
+    limits.window.as_secs().saturating_add(60)
+}
+
 pub(super) fn unavailable(e: impl std::fmt::Display) -> EngineError {
     EngineError::Unavailable(format!("Redis: {e}"))
 }
@@ -204,7 +211,12 @@ impl RedisEngine {
     pub fn start(parts: RedisParts) -> RedisEngine {
         // rustls needs one crypto provider for `rediss://`; the broker's is aws-lc-rs.
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-        let link = Arc::new(link::Link::new(&parts.settings));
+        let ttl_secs = stream_ttl_secs(&parts.limits);
+        let link = Arc::new(link::Link::new(
+            &parts.settings,
+            ttl_secs,
+            parts.metrics.clone(),
+        ));
         let shared = Arc::new(Shared {
             keys: Keys::new(parts.settings.key_prefix.clone()),
             settings: parts.settings,
@@ -264,7 +276,7 @@ impl RedisEngine {
         }
         let trim = Trim {
             max_len: sh.settings.stream_max_len,
-            ttl_secs: sh.limits.window.as_secs().saturating_add(60),
+            ttl_secs: stream_ttl_secs(&sh.limits),
         };
         let mut con = sh.link.append_con()?;
         let started = Instant::now();
@@ -344,6 +356,11 @@ impl RedisEngine {
             Err(_) => return Err(unavailable("no answer to WAIT in time")),
         };
         if took < i64::from(s.min_replicas_acked) {
+            self.shared
+                .metrics
+                .engine
+                .wait_timeouts
+                .fetch_add(1, Ordering::Relaxed);
             return Err(EngineError::Unavailable(format!(
                 "Redis: {took} replica(s) took the publish within engine.replicas_ack_timeout_ms, fewer than engine.min_replicas_acked ({}); it may still be applied",
                 s.min_replicas_acked
@@ -566,8 +583,13 @@ impl Engine for RedisEngine {
     }
 
     fn ready(&self) -> bool {
-        // Up only with a master to write to and a subscription that delivers.
-        lock(&self.shared.feed).up && self.shared.link.master().is_some()
+        // Up only with a master to write to, a subscription that delivers, and with
+        // `min_replicas_acked = N` N replicas connected (else no publish is acknowledged).
+        let replicas =
+            usize::try_from(self.shared.settings.min_replicas_acked).unwrap_or(usize::MAX);
+        lock(&self.shared.feed).up
+            && self.shared.link.master().is_some()
+            && self.shared.link.replicas() >= replicas
     }
 
     fn nodes(&self) -> EngineFuture<'_, Vec<NodeInfo>> {
