@@ -78,6 +78,7 @@ impl Standalone {
         // A connection that has not sent its request head (the upgrade, with its key) by
         // then gets 408 and is closed; the TLS handshake has as long before it.
         let handshake = Duration::from_millis(config.limits.handshake_timeout_ms);
+        let io_limits = crate::upgrade::IoLimits::from(&config.limits);
         // actix-web's `HttpServer`, with its defaults, except that WebSocket upgrades go to
         // `crate::upgrade`, which drops the HTTP/1 dispatcher's buffers.
         let mut builder = actix_server::Server::build()
@@ -98,7 +99,7 @@ impl Standalone {
                 let upgrades = routes.clone();
                 HttpService::build()
                     .client_request_timeout(handshake)
-                    .client_disconnect_timeout(crate::upgrade::LINGER)
+                    .client_disconnect_timeout(io_limits.linger)
                     .local_addr(addr)
                     .on_connect_ext(move |io: &$io, data: &mut Extensions| {
                         (on_connect)(io as &dyn std::any::Any, data)
@@ -111,7 +112,7 @@ impl Standalone {
                             );
                             Ok::<_, ()>(fn_service(
                                 move |(req, framed): (Request, Framed<$io, h1::Codec>)| {
-                                    crate::upgrade::serve(app.clone(), req, framed)
+                                    crate::upgrade::serve(app.clone(), req, framed, io_limits)
                                 },
                             ))
                         }

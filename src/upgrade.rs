@@ -26,16 +26,31 @@ use bytes::{Buf, Bytes, BytesMut};
 use futures_util::{SinkExt, Stream};
 use tokio::io::{ReadHalf, WriteHalf};
 
-/// How long a closed connection's input is still read (and discarded) for the client to
-/// see the end of the output (actix-web's `HttpServer` default `client_disconnect_timeout`).
-pub(crate) const LINGER: std::time::Duration = std::time::Duration::from_secs(1);
+/// The settings an upgraded connection's IO follows (from `[limits]`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct IoLimits {
+    /// How long a closed connection's input is still read (and discarded) for the client
+    /// to see the end of the output (`limits.close_linger_ms`).
+    pub linger: std::time::Duration,
+    /// The most bytes of the actor's output joined for one write
+    /// (`limits.write_coalesce_bytes`).
+    pub coalesce: usize,
+}
 
-/// The most bytes of the actor's output joined for one write (actix-http's default
-/// `h1_write_buffer_size`, which bounded the same coalescing in the HTTP/1 dispatcher).
-const WRITE_COALESCE_BYTES: usize = 32 * 1024;
+impl IoLimits {
+    /// The limits `limits` sets.
+    pub fn from(limits: &rustorium_actors::settings::Limits) -> IoLimits {
+        IoLimits {
+            linger: std::time::Duration::from_millis(limits.close_linger_ms),
+            coalesce: limits.write_coalesce_bytes.max(1),
+        }
+    }
+}
 
 /// Bytes read from an upgraded socket at a time, into a buffer on the stack (nothing is
 /// kept per connection between reads; each read becomes one chunk of the exact size).
+/// Fixed, not a setting: it sizes a stack array, and a read of a larger frame simply
+/// takes several chunks.
 const READ_CHUNK_BYTES: usize = 8 * 1024;
 
 /// Serves one upgrade request (a WebSocket handshake, or `CONNECT`) arriving on `framed`:
@@ -46,6 +61,7 @@ pub(crate) async fn serve<T, S, B>(
     app: Rc<S>,
     req: Request,
     framed: Framed<T, Codec>,
+    limits: IoLimits,
 ) -> Result<(), actix_web::Error>
 where
     T: AsyncRead + AsyncWrite + Unpin + 'static,
@@ -55,7 +71,7 @@ where
     // Two boxes in turn, so that the connection's task holds one pointer, and for the
     // connection's life only the small second future (the handshake's, with the `Framed`,
     // is freed once the upgrade is answered).
-    match Box::pin(handshake(app, req, framed)).await? {
+    match Box::pin(handshake(app, req, framed, limits)).await? {
         Some(upgraded) => Box::pin(upgraded.run()).await,
         None => Ok(()),
     }
@@ -66,6 +82,7 @@ async fn handshake<T, S, B>(
     app: Rc<S>,
     req: Request,
     mut framed: Framed<T, Codec>,
+    limits: IoLimits,
 ) -> Result<Option<Upgraded<T>>, actix_web::Error>
 where
     T: AsyncRead + AsyncWrite + Unpin + 'static,
@@ -112,8 +129,10 @@ where
             body: Some(body),
             out: Bytes::new(),
             unflushed: false,
+            coalesce: limits.coalesce,
         },
         attach,
+        linger: limits.linger,
     }))
 }
 
@@ -121,6 +140,8 @@ where
 struct Upgraded<T> {
     output: Output<T>,
     attach: Attach<T>,
+    /// How long to drain the input after the output ended.
+    linger: std::time::Duration,
 }
 
 impl<T: AsyncRead + AsyncWrite + Unpin> Upgraded<T> {
@@ -129,9 +150,10 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Upgraded<T> {
         poll_fn(|cx| self.output.poll(cx)).await?;
         // Closing a socket with unread input resets it, and a reset can discard what the
         // client has not read yet (the close frame): read and discard until the client
-        // closes too, for at most `LINGER`, as the HTTP/1 dispatcher does.
+        // closes too, for at most `linger`, as the HTTP/1 dispatcher does.
+        let linger = self.linger;
         let drain = poll_fn(|cx| self.attach.poll_drain(cx));
-        let _ = actix_web::rt::time::timeout(LINGER, drain).await;
+        let _ = actix_web::rt::time::timeout(linger, drain).await;
         Ok(())
     }
 }
@@ -258,6 +280,8 @@ struct Output<T> {
     out: Bytes,
     /// Whether something was written since the last flush (TLS holds records until then).
     unflushed: bool,
+    /// The most bytes joined for one write (`limits.write_coalesce_bytes`).
+    coalesce: usize,
 }
 
 impl<T: AsyncWrite> Output<T> {
@@ -289,7 +313,7 @@ impl<T: AsyncWrite> Output<T> {
     }
 
     /// Takes what the actor has ready, joined into one chunk of at most about
-    /// [`WRITE_COALESCE_BYTES`] (one write for several frames, as the HTTP/1 dispatcher's
+    /// `coalesce` bytes (one write for several frames, as the HTTP/1 dispatcher's
     /// write buffer did). Chunks are appended to one growing buffer, each byte copied once;
     /// the joined chunk lives only until written.
     fn gather(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
@@ -299,7 +323,7 @@ impl<T: AsyncWrite> Output<T> {
             let Some(body) = self.body.as_mut() else {
                 break;
             };
-            if len >= WRITE_COALESCE_BYTES {
+            if len >= self.coalesce {
                 break;
             }
             match Pin::new(body).poll_next(cx) {

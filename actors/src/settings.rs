@@ -104,6 +104,15 @@ pub struct Limits {
     /// Frames one fragmented message may arrive in; more closes the connection 4001.
     /// Default 1024.
     pub max_fragments_per_message: u32,
+    /// Milliseconds a connection that is over (its close sent, or the client gone) still
+    /// reads and discards the client's input, so that the client sees the end of the
+    /// output instead of a reset; also the HTTP server's `client_disconnect_timeout`.
+    /// Default 1000.
+    pub close_linger_ms: u64,
+    /// Most bytes of a WebSocket connection's queued frames joined into one socket write
+    /// (frames are written together while more are ready). Default 32768, actix-http's
+    /// HTTP/1 write buffer.
+    pub write_coalesce_bytes: usize,
 }
 
 impl Default for Limits {
@@ -128,6 +137,8 @@ impl Default for Limits {
             max_unauthenticated: 8192,
             max_control_frames_per_second: 50,
             max_fragments_per_message: 1024,
+            close_linger_ms: 1000,
+            write_coalesce_bytes: 32 * 1024,
         }
     }
 }
@@ -202,6 +213,11 @@ impl Limits {
             "limits.max_fragments_per_message",
             self.max_fragments_per_message.into(),
             2,
+        )?;
+        at_least(
+            "limits.write_coalesce_bytes",
+            self.write_coalesce_bytes as u64,
+            1,
         )?;
         at_least(
             "limits.max_pending_confirmations",
