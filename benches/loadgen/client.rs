@@ -7,7 +7,6 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use tokio::net::{TcpSocket, TcpStream};
-use tokio_tungstenite::WebSocketStream;
 
 use super::payload::scan;
 use super::rawws::{self, RawWs};
@@ -58,19 +57,6 @@ pub async fn tcp(addr: SocketAddr, source: Ipv4Addr) -> Result<TcpStream, String
         .map_err(|e| format!("connect {addr} from {source}: {e}"))?;
     stream.set_nodelay(true).map_err(|e| e.to_string())?;
     Ok(stream)
-}
-
-/// A WebSocket on `ws://addr{path}` from `source`.
-pub async fn websocket(
-    addr: SocketAddr,
-    source: Ipv4Addr,
-    path: &str,
-) -> Result<WebSocketStream<TcpStream>, String> {
-    let stream = tcp(addr, source).await?;
-    let (ws, _) = tokio_tungstenite::client_async(format!("ws://{addr}{path}"), stream)
-        .await
-        .map_err(|e| format!("upgrade: {e}"))?;
-    Ok(ws)
 }
 
 /// Connects and subscribes a rustorium-broker subscriber to `topic`.
