@@ -102,6 +102,10 @@ async fn rustorium_read(mut ws: RawWs, tally: Rc<Tally>) {
     }
 }
 
+/// The end of a NATS protocol line, searched with a finder built once.
+static CRLF: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+    std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\r\n"));
+
 /// A NATS protocol stream reassembled from WebSocket frames (a message may span frames).
 #[derive(Default)]
 pub struct NatsStream {
@@ -132,7 +136,7 @@ impl NatsStream {
     /// Calls `f` for every complete message buffered, keeping a partial one.
     pub fn drain(&mut self, mut f: impl FnMut(NatsOp<'_>)) {
         let mut at = 0;
-        while let Some(eol) = memchr::memmem::find(&self.buf[at..], b"\r\n") {
+        while let Some(eol) = CRLF.find(&self.buf[at..]) {
             let line = &self.buf[at..at + eol];
             if line.starts_with(b"MSG ") {
                 let len: usize = line
