@@ -18,6 +18,7 @@ use memchr::memmem::Finder;
 use super::client::tcp;
 use super::payload::write_payload;
 use super::rawws::{frame, RawWs, TEXT};
+use super::scenario::Scenario;
 use super::tally::Tally;
 use super::target::KEY;
 
@@ -52,12 +53,13 @@ pub struct Published {
     pub error: Option<String>,
 }
 
-/// Most events one write of the publisher carries (when the pace allows that many): each
-/// in frames of `batch` events to rustorium-broker, one `PUB` each to nats-server. Several
-/// frames per write keep the generator's cost per event low (a loopback write costs about
-/// as much as the broker's handling of the frame) without changing what the broker sees:
-/// one event per frame, one `PUB` per message, the same for both.
-pub const WRITE_EVENTS: u64 = 100;
+/// Most events one write of the publisher carries by default: 1, every frame (every
+/// `PUB`) written on its own, as a publisher that sends each event as it happens does.
+/// `--write-events N` lets one write carry up to N events when the pace allows that many,
+/// still one event per frame (`batch` per frame) and one `PUB` per message, the same for
+/// both brokers: the generator then spends less per event (on loopback a write costs the
+/// writer about as much as the reader's handling of it), and the brokers read bursts.
+pub const WRITE_EVENTS: u64 = 1;
 
 /// One way of handing events to a broker.
 pub trait Sink {
@@ -419,22 +421,21 @@ impl Sink for NatsPub {
     }
 }
 
-/// Publishes `events` events through `sink` at `pace` (frames of at most `batch` events,
-/// at most [`WRITE_EVENTS`] or `batch` events per write, whichever is more), stopping at `deadline` or when deliveries stall for `stall`.
+/// Publishes the scenario's events through `sink` at its pace (frames of at most `batch`
+/// events, at most `write_events` or `batch` events per write, whichever is more),
+/// stopping at `deadline` or when deliveries stall for the scenario's `stall`.
 pub async fn drive<S: Sink>(
     sink: &mut S,
     tally: &Tally,
-    events: u64,
-    pace: Pace,
-    batch: u64,
+    s: &Scenario,
     deadline: Instant,
-    stall: Duration,
 ) -> Published {
+    let (events, pace, batch, stall) = (s.events, s.pace, s.batch, s.stall);
     let started = Instant::now();
     let mut next = 0u64;
     let mut error = None;
     while next < events && Instant::now() < deadline {
-        let per_write = WRITE_EVENTS.max(batch);
+        let per_write = s.write_events.max(batch);
         let n = match pace {
             Pace::Open => per_write.min(events - next),
             Pace::Closed(k) => {
