@@ -4,7 +4,7 @@
 //!
 //! `cargo bench --bench load -- [--scenario A|A100|A-open|A-batched|B|C|D|E|F|all] [--target T | --race]
 //!  [--rounds R] [--toy] [--subscribers N] [--channels C] [--events M] [--in-flight K]
-//!  [--rate R] [--open] [--batch B] [--payload BYTES] [--via ws|http] [--hold SECS]
+//!  [--rate R] [--open] [--batch B] [--write-events W] [--payload BYTES] [--via ws|http] [--hold SECS]
 //!  [--heartbeat-ms MS] [--sources S] [--max-secs S] [--shard K]`
 //!
 //! Targets: `broker` (the release binary, started per run; default; the environment
@@ -70,6 +70,9 @@ fn parse() -> Result<Args, String> {
         }
         if let Some(n) = number("--batch")? {
             s.batch = (n as u64).clamp(1, 1000);
+        }
+        if let Some(n) = number("--write-events")? {
+            s.write_events = (n as u64).clamp(1, 1000);
         }
         if let Some(n) = number("--payload")? {
             s.payload = n as usize;

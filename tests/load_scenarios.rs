@@ -13,8 +13,14 @@ use loadgen::scenario::{run, Scenario};
 use loadgen::target::{nats_available, TargetSpec};
 
 fn toy(name: &str, spec: TargetSpec, via: Via) {
+    toy_with(name, spec, via, 1);
+}
+
+/// [`toy`] with the publisher writing up to `write_events` events per write.
+fn toy_with(name: &str, spec: TargetSpec, via: Via, write_events: u64) {
     let mut s = Scenario::preset(name).expect("a preset").toy();
     s.via = via;
+    s.write_events = write_events;
     let report = loadgen::block_on(run(&spec, &s))
         .expect("runtime")
         .unwrap_or_else(|e| panic!("scenario {name} on {}: {e}", spec.name()));
@@ -75,6 +81,16 @@ fn scenario_b_fixed_rate() {
 #[test]
 fn scenario_c_many_channels() {
     toy("C", TargetSpec::Broker, Via::WebSocket);
+}
+
+#[test]
+fn scenario_c_several_frames_per_write() {
+    toy_with("C", TargetSpec::Broker, Via::WebSocket, 100);
+    toy_with("A-open", TargetSpec::Broker, Via::WebSocket, 100);
+    toy_with("A-batched", TargetSpec::Broker, Via::WebSocket, 100);
+    if nats_available() {
+        toy_with("C", TargetSpec::Nats, Via::WebSocket, 100);
+    }
 }
 
 #[test]

@@ -7,7 +7,6 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use tokio::net::{TcpSocket, TcpStream};
-use tokio_tungstenite::WebSocketStream;
 
 use super::payload::scan;
 use super::rawws::{self, RawWs};
@@ -60,19 +59,6 @@ pub async fn tcp(addr: SocketAddr, source: Ipv4Addr) -> Result<TcpStream, String
     Ok(stream)
 }
 
-/// A WebSocket on `ws://addr{path}` from `source`.
-pub async fn websocket(
-    addr: SocketAddr,
-    source: Ipv4Addr,
-    path: &str,
-) -> Result<WebSocketStream<TcpStream>, String> {
-    let stream = tcp(addr, source).await?;
-    let (ws, _) = tokio_tungstenite::client_async(format!("ws://{addr}{path}"), stream)
-        .await
-        .map_err(|e| format!("upgrade: {e}"))?;
-    Ok(ws)
-}
-
 /// Connects and subscribes a rustorium-broker subscriber to `topic`.
 async fn rustorium_subscribe(
     addr: SocketAddr,
@@ -116,6 +102,10 @@ async fn rustorium_read(mut ws: RawWs, tally: Rc<Tally>) {
     }
 }
 
+/// The end of a NATS protocol line, searched with a finder built once.
+static CRLF: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+    std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\r\n"));
+
 /// A NATS protocol stream reassembled from WebSocket frames (a message may span frames).
 #[derive(Default)]
 pub struct NatsStream {
@@ -146,7 +136,7 @@ impl NatsStream {
     /// Calls `f` for every complete message buffered, keeping a partial one.
     pub fn drain(&mut self, mut f: impl FnMut(NatsOp<'_>)) {
         let mut at = 0;
-        while let Some(eol) = memchr::memmem::find(&self.buf[at..], b"\r\n") {
+        while let Some(eol) = CRLF.find(&self.buf[at..]) {
             let line = &self.buf[at..at + eol];
             if line.starts_with(b"MSG ") {
                 let len: usize = line

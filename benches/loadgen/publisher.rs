@@ -7,18 +7,18 @@ use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::rc::Rc;
+use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
-use futures_util::stream::SplitSink;
-use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::WebSocketStream;
 
-use super::client::{tcp, websocket};
-use super::payload::payload_with;
+use memchr::memmem::Finder;
+
+use super::client::tcp;
+use super::payload::write_payload;
+use super::rawws::{frame, RawWs, TEXT};
+use super::scenario::Scenario;
 use super::tally::Tally;
 use super::target::KEY;
 
@@ -53,88 +53,152 @@ pub struct Published {
     pub error: Option<String>,
 }
 
-/// One way of handing a batch of events to a broker.
+/// Most events one write of the publisher carries by default: 1, every frame (every
+/// `PUB`) written on its own, as a publisher that sends each event as it happens does.
+/// `--write-events N` lets one write carry up to N events when the pace allows that many,
+/// still one event per frame (`batch` per frame) and one `PUB` per message, the same for
+/// both brokers: the generator then spends less per event (on loopback a write costs the
+/// writer about as much as the reader's handling of it), and the brokers read bursts.
+pub const WRITE_EVENTS: u64 = 1;
+
+/// One way of handing events to a broker.
 pub trait Sink {
-    /// Publishes events `seqs` (each on channel `seq % channels`), stamped now.
-    async fn send(&mut self, seqs: std::ops::Range<u64>, tally: &Tally) -> Result<(), String>;
+    /// Publishes events `seqs` (each on the channel [`Tally::topic_of`] names), stamped
+    /// now, in one write: in frames (or HTTP requests) of at most `per_frame` events to
+    /// rustorium-broker, one `PUB` each to nats-server.
+    async fn send(
+        &mut self,
+        seqs: std::ops::Range<u64>,
+        per_frame: u64,
+        tally: &Tally,
+    ) -> Result<(), String>;
     /// Waits (bounded) until the broker has taken everything sent; returns events taken.
     async fn finish(&mut self, sent: u64) -> Result<u64, String>;
 }
 
-fn events_json(seqs: std::ops::Range<u64>, tally: &Tally, size: usize) -> String {
-    let mut out = String::with_capacity(seqs.clone().count() * (size + 48));
-    for seq in seqs {
-        if !out.is_empty() {
-            out.push(',');
+/// Appends the events `seqs` as a JSON array's members, all stamped `ts`.
+fn events_json(out: &mut Vec<u8>, seqs: std::ops::Range<u64>, ts: u64, tally: &Tally, size: usize) {
+    for seq in seqs.clone() {
+        if seq != seqs.start {
+            out.push(b',');
         }
         let topic = tally.topic_of(seq);
-        out.push_str("{\"channel\":\"");
-        out.push_str(&topic.channel());
-        out.push_str("\",\"data\":");
-        let fields = topic.routing_fields(seq);
-        out.push_str(&payload_with(seq, tally.now_ns(), size, &fields));
-        out.push('}');
+        out.extend_from_slice(b"{\"channel\":\"");
+        out.extend_from_slice(topic.channel().as_bytes());
+        out.extend_from_slice(b"\",\"data\":");
+        write_payload(out, seq, ts, size, &topic.routing_fields(seq));
+        out.push(b'}');
     }
-    out
 }
 
-/// `publish` frames on a WebSocket; a reader task counts the acknowledgements.
+/// The replies the publisher's reader looks for.
+static PUBLISH_SUCCESS: LazyLock<Finder<'static>> =
+    LazyLock::new(|| Finder::new(b"publish_success"));
+static ERROR: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"error\":{"));
+
+/// `publish` frames on a WebSocket, several per write; a reader task counts the
+/// acknowledgements (one per frame) and answers pings.
 pub struct RustoriumWs {
-    sink: SplitSink<WebSocketStream<TcpStream>, Message>,
+    writer: Rc<tokio::sync::Mutex<OwnedWriteHalf>>,
+    /// Events per frame sent and not yet acknowledged, oldest first.
     batches: Rc<RefCell<VecDeque<u64>>>,
     acked: Rc<Cell<u64>>,
     error: Rc<RefCell<Option<String>>>,
     size: usize,
     next_id: u64,
+    /// The frames of one write, reused.
+    out: Vec<u8>,
+    /// One frame's text before it is framed, reused.
+    text: Vec<u8>,
 }
 
 impl RustoriumWs {
     /// Connects a publisher with the load key.
     pub async fn connect(addr: SocketAddr, size: usize) -> Result<RustoriumWs, String> {
-        let ws = websocket(addr, Ipv4Addr::LOCALHOST, &format!("/ws?token={KEY}")).await?;
-        let (sink, mut stream) = ws.split();
+        let ws = RawWs::connect(addr, Ipv4Addr::LOCALHOST, &format!("/ws?token={KEY}")).await?;
+        let (mut reader, mut frames, writer) = ws.into_split();
+        let writer = Rc::new(tokio::sync::Mutex::new(writer));
         let batches = Rc::new(RefCell::new(VecDeque::new()));
         let acked = Rc::new(Cell::new(0));
         let error = Rc::new(RefCell::new(None));
-        let (b, a, e) = (batches.clone(), acked.clone(), error.clone());
+        let (w, b, a, e) = (
+            writer.clone(),
+            batches.clone(),
+            acked.clone(),
+            error.clone(),
+        );
         tokio::task::spawn_local(async move {
-            while let Some(Ok(msg)) = stream.next().await {
-                let Message::Text(t) = msg else { continue };
-                if t.contains("publish_success") {
-                    let n = b.borrow_mut().pop_front().unwrap_or(0);
-                    a.set(a.get() + n);
-                } else if t.contains("\"error\":{") {
-                    b.borrow_mut().pop_front();
-                    e.borrow_mut().get_or_insert_with(|| t.to_string());
+            let mut pongs = Vec::new();
+            loop {
+                let read = match frames.fill(&mut reader).await {
+                    Ok(()) => frames.drain(&mut pongs, |_, t| {
+                        if PUBLISH_SUCCESS.find(t).is_some() {
+                            let n = b.borrow_mut().pop_front().unwrap_or(0);
+                            a.set(a.get() + n);
+                        } else if ERROR.find(t).is_some() {
+                            b.borrow_mut().pop_front();
+                            e.borrow_mut()
+                                .get_or_insert_with(|| String::from_utf8_lossy(t).into_owned());
+                        }
+                    }),
+                    Err(why) => Err(why),
+                };
+                if !pongs.is_empty() {
+                    let _ = w.lock().await.write_all(&pongs).await;
+                    pongs.clear();
+                }
+                if let Err(why) = read {
+                    e.borrow_mut()
+                        .get_or_insert_with(|| format!("publisher connection: {why}"));
+                    return;
                 }
             }
         });
         Ok(RustoriumWs {
-            sink,
+            writer,
             batches,
             acked,
             error,
             size,
             next_id: 0,
+            out: Vec::new(),
+            text: Vec::new(),
         })
     }
 }
 
 impl Sink for RustoriumWs {
-    async fn send(&mut self, seqs: std::ops::Range<u64>, tally: &Tally) -> Result<(), String> {
+    async fn send(
+        &mut self,
+        seqs: std::ops::Range<u64>,
+        per_frame: u64,
+        tally: &Tally,
+    ) -> Result<(), String> {
         if let Some(e) = self.error.borrow().clone() {
             return Err(e);
         }
-        self.next_id += 1;
-        let n = seqs.end - seqs.start;
-        let frame = format!(
-            "{{\"type\":\"publish\",\"id\":\"p{}\",\"data\":{{\"events\":[{}]}}}}",
-            self.next_id,
-            events_json(seqs, tally, self.size)
-        );
-        self.batches.borrow_mut().push_back(n);
-        self.sink
-            .send(Message::text(frame))
+        let ts = tally.now_ns();
+        self.out.clear();
+        let mut seq = seqs.start;
+        while seq < seqs.end {
+            let end = (seq + per_frame.max(1)).min(seqs.end);
+            self.next_id += 1;
+            self.text.clear();
+            self.text
+                .extend_from_slice(b"{\"type\":\"publish\",\"id\":\"p");
+            self.text
+                .extend_from_slice(itoa::Buffer::new().format(self.next_id).as_bytes());
+            self.text.extend_from_slice(b"\",\"data\":{\"events\":[");
+            events_json(&mut self.text, seq..end, ts, tally, self.size);
+            self.text.extend_from_slice(b"]}}");
+            frame(&mut self.out, TEXT, &self.text);
+            self.batches.borrow_mut().push_back(end - seq);
+            seq = end;
+        }
+        self.writer
+            .lock()
+            .await
+            .write_all(&self.out)
             .await
             .map_err(|e| format!("publish: {e}"))
     }
@@ -173,12 +237,18 @@ impl RustoriumHttp {
             acked: 0,
         })
     }
-}
 
-impl Sink for RustoriumHttp {
-    async fn send(&mut self, seqs: std::ops::Range<u64>, tally: &Tally) -> Result<(), String> {
+    /// Posts one batch and reads its response.
+    async fn post(
+        &mut self,
+        seqs: std::ops::Range<u64>,
+        ts: u64,
+        tally: &Tally,
+    ) -> Result<(), String> {
         let n = seqs.end - seqs.start;
-        let body = format!("[{}]", events_json(seqs, tally, self.size));
+        let mut body = vec![b'['];
+        events_json(&mut body, seqs, ts, tally, self.size);
+        body.push(b']');
         let head = format!(
             "POST /api/publish HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {KEY}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
             self.addr,
@@ -186,7 +256,7 @@ impl Sink for RustoriumHttp {
         );
         let io = |e: std::io::Error| format!("http publish: {e}");
         self.writer.write_all(head.as_bytes()).await.map_err(io)?;
-        self.writer.write_all(body.as_bytes()).await.map_err(io)?;
+        self.writer.write_all(&body).await.map_err(io)?;
         let (mut status, mut length, mut line) = (String::new(), 0usize, String::new());
         self.reader.read_line(&mut status).await.map_err(io)?;
         loop {
@@ -215,6 +285,24 @@ impl Sink for RustoriumHttp {
         self.acked += n;
         Ok(())
     }
+}
+
+impl Sink for RustoriumHttp {
+    async fn send(
+        &mut self,
+        seqs: std::ops::Range<u64>,
+        per_frame: u64,
+        tally: &Tally,
+    ) -> Result<(), String> {
+        let ts = tally.now_ns();
+        let mut seq = seqs.start;
+        while seq < seqs.end {
+            let end = (seq + per_frame.max(1)).min(seqs.end);
+            self.post(seq..end, ts, tally).await?;
+            seq = end;
+        }
+        Ok(())
+    }
 
     async fn finish(&mut self, _sent: u64) -> Result<u64, String> {
         Ok(self.acked)
@@ -227,6 +315,10 @@ pub struct NatsPub {
     pongs: Rc<Cell<u64>>,
     error: Rc<RefCell<Option<String>>>,
     size: usize,
+    /// The `PUB`s of one write, reused.
+    out: Vec<u8>,
+    /// One message's payload, reused.
+    payload: Vec<u8>,
 }
 
 impl NatsPub {
@@ -264,27 +356,47 @@ impl NatsPub {
             pongs,
             error,
             size,
+            out: Vec::new(),
+            payload: Vec::new(),
         })
     }
 }
 
 impl Sink for NatsPub {
-    async fn send(&mut self, seqs: std::ops::Range<u64>, tally: &Tally) -> Result<(), String> {
+    async fn send(
+        &mut self,
+        seqs: std::ops::Range<u64>,
+        _per_frame: u64,
+        tally: &Tally,
+    ) -> Result<(), String> {
         if let Some(e) = self.error.borrow().clone() {
             return Err(e);
         }
-        let mut out = Vec::with_capacity(seqs.clone().count() * (self.size + 32));
+        let ts = tally.now_ns();
+        self.out.clear();
         for seq in seqs {
             let topic = tally.topic_of(seq);
-            let p = payload_with(seq, tally.now_ns(), self.size, &topic.routing_fields(seq));
-            out.extend_from_slice(format!("PUB {} {}\r\n", topic.subject(), p.len()).as_bytes());
-            out.extend_from_slice(p.as_bytes());
-            out.extend_from_slice(b"\r\n");
+            self.payload.clear();
+            write_payload(
+                &mut self.payload,
+                seq,
+                ts,
+                self.size,
+                &topic.routing_fields(seq),
+            );
+            self.out.extend_from_slice(b"PUB ");
+            self.out.extend_from_slice(topic.subject().as_bytes());
+            self.out.push(b' ');
+            self.out
+                .extend_from_slice(itoa::Buffer::new().format(self.payload.len()).as_bytes());
+            self.out.extend_from_slice(b"\r\n");
+            self.out.extend_from_slice(&self.payload);
+            self.out.extend_from_slice(b"\r\n");
         }
         self.writer
             .lock()
             .await
-            .write_all(&out)
+            .write_all(&self.out)
             .await
             .map_err(|e| format!("nats publish: {e}"))
     }
@@ -309,23 +421,23 @@ impl Sink for NatsPub {
     }
 }
 
-/// Publishes `events` events through `sink` at `pace` (batches of at most `batch`),
-/// stopping at `deadline` or when deliveries stall for `stall`.
+/// Publishes the scenario's events through `sink` at its pace (frames of at most `batch`
+/// events, at most `write_events` or `batch` events per write, whichever is more),
+/// stopping at `deadline` or when deliveries stall for the scenario's `stall`.
 pub async fn drive<S: Sink>(
     sink: &mut S,
     tally: &Tally,
-    events: u64,
-    pace: Pace,
-    batch: u64,
+    s: &Scenario,
     deadline: Instant,
-    stall: Duration,
 ) -> Published {
+    let (events, pace, batch, stall) = (s.events, s.pace, s.batch, s.stall);
     let started = Instant::now();
     let mut next = 0u64;
     let mut error = None;
     while next < events && Instant::now() < deadline {
+        let per_write = s.write_events.max(batch);
         let n = match pace {
-            Pace::Open => batch.min(events - next),
+            Pace::Open => per_write.min(events - next),
             Pace::Closed(k) => {
                 let in_flight = next - tally.completed();
                 if in_flight >= k as u64 {
@@ -338,7 +450,7 @@ pub async fn drive<S: Sink>(
                     }
                     continue;
                 }
-                (k as u64 - in_flight).min(batch).min(events - next)
+                (k as u64 - in_flight).min(per_write).min(events - next)
             }
             Pace::Rate(r) => {
                 let due = ((started.elapsed().as_secs_f64() * r) as u64 + 1).min(events);
@@ -347,10 +459,10 @@ pub async fn drive<S: Sink>(
                     tokio::time::sleep_until(at.into()).await;
                     continue;
                 }
-                (due - next).min(batch)
+                (due - next).min(per_write)
             }
         };
-        if let Err(e) = sink.send(next..next + n, tally).await {
+        if let Err(e) = sink.send(next..next + n, batch, tally).await {
             error = Some(e);
             break;
         }

@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 
 use super::client::{self, source_for, SETUP};
-use super::publisher::{drive, NatsPub, Pace, Published, RustoriumHttp, RustoriumWs, Via};
+use super::publisher::{
+    drive, NatsPub, Pace, Published, RustoriumHttp, RustoriumWs, Via, WRITE_EVENTS,
+};
 use super::report::{cpu_seconds, peak_rss_kib, rss_kib, Report};
 use super::tally::Tally;
 use super::target::{self, Needs, Protocol, TargetSpec};
@@ -37,6 +39,9 @@ pub struct Scenario {
     pub pace: Pace,
     /// Most events per publish batch.
     pub batch: u64,
+    /// Most events per write of the publisher (each still in frames of `batch`; NATS: one
+    /// `PUB` each); 1 writes every frame on its own.
+    pub write_events: u64,
     /// How events reach rustorium-broker.
     pub via: Via,
     /// Seconds to hold the connections idle before publishing (scenario D).
@@ -67,6 +72,7 @@ impl Scenario {
             // One event per publish frame, as a NATS publisher sends one per PUB: the
             // headline scenarios compare like with like. `A-batched` is its own row.
             batch: 1,
+            write_events: WRITE_EVENTS,
             via: Via::WebSocket,
             hold: Duration::ZERO,
             heartbeat_ms: 30_000,
@@ -257,25 +263,16 @@ pub async fn run(spec: &TargetSpec, s: &Scenario) -> Result<Report, String> {
             Protocol::Rustorium(nodes) => match s.via {
                 Via::WebSocket => {
                     let mut sink = RustoriumWs::connect(nodes.publisher(), s.payload).await?;
-                    drive(
-                        &mut sink, &tally, s.events, s.pace, s.batch, deadline, s.stall,
-                    )
-                    .await
+                    drive(&mut sink, &tally, s, deadline).await
                 }
                 Via::Http => {
                     let mut sink = RustoriumHttp::connect(nodes.publisher(), s.payload).await?;
-                    drive(
-                        &mut sink, &tally, s.events, s.pace, s.batch, deadline, s.stall,
-                    )
-                    .await
+                    drive(&mut sink, &tally, s, deadline).await
                 }
             },
             Protocol::Nats { client, .. } => {
                 let mut sink = NatsPub::connect(client, s.payload).await?;
-                drive(
-                    &mut sink, &tally, s.events, s.pace, s.batch, deadline, s.stall,
-                )
-                .await
+                drive(&mut sink, &tally, s, deadline).await
             }
         }
     };
