@@ -15,9 +15,13 @@ use crate::fanout::progress::Progress;
 use crate::metrics::Metrics;
 use crate::settings::Settings;
 
-/// A channel's hub, as handed to connections and publishers.
+/// A channel's hub, as handed to connections and publishers: one pointer, so handing it
+/// out per event costs one reference count, not one per field.
 #[derive(Clone)]
-pub struct HubRef {
+pub struct HubRef(Arc<Hub>);
+
+/// What a [`HubRef`] points to.
+pub struct Hub {
     /// What kind of channel it is.
     pub kind: ChannelKind,
     /// The channel's name.
@@ -27,6 +31,14 @@ pub struct HubRef {
     /// Its subscriptions, as the fan-out reaches them.
     pub core: SharedHub,
     gauge: Arc<AtomicI64>,
+}
+
+impl std::ops::Deref for HubRef {
+    type Target = Hub;
+
+    fn deref(&self) -> &Hub {
+        &self.0
+    }
 }
 
 /// Why a channel name has no hub.
@@ -105,13 +117,13 @@ impl Hubs {
         let core = SharedHub::new(setup);
         let owned = core.clone();
         let addr = ChannelHub::start_in_arbiter(&self.arbiter, move |_| ChannelHub::new(owned));
-        HubRef {
+        HubRef(Arc::new(Hub {
             kind,
             name,
             addr,
             core,
             gauge,
-        }
+        }))
     }
 
     /// The hub for `name`.
@@ -119,12 +131,16 @@ impl Hubs {
         if let Some(hub) = self.known.iter().find(|h| &*h.name == name) {
             return Ok(hub.clone());
         }
-        if !self.settings.channels.allow_plain || !is_plain_name(name) {
+        if !self.settings.channels.allow_plain {
             return Err(ChannelError::Unknown(name.to_owned()));
         }
         let mut plain = self.plain.lock().unwrap_or_else(|p| p.into_inner());
+        // A name in the map was checked when its hub was made.
         if let Some(hub) = plain.get(name) {
             return Ok(hub.clone());
+        }
+        if !is_plain_name(name) {
+            return Err(ChannelError::Unknown(name.to_owned()));
         }
         if plain.len() >= self.settings.channels.max_plain {
             return Err(ChannelError::TooMany(self.settings.channels.max_plain));
