@@ -57,7 +57,7 @@ const INDEX_READS: usize = 3;
 
 /// What a handover did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(in crate::engine) struct Handed {
+pub struct Handed {
     /// Events and head raises copied to the new master.
     pub copied: u64,
     /// The new master's epoch base after it: its history is complete up to here.
@@ -161,7 +161,7 @@ async fn read_old(
 /// it (a new master may refuse writes for a while: `min-replicas-to-write` with no
 /// replica yet, until Sentinel made the old master its replica, which also wipes what the
 /// old master held).
-pub(in crate::engine) struct Taken {
+pub struct Taken {
     /// The old master's replication id: the new master must have been promoted from it.
     replid: String,
     /// Everything the old master issued up to here is in `items`.
@@ -172,10 +172,22 @@ pub(in crate::engine) struct Taken {
     items: Vec<(usize, u64, String)>,
 }
 
+impl Taken {
+    /// How many events and head raises it carries.
+    pub fn count(&self) -> usize {
+        self.items.len()
+    }
+
+    /// The old master issued every id up to here that it carries.
+    pub fn upto(&self) -> u64 {
+        self.upto
+    }
+}
+
 /// Reads from the old master (`old`, if still reachable and the predecessor of the master
 /// `new` is connected to) what it issued above the new master's history, pausing its
 /// writes first. `Ok(None)`: nothing to hand over.
-pub(in crate::engine) async fn take(
+pub async fn take(
     settings: &EngineSettings,
     keys: &Keys,
     old: &Client,
@@ -292,7 +304,7 @@ pub(in crate::engine) async fn take(
 /// Writes what [`take`] read to the new master (`handover.lua`): what it lacks, with its
 /// ids. `Err` when the new master did not take it (for example `NOREPLICAS`): the node
 /// keeps `taken` and tries again before it uses the new master.
-pub(in crate::engine) async fn give(
+pub async fn give(
     settings: &EngineSettings,
     keys: &Keys,
     taken: &Taken,

@@ -14,7 +14,10 @@
 
 pub mod eventlog;
 pub mod fanout;
-mod handover;
+// Public only for the tests against real servers (tests/redis_handover.rs), which run it
+// between two of them as a node does when it follows a failover; not part of the API.
+#[doc(hidden)]
+pub mod handover;
 pub mod lease;
 pub mod link;
 pub mod nodes;
