@@ -234,7 +234,7 @@ impl Sinks {
     }
 }
 
-/// Pushes `event` into every outbox, one lock each, as `ChannelHub::fan_out` does;
+/// Pushes `event` into every outbox, one lock each, as `HubCore::fan_out` does;
 /// returns how many pushes were not simply queued.
 fn push_all(outboxes: &[Outbox], event: &Arc<Event>) -> usize {
     let mut refused = 0;
