@@ -424,3 +424,64 @@ async fn a_server_that_was_not_the_predecessor_is_not_copied_from() {
         .expect("a read");
     assert!(taken.is_none(), "C is not B's predecessor");
 }
+
+#[tokio::test]
+async fn an_empty_master_after_a_jump_counts_every_id_handed_out_as_lost_and_issues_above_them() {
+    // Sentinel can promote a server that holds nothing (one that came back empty and
+    // was still listed as a replica). The nodes have handed out ids above the clock (an
+    // earlier failover jumped them by 10^9): the new sequence must start above them, and
+    // they must read as lost, so that a resume across them is recovered: false, never a
+    // silent gap.
+    let Some(b) = redis_server() else {
+        return;
+    };
+    let keys = Keys::new("test:empty:");
+    let mut on_b = b.node().await;
+    let clock = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_micros() as u64;
+    let floor = clock + 3_000_000_000;
+    assert!(
+        report(&mut on_b, &keys, floor).await.expect("report"),
+        "ids handed out on the lost history are reported lost"
+    );
+    let got = append_above(&mut on_b, &keys, TRIM, floor, &[event(1), event(2)])
+        .await
+        .expect("append");
+    let ids: Vec<u64> = got.iter().map(|a| a.seq).collect();
+    assert!(
+        ids.iter().all(|id| *id > floor),
+        "{ids:?} not above {floor}"
+    );
+    assert_increasing(&ids, "the empty master");
+    let resumed_from = floor - 10;
+    let log = read_log(
+        &mut on_b,
+        &keys,
+        &LogQuery {
+            after: resumed_from,
+            upto: None,
+            limit: 1000,
+            release: None,
+            channels: CHANNELS
+                .iter()
+                .map(|c| (c.to_string(), resumed_from))
+                .collect(),
+        },
+    )
+    .await
+    .expect("read_log");
+    assert!(
+        log.lost
+            .iter()
+            .any(|(lo, hi)| *lo < resumed_from && *hi >= floor),
+        "a resume from below the highest id handed out crosses a lost range: {:?}",
+        log.lost
+    );
+    assert!(
+        log.first.is_some_and(|f| f > floor),
+        "the first id this master issued is above every id handed out: {:?}",
+        log.first
+    );
+}

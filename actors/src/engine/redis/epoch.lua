@@ -4,7 +4,9 @@
 -- already handed out. Each master has its own replication id (`master_replid`, new on
 -- every promotion); the first script on a master whose id is not the one recorded starts
 -- an epoch: the sequence jumps past anything the old master can have issued (by GAP, or to
--- the caller's clock when that is later), and the epoch records where the master's own
+-- the caller's clock when that is later; a master with no sequence at all starts at the
+-- clock, or GAP past the caller's highest id when the clock is not above it), and the
+-- epoch records where the master's own
 -- history ended (`base`) and where the jump went (`start`). Ids in (base, start] were
 -- issued by an old master and are not in this one's history: lost.
 --
@@ -36,9 +38,17 @@ local function epoch(seq_key, first_key, epoch_key, lost_key, start, floor)
     local seq = redis.call('GET', seq_key)
     local base, from
     if seq == false then
+      -- No history at all (a fresh cluster, a Redis that lost its data, or an empty
+      -- server promoted). The clock is the start, unless the caller already handed out
+      -- ids at or above it (they jumped past the clock in an earlier failover): then past
+      -- them by GAP, as for a master that lost its last writes, so that they fall in
+      -- (base, start] and read as lost, and no id repeats.
       base = '0'
       from = start
-      redis.call('SET', first_key, string.format('%d', start + 1))
+      if floor ~= '' and not greater(start, floor) then
+        from = string.format('%d', floor + GAP)
+      end
+      redis.call('SET', first_key, string.format('%d', from + 1))
     else
       base = seq
       from = string.format('%d', seq + GAP)
