@@ -484,4 +484,49 @@ async fn an_empty_master_after_a_jump_counts_every_id_handed_out_as_lost_and_iss
         "the first id this master issued is above every id handed out: {:?}",
         log.first
     );
+    // A second node that had handed out more of the lost history reaches the master
+    // later: its ids are above anything this master issued, so they are lost too, and
+    // no one is given them again.
+    let last_here = *ids.last().expect("ids");
+    let second = last_here + 2_000_000_000;
+    assert!(
+        report(&mut on_b, &keys, second).await.expect("report"),
+        "the second node's ids are reported lost"
+    );
+    let again = append_above(&mut on_b, &keys, TRIM, floor, &[event(3)])
+        .await
+        .expect("append");
+    assert!(
+        again[0].seq > second,
+        "an append by the first node goes above the second's ids: {} <= {second}",
+        again[0].seq
+    );
+    let log = read_log(
+        &mut on_b,
+        &keys,
+        &LogQuery {
+            after: last_here,
+            upto: None,
+            limit: 1000,
+            release: None,
+            channels: CHANNELS
+                .iter()
+                .map(|c| (c.to_string(), last_here))
+                .collect(),
+        },
+    )
+    .await
+    .expect("read_log");
+    assert!(
+        log.lost.contains(&(last_here, second)),
+        "(last issued here, second node's highest] is lost: {:?}",
+        log.lost
+    );
+    // A node that handed out only ids this master issued reports nothing lost.
+    assert!(
+        !report(&mut on_b, &keys, again[0].seq)
+            .await
+            .expect("report"),
+        "ids this master issued are not lost"
+    );
 }

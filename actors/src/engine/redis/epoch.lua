@@ -11,7 +11,8 @@
 -- issued by an old master and are not in this one's history: lost.
 --
 -- A node reports the highest id it handed out (`floor`); one in (base, start] marks the
--- range (base, floor] lost (a sorted set of "LO HI", at most MAX_LOST kept), which a
+-- range (base, floor] lost, and one above everything this master issued marks
+-- (sequence, floor] lost (a sorted set of "LO HI", at most MAX_LOST kept), which a
 -- resume across it answers with recovered: false.
 
 -- Fixed, not settings: GAP only has to exceed what an old master can issue between the
@@ -64,11 +65,24 @@ local function epoch(seq_key, first_key, epoch_key, lost_key, start, floor)
   end
   local base = redis.call('HGET', epoch_key, 'base')
   local start_at = redis.call('HGET', epoch_key, 'start')
-  if not greater(floor, base) or greater(floor, start_at) then
+  if not greater(floor, base) then
     return 0
   end
+  local lo = base
+  if greater(floor, start_at) then
+    -- Above the jump: issued by this master, unless it is above anything this master
+    -- issued. Then it comes from a history this master lacks (a node that reached it
+    -- after the one that started the epoch had handed out more): (sequence, floor] is
+    -- lost, and the sequence goes past it so that none of those ids is issued again.
+    local now = redis.call('GET', seq_key)
+    if now == false or not greater(floor, now) then
+      return 0
+    end
+    lo = now
+    redis.call('SET', seq_key, floor)
+  end
   local hi = floor
-  local old = redis.call('ZRANGEBYSCORE', lost_key, base, base)
+  local old = redis.call('ZRANGEBYSCORE', lost_key, lo, lo)
   for _, member in ipairs(old) do
     local old_hi = string.match(member, ' (%d+)$')
     if old_hi and greater(old_hi, hi) then
@@ -76,7 +90,7 @@ local function epoch(seq_key, first_key, epoch_key, lost_key, start, floor)
     end
     redis.call('ZREM', lost_key, member)
   end
-  redis.call('ZADD', lost_key, base, base .. ' ' .. hi)
+  redis.call('ZADD', lost_key, lo, lo .. ' ' .. hi)
   redis.call('ZREMRANGEBYRANK', lost_key, 0, -(MAX_LOST + 1))
   return 1
 end
