@@ -23,6 +23,10 @@ use serde_json::json;
 /// The Sentinels' own password in these tests: it must never show.
 const SENTINEL_PASSWORD: &str = "s3ntinel-pw-4d81";
 
+/// The data servers' password, another one: `redis_url` carries it to the master that
+/// the Sentinels name.
+const MASTER_PASSWORD: &str = "m4ster-pw-c07e";
+
 fn dir(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!(
         "rustorium-sentinel-secured-{name}-{}-{}",
@@ -137,7 +141,7 @@ fn refused_at_start(dir: &Path, engine: &str) -> String {
 async fn sentinels_with_their_own_password_name_the_master_and_a_failover_is_followed() {
     let secured = Secured {
         sentinel_password: Some(SENTINEL_PASSWORD.into()),
-        tls: None,
+        ..Secured::default()
     };
     let Some(set) = RedisSet::start_secured(free_port(), &[ReplicaOf::Master], &[], secured).await
     else {
@@ -161,7 +165,7 @@ async fn sentinels_with_their_own_password_name_the_master_and_a_failover_is_fol
 async fn a_wrong_sentinel_password_stops_the_start_with_a_clear_message() {
     let secured = Secured {
         sentinel_password: Some(SENTINEL_PASSWORD.into()),
-        tls: None,
+        ..Secured::default()
     };
     let Some(set) = RedisSet::start_secured(free_port(), &[], &[], secured).await else {
         return;
@@ -201,8 +205,8 @@ async fn sentinels_over_tls_name_a_tls_master_and_a_failover_is_followed() {
     let d = dir("tls");
     common::tls::certificates(&d);
     let secured = Secured {
-        sentinel_password: None,
         tls: Some(d.clone()),
+        ..Secured::default()
     };
     let Some(set) = RedisSet::start_secured(free_port(), &[ReplicaOf::Master], &[], secured).await
     else {
@@ -241,6 +245,45 @@ async fn sentinels_over_tls_name_a_tls_master_and_a_failover_is_followed() {
         err.contains("invalid peer certificate"),
         "not a clear message: {err}"
     );
+    drop(set);
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sentinels_with_a_password_over_tls_name_a_master_with_a_password_of_its_own() {
+    let d = dir("tlspw");
+    common::tls::certificates(&d);
+    let secured = Secured {
+        sentinel_password: Some(SENTINEL_PASSWORD.into()),
+        master_password: Some(MASTER_PASSWORD.into()),
+        tls: Some(d.clone()),
+    };
+    let Some(set) = RedisSet::start_secured(free_port(), &[ReplicaOf::Master], &[], secured).await
+    else {
+        return;
+    };
+    // The Sentinels' password goes to the Sentinels, `redis_url`'s (with its TLS) to each
+    // master they name, before and after the failover.
+    let url = format!("rediss://:{MASTER_PASSWORD}@127.0.0.1:1/");
+    publishes_and_follows_a_failover(&set, &url, "sentineltlspw").await;
+
+    // The right Sentinel password with a wrong master password: the master refuses it,
+    // which stops the start naming `engine.redis_url`, showing neither password.
+    let wrong = "not-the-master-pw-5a2e";
+    let err = refused_at_start(
+        &d,
+        &format!(
+            "redis_url = \"rediss://:{wrong}@127.0.0.1:1/\"\n{}",
+            set.engine_toml()
+        ),
+    );
+    assert!(
+        err.contains("Redis refused the user or password (check engine.redis_url)"),
+        "not a clear message: {err}"
+    );
+    for pw in [wrong, SENTINEL_PASSWORD] {
+        assert!(!err.contains(pw), "a password is in the message: {err}");
+    }
     drop(set);
     let _ = std::fs::remove_dir_all(&d);
 }

@@ -63,6 +63,9 @@ pub struct Secured {
     /// `requirepass` on every Sentinel (and `sentinel sentinel-pass`, with which they
     /// reach each other).
     pub sentinel_password: Option<String>,
+    /// `requirepass` (and `masterauth`) on every data server, and `sentinel auth-pass` for
+    /// the Sentinels to reach them.
+    pub master_password: Option<String>,
     /// A directory holding `ca.pem`, `server.pem` and `server.key`
     /// ([`super::tls::certificates`]): every data server and Sentinel then listens only
     /// on TLS, and replication and Sentinel's own links use it too (`tls-replication`).
@@ -217,6 +220,14 @@ impl RedisSet {
                 .iter()
                 .map(|s| s.to_string()),
             );
+            if let Some(pw) = &secured.master_password {
+                a.extend([
+                    "--requirepass".into(),
+                    pw.clone(),
+                    "--masterauth".into(),
+                    pw.clone(),
+                ]);
+            }
             a.extend(server_args.iter().map(|s| s.to_string()));
             a
         };
@@ -270,6 +281,9 @@ impl RedisSet {
                  sentinel parallel-syncs {MASTER} 2\n",
                 dir = set.dir.display()
             ));
+            if let Some(pw) = &secured.master_password {
+                text.push_str(&format!("sentinel auth-pass {MASTER} {pw}\n"));
+            }
             std::fs::write(&conf, text).expect("write a sentinel config");
             let child = Command::new("redis-sentinel")
                 .arg(&conf)
@@ -312,16 +326,22 @@ impl RedisSet {
     }
 
     /// The URL of the data server (or, `sentinel`, the Sentinel) on `port`: `rediss://`
-    /// for a TLS set, with the Sentinels' password where they have one.
+    /// for a TLS set, with the Sentinels' (or the data servers') password where they have
+    /// one.
     pub fn url(&self, port: u16, sentinel: bool) -> String {
         let scheme = if self.secured.tls.is_some() {
             "rediss"
         } else {
             "redis"
         };
-        let auth = match &self.secured.sentinel_password {
-            Some(pw) if sentinel => format!(":{pw}@"),
-            _ => String::new(),
+        let password = if sentinel {
+            &self.secured.sentinel_password
+        } else {
+            &self.secured.master_password
+        };
+        let auth = match password {
+            Some(pw) => format!(":{pw}@"),
+            None => String::new(),
         };
         format!("{scheme}://{auth}127.0.0.1:{port}/")
     }
