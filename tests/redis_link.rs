@@ -13,6 +13,7 @@ use common::broker_process::{BrokerProcess, BIN};
 use common::cluster::{prefix, ready, Node};
 use common::proxy::Proxy;
 use common::redis_server::redis_server;
+use common::tls::certificates;
 use common::{http, publish_ok, tick, Client, PUB_KEY, SUB_KEY, WAIT};
 use serde_json::json;
 
@@ -27,23 +28,6 @@ fn dir(name: &str) -> PathBuf {
     ));
     std::fs::create_dir_all(&d).expect("temp dir");
     d
-}
-
-/// A test CA and a certificate for 127.0.0.1 it signed: writes `ca.pem`, `server.pem`,
-/// `server.key` into `dir`.
-fn certificates(dir: &Path) {
-    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
-    let ca_key = KeyPair::generate().expect("CA key");
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca_cert = ca_params.self_signed(&ca_key).expect("CA certificate");
-    let issuer = Issuer::new(ca_params, ca_key);
-    let key = KeyPair::generate().expect("server key");
-    let params = CertificateParams::new(vec!["127.0.0.1".to_string()]).expect("server params");
-    let cert = params.signed_by(&key, &issuer).expect("server certificate");
-    std::fs::write(dir.join("ca.pem"), ca_cert.pem()).expect("write");
-    std::fs::write(dir.join("server.pem"), cert.pem()).expect("write");
-    std::fs::write(dir.join("server.key"), key.serialize_pem()).expect("write");
 }
 
 /// A `redis-server` that speaks only TLS, with an ACL user `app` and the default user off.

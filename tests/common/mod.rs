@@ -7,6 +7,7 @@ pub mod cluster;
 pub mod proxy;
 pub mod redis_server;
 pub mod sentinel;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -4,7 +4,7 @@
 //! installed the caller skips, unless `RUSTORIUM_REQUIRE_SENTINEL` is set (the test command
 //! sets it when it installed them). Failure detection is tuned down
 //! (`down-after-milliseconds` 400, `failover-timeout` 2000) so a failover takes a few
-//! seconds.
+//! seconds. [`Secured`] puts a password on the Sentinels and TLS on every link of the set.
 
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -57,6 +57,21 @@ pub enum ReplicaOf {
     Port(u16),
 }
 
+/// How a set is secured (default: neither).
+#[derive(Clone, Default)]
+pub struct Secured {
+    /// `requirepass` on every Sentinel (and `sentinel sentinel-pass`, with which they
+    /// reach each other).
+    pub sentinel_password: Option<String>,
+    /// `requirepass` (and `masterauth`) on every data server, and `sentinel auth-pass` for
+    /// the Sentinels to reach them.
+    pub master_password: Option<String>,
+    /// A directory holding `ca.pem`, `server.pem` and `server.key`
+    /// ([`super::tls::certificates`]): every data server and Sentinel then listens only
+    /// on TLS, and replication and Sentinel's own links use it too (`tls-replication`).
+    pub tls: Option<PathBuf>,
+}
+
 /// A master, its replicas and three Sentinels.
 pub struct RedisSet {
     /// The data servers; the first started as the master.
@@ -64,9 +79,11 @@ pub struct RedisSet {
     /// The three Sentinels.
     pub sentinels: Vec<Proc>,
     dir: PathBuf,
+    secured: Secured,
 }
 
-fn free_port() -> u16 {
+/// A free loopback port.
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("a free port")
@@ -142,6 +159,16 @@ impl RedisSet {
         replica_of: &[ReplicaOf],
         server_args: &[&str],
     ) -> Option<RedisSet> {
+        RedisSet::start_secured(master_port, replica_of, server_args, Secured::default()).await
+    }
+
+    /// [`RedisSet::start_on`], secured as `secured` says.
+    pub async fn start_secured(
+        master_port: u16,
+        replica_of: &[ReplicaOf],
+        server_args: &[&str],
+        secured: Secured,
+    ) -> Option<RedisSet> {
         if !installed() {
             return None;
         }
@@ -150,24 +177,57 @@ impl RedisSet {
             std::process::id(),
             rand::random::<u32>()
         ));
+        let tls_file = |f: &str| {
+            secured
+                .tls
+                .as_ref()
+                .map(|d| d.join(f).display().to_string())
+        };
         let base = |port: u16| -> Vec<String> {
-            let mut a: Vec<String> = [
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--repl-diskless-sync",
-                "yes",
-                "--repl-diskless-sync-delay",
-                "0",
-            ]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+            let port = port.to_string();
+            let mut a: Vec<String> = match (tls_file("server.pem"), tls_file("server.key")) {
+                (Some(cert), Some(key)) => vec![
+                    "--port".into(),
+                    "0".into(),
+                    "--tls-port".into(),
+                    port,
+                    "--tls-cert-file".into(),
+                    cert,
+                    "--tls-key-file".into(),
+                    key,
+                    "--tls-ca-cert-file".into(),
+                    tls_file("ca.pem").unwrap_or_default(),
+                    "--tls-auth-clients".into(),
+                    "no".into(),
+                    "--tls-replication".into(),
+                    "yes".into(),
+                ],
+                _ => vec!["--port".into(), port],
+            };
+            a.extend(
+                [
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--repl-diskless-sync",
+                    "yes",
+                    "--repl-diskless-sync-delay",
+                    "0",
+                ]
+                .iter()
+                .map(|s| s.to_string()),
+            );
+            if let Some(pw) = &secured.master_password {
+                a.extend([
+                    "--requirepass".into(),
+                    pw.clone(),
+                    "--masterauth".into(),
+                    pw.clone(),
+                ]);
+            }
             a.extend(server_args.iter().map(|s| s.to_string()));
             a
         };
@@ -195,20 +255,35 @@ impl RedisSet {
             servers,
             sentinels: Vec::new(),
             dir,
+            secured: secured.clone(),
         };
         set.wait_replicas_online(master_port, replica_of.len())
             .await;
         for i in 0..3 {
             let port = free_port();
             let conf = set.dir.join(format!("sentinel-{i}.conf"));
-            let text = format!(
-                "port {port}\nbind 127.0.0.1\ndaemonize no\ndir {dir}\n\
+            let mut text = match (tls_file("server.pem"), tls_file("server.key")) {
+                (Some(cert), Some(key)) => format!(
+                    "port 0\ntls-port {port}\ntls-cert-file {cert}\ntls-key-file {key}\n\
+                     tls-ca-cert-file {ca}\ntls-auth-clients no\ntls-replication yes\n",
+                    ca = tls_file("ca.pem").unwrap_or_default()
+                ),
+                _ => format!("port {port}\n"),
+            };
+            if let Some(pw) = &secured.sentinel_password {
+                text.push_str(&format!("requirepass {pw}\nsentinel sentinel-pass {pw}\n"));
+            }
+            text.push_str(&format!(
+                "bind 127.0.0.1\ndaemonize no\ndir {dir}\n\
                  sentinel monitor {MASTER} 127.0.0.1 {master_port} 2\n\
                  sentinel down-after-milliseconds {MASTER} 400\n\
                  sentinel failover-timeout {MASTER} 2000\n\
                  sentinel parallel-syncs {MASTER} 2\n",
                 dir = set.dir.display()
-            );
+            ));
+            if let Some(pw) = &secured.master_password {
+                text.push_str(&format!("sentinel auth-pass {MASTER} {pw}\n"));
+            }
             std::fs::write(&conf, text).expect("write a sentinel config");
             let child = Command::new("redis-sentinel")
                 .arg(&conf)
@@ -226,17 +301,76 @@ impl RedisSet {
         Some(set)
     }
 
-    /// The `engine` fields that point a node at these Sentinels.
+    /// The `engine` fields that point a node at these Sentinels (with their password and
+    /// the test CA where the set has them; `redis_url` is the caller's: `rediss://` for a
+    /// TLS set).
     pub fn engine_toml(&self) -> String {
         let list: Vec<String> = self
             .sentinels
             .iter()
-            .map(|s| format!("\"redis://127.0.0.1:{}\"", s.port))
+            .map(|s| format!("\"{}\"", self.url(s.port, true)))
             .collect();
-        format!(
+        let mut toml = format!(
             "sentinels = [{}]\nsentinel_master = \"{MASTER}\"\nprobe_interval_ms = 200\nprobe_timeout_ms = 1000\n",
             list.join(", ")
-        )
+        );
+        if let Some(ca) = self.ca_file() {
+            toml.push_str(&format!("tls_ca_file = \"{}\"\n", ca.display()));
+        }
+        toml
+    }
+
+    /// The test CA's file, for a TLS set.
+    pub fn ca_file(&self) -> Option<PathBuf> {
+        self.secured.tls.as_ref().map(|d| d.join("ca.pem"))
+    }
+
+    /// The URL of the data server (or, `sentinel`, the Sentinel) on `port`: `rediss://`
+    /// for a TLS set, with the Sentinels' (or the data servers') password where they have
+    /// one.
+    pub fn url(&self, port: u16, sentinel: bool) -> String {
+        let scheme = if self.secured.tls.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
+        let password = if sentinel {
+            &self.secured.sentinel_password
+        } else {
+            &self.secured.master_password
+        };
+        let auth = match password {
+            Some(pw) => format!(":{pw}@"),
+            None => String::new(),
+        };
+        format!("{scheme}://{auth}127.0.0.1:{port}/")
+    }
+
+    /// A client of `url`, trusting the test CA for a TLS set.
+    fn client(&self, url: &str) -> redis::Client {
+        match self.ca_file() {
+            Some(ca) => {
+                let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+                redis::Client::build_with_tls(
+                    url,
+                    redis::TlsCertificates {
+                        client_tls: None,
+                        root_cert: Some(std::fs::read(ca).expect("read the test CA")),
+                    },
+                )
+                .expect("a TLS client")
+            }
+            None => redis::Client::open(url).expect("a URL"),
+        }
+    }
+
+    /// A connection to the data server (or, `sentinel`, the Sentinel) on `port`, as the
+    /// set is secured.
+    pub async fn connect(&self, port: u16, sentinel: bool) -> redis::aio::MultiplexedConnection {
+        self.client(&self.url(port, sentinel))
+            .get_multiplexed_async_connection()
+            .await
+            .expect("a connection")
     }
 
     /// A connection to the data server or Sentinel on `port`.
@@ -253,8 +387,7 @@ impl RedisSet {
         for s in &self.sentinels {
             let Ok(Ok(mut con)) = tokio::time::timeout(
                 Duration::from_secs(1),
-                redis::Client::open(format!("redis://127.0.0.1:{}/", s.port))
-                    .expect("a URL")
+                self.client(&self.url(s.port, true))
                     .get_multiplexed_async_connection(),
             )
             .await
@@ -287,7 +420,7 @@ impl RedisSet {
         loop {
             let port = self.master_port().await;
             if port != old {
-                let mut con = RedisSet::con(port).await;
+                let mut con = self.connect(port, false).await;
                 let role: redis::RedisResult<Vec<redis::Value>> =
                     redis::cmd("ROLE").query_async(&mut con).await;
                 if matches!(role.as_deref(), Ok([redis::Value::BulkString(b), ..]) if b == b"master")
@@ -305,7 +438,7 @@ impl RedisSet {
 
     /// A planned failover: `SENTINEL FAILOVER` on the first Sentinel.
     pub async fn failover(&self) {
-        let mut con = RedisSet::con(self.sentinels[0].port).await;
+        let mut con = self.connect(self.sentinels[0].port, true).await;
         let () = redis::cmd("SENTINEL")
             .arg("FAILOVER")
             .arg(MASTER)
@@ -316,7 +449,7 @@ impl RedisSet {
 
     async fn wait_replicas_online(&self, master: u16, n: usize) {
         let deadline = Instant::now() + Duration::from_secs(20);
-        let mut con = RedisSet::con(master).await;
+        let mut con = self.connect(master, false).await;
         loop {
             let info: String = redis::cmd("INFO")
                 .arg("replication")
@@ -335,7 +468,7 @@ impl RedisSet {
     async fn wait_sentinels_know(&self, replicas: usize) {
         let deadline = Instant::now() + Duration::from_secs(30);
         for s in &self.sentinels {
-            let mut con = RedisSet::con(s.port).await;
+            let mut con = self.connect(s.port, true).await;
             loop {
                 let known_replicas: Vec<redis::Value> = redis::cmd("SENTINEL")
                     .arg("REPLICAS")
