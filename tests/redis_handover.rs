@@ -20,7 +20,7 @@ use common::redis_server::{redis_server, RedisServer, TRIM};
 
 use redis::aio::MultiplexedConnection;
 use rustorium_actors::engine::redis::eventlog::{
-    append, append_above, read_log, report, Appended, Keys, LogEntry, LogQuery,
+    append, append_above, read_log, report, Appended, Keys, LogEntry, LogQuery, LogRead,
 };
 use rustorium_actors::engine::redis::handover;
 use rustorium_actors::settings::EngineSettings;
@@ -176,6 +176,24 @@ async fn split(test: &str) -> Option<Split> {
     Some(Split { a, b, keys, acked })
 }
 
+/// Everything B's log holds after `after`, on every test channel (what a resume from
+/// `after` reads).
+async fn read_after(con: &mut MultiplexedConnection, keys: &Keys, after: u64) -> LogRead {
+    read_log(
+        con,
+        keys,
+        &LogQuery {
+            after,
+            upto: None,
+            limit: 1000,
+            release: None,
+            channels: CHANNELS.iter().map(|c| (c.to_string(), after)).collect(),
+        },
+    )
+    .await
+    .expect("read_log")
+}
+
 fn settings() -> EngineSettings {
     EngineSettings {
         connect_timeout_ms: 500,
@@ -309,22 +327,7 @@ async fn a_planned_failover_copies_what_the_new_master_lacks_with_its_ids() {
         !report(&mut on_b, &keys, last).await.expect("report"),
         "ids up to A's last are not lost"
     );
-    let log = read_log(
-        &mut on_b,
-        &keys,
-        &LogQuery {
-            after: synced_last,
-            upto: None,
-            limit: 1000,
-            release: None,
-            channels: CHANNELS
-                .iter()
-                .map(|c| (c.to_string(), synced_last))
-                .collect(),
-        },
-    )
-    .await
-    .expect("read_log");
+    let log = read_after(&mut on_b, &keys, synced_last).await;
     assert!(log.lost.is_empty(), "lost ranges: {:?}", log.lost);
     let (base, start) = log.epoch.expect("B's epoch");
     assert_eq!(base, last, "B's history complete up to A's last id");
@@ -380,22 +383,7 @@ async fn a_killed_master_is_not_copied_from_and_its_loss_is_reported() {
         report(&mut on_b, &keys, last).await.expect("report"),
         "the 40 are reported lost"
     );
-    let log = read_log(
-        &mut on_b,
-        &keys,
-        &LogQuery {
-            after: synced_last,
-            upto: None,
-            limit: 1000,
-            release: None,
-            channels: CHANNELS
-                .iter()
-                .map(|c| (c.to_string(), synced_last))
-                .collect(),
-        },
-    )
-    .await
-    .expect("read_log");
+    let log = read_after(&mut on_b, &keys, synced_last).await;
     assert_eq!(log.lost, vec![(synced_last, last)], "the lost range");
     let (base, start) = log.epoch.expect("B's epoch");
     assert_eq!(base, synced_last);
@@ -456,22 +444,7 @@ async fn an_empty_master_after_a_jump_counts_every_id_handed_out_as_lost_and_iss
     );
     assert_increasing(&ids, "the empty master");
     let resumed_from = floor - 10;
-    let log = read_log(
-        &mut on_b,
-        &keys,
-        &LogQuery {
-            after: resumed_from,
-            upto: None,
-            limit: 1000,
-            release: None,
-            channels: CHANNELS
-                .iter()
-                .map(|c| (c.to_string(), resumed_from))
-                .collect(),
-        },
-    )
-    .await
-    .expect("read_log");
+    let log = read_after(&mut on_b, &keys, resumed_from).await;
     assert!(
         log.lost
             .iter()
@@ -501,22 +474,7 @@ async fn an_empty_master_after_a_jump_counts_every_id_handed_out_as_lost_and_iss
         "an append by the first node goes above the second's ids: {} <= {second}",
         again[0].seq
     );
-    let log = read_log(
-        &mut on_b,
-        &keys,
-        &LogQuery {
-            after: last_here,
-            upto: None,
-            limit: 1000,
-            release: None,
-            channels: CHANNELS
-                .iter()
-                .map(|c| (c.to_string(), last_here))
-                .collect(),
-        },
-    )
-    .await
-    .expect("read_log");
+    let log = read_after(&mut on_b, &keys, last_here).await;
     assert!(
         log.lost.contains(&(last_here, second)),
         "(last issued here, second node's highest] is lost: {:?}",

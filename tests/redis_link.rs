@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::broker_process::{BrokerProcess, BIN};
+use common::broker_process::{exit_of, BrokerProcess, BIN};
 use common::cluster::{prefix, ready, Node};
 use common::proxy::Proxy;
 use common::redis_server::redis_server;
@@ -200,34 +200,8 @@ async fn a_wrong_password_is_refused_at_start_with_a_clear_message() {
         &d,
         &format!("rediss://app:{wrong}@127.0.0.1:{}/", redis.port),
     );
-    let mut child = Command::new(BIN)
-        .args(["--config", path.to_str().expect("utf-8 path")])
-        .env_remove("RUSTORIUM_CONFIG")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn the broker");
-    let deadline = Instant::now() + WAIT;
-    let status = loop {
-        if let Some(s) = child.try_wait().expect("wait") {
-            break s;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("the broker did not stop on a wrong Redis password");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let mut err = String::new();
-    use std::io::Read;
-    child
-        .stderr
-        .take()
-        .expect("stderr")
-        .read_to_string(&mut err)
-        .expect("read stderr");
-    assert_eq!(status.code(), Some(2), "{err}");
+    let (code, err) = exit_of(&path);
+    assert_eq!(code, Some(2), "{err}");
     assert!(
         err.contains("Redis refused the user or password"),
         "not a clear message: {err}"

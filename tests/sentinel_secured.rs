@@ -11,13 +11,12 @@ mod common;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::broker_process::BIN;
+use common::broker_process::exit_of;
 use common::cluster::{prefix, Node};
 use common::sentinel::{free_port, RedisSet, ReplicaOf, Secured, FAILOVER_WAIT};
-use common::{publish, publish_ok, tick, Client, PUB_KEY, SUB_KEY, WAIT};
+use common::{publish, publish_ok, tick, Client, PUB_KEY, SUB_KEY};
 use serde_json::json;
 
 /// The Sentinels' own password in these tests: it must never show.
@@ -94,7 +93,7 @@ async fn publishes_and_follows_a_failover(set: &RedisSet, redis_url: &str, name:
 }
 
 /// Runs the broker on a config with `engine` as its `[engine]` fields; asserts that it
-/// stops (within [`WAIT`]) with exit status 2, and returns what it wrote to stderr.
+/// stops (within `common::WAIT`) with exit status 2, and returns what it wrote to stderr.
 fn refused_at_start(dir: &Path, engine: &str) -> String {
     let path = dir.join(format!("refused-{}.toml", rand::random::<u32>()));
     std::fs::write(
@@ -105,35 +104,8 @@ fn refused_at_start(dir: &Path, engine: &str) -> String {
         ),
     )
     .expect("write the config");
-    let mut child = Command::new(BIN)
-        .args(["--config", path.to_str().expect("utf-8 path")])
-        .env_remove("RUSTORIUM_CONFIG")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn the broker");
-    let deadline = Instant::now() + WAIT;
-    let status = loop {
-        if let Some(s) = child.try_wait().expect("wait") {
-            break s;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("the broker did not stop within {WAIT:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let mut err = String::new();
-    use std::io::Read;
-    child
-        .stderr
-        .take()
-        .expect("stderr")
-        .read_to_string(&mut err)
-        .expect("read stderr");
-    assert_eq!(status.code(), Some(2), "{err}");
+    let (code, err) = exit_of(&path);
+    assert_eq!(code, Some(2), "{err}");
     err
 }
 

@@ -112,3 +112,38 @@ impl Drop for BrokerProcess {
         self.kill();
     }
 }
+
+/// Runs the broker binary on the config file `config` and waits (within [`WAIT`]) for it
+/// to stop by itself, as it must on a refused start; returns its exit code and what it
+/// wrote to stderr. Fails the test if it is still running after [`WAIT`].
+pub fn exit_of(config: &std::path::Path) -> (Option<i32>, String) {
+    use std::io::Read;
+    let mut child = Command::new(BIN)
+        .args(["--config", config.to_str().expect("utf-8 path")])
+        .env_remove("RUSTORIUM_CONFIG")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn the broker");
+    let deadline = Instant::now() + WAIT;
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the broker did not stop within {WAIT:?}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut err)
+        .expect("read stderr");
+    (status.code(), err)
+}
