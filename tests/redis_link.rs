@@ -10,11 +10,11 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::broker_process::{exit_of, BrokerProcess, BIN};
-use common::cluster::{prefix, ready, Node};
+use common::cluster::{node_config, prefix, ready, Node};
 use common::proxy::Proxy;
 use common::redis_server::redis_server;
 use common::tls::certificates;
-use common::{http, publish_ok, tick, Client, PUB_KEY, SUB_KEY, WAIT};
+use common::{http, publish_ok, tick, Client, SUB_KEY, WAIT};
 use serde_json::json;
 
 /// The ACL user's password in these tests: it must never show.
@@ -102,33 +102,8 @@ fn tls_redis(dir: &Path) -> Option<TlsRedis> {
 /// A broker config on `url` with the CA of `dir`.
 fn config(dir: &Path, url: &str) -> PathBuf {
     let path = dir.join(format!("broker-{}.toml", rand::random::<u32>()));
-    let text = format!(
-        r#"[server]
-bind = "127.0.0.1:0"
-workers = 2
-
-[[keys]]
-name = "sub"
-secret = "{SUB_KEY}"
-roles = ["subscribe"]
-
-[[keys]]
-name = "pub"
-secret = "{PUB_KEY}"
-roles = ["publish"]
-
-[demo]
-enabled = false
-
-[engine]
-kind = "redis"
-redis_url = "{url}"
-tls_ca_file = "{ca}"
-key_prefix = "{prefix}"
-"#,
-        ca = dir.join("ca.pem").display(),
-        prefix = prefix("tls"),
-    );
+    let ca = format!("tls_ca_file = \"{}\"", dir.join("ca.pem").display());
+    let text = node_config(url, &prefix("tls"), &ca, "");
     std::fs::write(&path, text).expect("write the config");
     path
 }

@@ -36,46 +36,7 @@ impl Node {
             std::process::id(),
             NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         ));
-        let text = format!(
-            r#"[server]
-bind = "127.0.0.1:0"
-workers = 2
-
-[[keys]]
-name = "sub"
-secret = "{SUB_KEY}"
-roles = ["subscribe"]
-
-[[keys]]
-name = "pub"
-secret = "{PUB_KEY}"
-roles = ["publish"]
-
-[[keys]]
-name = "all"
-secret = "{ALL_KEY}"
-roles = ["subscribe", "publish", "command"]
-
-[ledger]
-empty_blocks = false
-
-[demo]
-enabled = false
-
-[engine]
-kind = "redis"
-redis_url = "{redis_url}"
-key_prefix = "{prefix}"
-lease_ms = {LEASE_MS}
-response_timeout_ms = 5000
-connect_timeout_ms = 1000
-reconnect_min_ms = 50
-reconnect_max_ms = 500
-{engine}
-
-{extra}
-"#
-        );
+        let text = node_config(redis_url, prefix, engine, extra);
         std::fs::write(&config, text).expect("write the node's config");
         let mut child = Command::new(BIN)
             .arg("--config")
@@ -154,4 +115,50 @@ pub fn ready(addr: SocketAddr) -> Option<u16> {
 /// A key prefix of its own for one test, so tests can share nothing by accident.
 pub fn prefix(test: &str) -> String {
     format!("t{}:{test}:", std::process::id())
+}
+
+/// The config a node of these tests runs with: the test keys, no demo, the Redis engine
+/// on `redis_url` under `prefix` with short timeouts, plus `engine` (more `[engine]`
+/// fields) and `extra` (more sections).
+pub fn node_config(redis_url: &str, prefix: &str, engine: &str, extra: &str) -> String {
+    format!(
+        r#"[server]
+bind = "127.0.0.1:0"
+workers = 2
+
+[[keys]]
+name = "sub"
+secret = "{SUB_KEY}"
+roles = ["subscribe"]
+
+[[keys]]
+name = "pub"
+secret = "{PUB_KEY}"
+roles = ["publish"]
+
+[[keys]]
+name = "all"
+secret = "{ALL_KEY}"
+roles = ["subscribe", "publish", "command"]
+
+[ledger]
+empty_blocks = false
+
+[demo]
+enabled = false
+
+[engine]
+kind = "redis"
+redis_url = "{redis_url}"
+key_prefix = "{prefix}"
+lease_ms = {LEASE_MS}
+response_timeout_ms = 5000
+connect_timeout_ms = 1000
+reconnect_min_ms = 50
+reconnect_max_ms = 500
+{engine}
+
+{extra}
+"#
+    )
 }
