@@ -259,7 +259,12 @@ pub async fn take(
         Some(r) if r == new_replid => epoch_base.unwrap_or(0),
         _ => seq.unwrap_or(0),
     };
-    let per_stream = settings.stream_max_len.max(1);
+    // No stream is read past what the handover may carry (`max_backfill_events`).
+    let carried = u64::try_from(settings.max_backfill_events).unwrap_or(u64::MAX);
+    let per_stream = settings
+        .stream_max_len
+        .min(carried.saturating_add(1))
+        .max(1);
     let Some((replid, seq, streams, mut items)) =
         read_old(&mut old_con, keys, after, u64::MAX, per_stream).await?
     else {
@@ -271,17 +276,19 @@ pub async fn take(
     }
     // Up to where the copy is complete: the old master's sequence, and no further than
     // what a stream read cut at its bound or what the handover may carry.
+    // Per stream read (0: the head's raises, then the history streams): how many
+    // entries came back and the last; a stream that filled its read was cut there.
     let mut upto = seq.unwrap_or(0);
-    for i in 1..=streams.len() {
-        let of_stream: Vec<u64> = items
-            .iter()
-            .filter(|(j, ..)| *j == i)
-            .map(|(_, s, _)| *s)
-            .collect();
-        if of_stream.len() as u64 >= per_stream {
-            if let Some(last) = of_stream.last() {
-                upto = upto.min(*last);
-            }
+    let mut read = vec![(0u64, 0u64); streams.len() + 1];
+    for (j, s, _) in &items {
+        if let Some((n, last)) = read.get_mut(*j) {
+            *n += 1;
+            *last = (*last).max(*s);
+        }
+    }
+    for (n, last) in read {
+        if n >= per_stream {
+            upto = upto.min(last);
         }
     }
     if items.len() > settings.max_backfill_events {
