@@ -239,31 +239,36 @@ impl Link {
         self.lost.notify_one();
     }
 
-    /// The master now, `None` while there is none.
-    pub fn master(&self) -> Option<Master> {
-        self.current.borrow().clone()
-    }
-
     /// Follows the master as it changes.
     pub fn watch(&self) -> watch::Receiver<Option<Master>> {
         self.current.subscribe()
     }
 
+    /// Whether there is a master now.
+    pub fn has_master(&self) -> bool {
+        self.current.borrow().is_some()
+    }
+
     /// A command connection to the master, or `unavailable` while there is none.
     pub fn con(self: &Arc<Self>) -> Result<Con, EngineError> {
-        let m = self.master().ok_or_else(no_master)?;
-        Ok(Con {
-            con: m.con,
-            gen: m.gen,
-            link: self.clone(),
-        })
+        self.con_of(|m| &m.con)
     }
 
     /// The connection appends take: the `WAIT` connection with `min_replicas_acked`.
     pub fn append_con(self: &Arc<Self>) -> Result<Con, EngineError> {
-        let m = self.master().ok_or_else(no_master)?;
+        self.con_of(|m| m.acked.as_ref().unwrap_or(&m.con))
+    }
+
+    /// A handle on the master's connection `pick` names (only that connection is
+    /// cloned, once per command), or `unavailable` while there is no master.
+    fn con_of(
+        self: &Arc<Self>,
+        pick: impl FnOnce(&Master) -> &MultiplexedConnection,
+    ) -> Result<Con, EngineError> {
+        let current = self.current.borrow();
+        let m = current.as_ref().ok_or_else(no_master)?;
         Ok(Con {
-            con: m.acked.unwrap_or(m.con),
+            con: pick(m).clone(),
             gen: m.gen,
             link: self.clone(),
         })

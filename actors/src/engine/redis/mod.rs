@@ -287,11 +287,13 @@ impl RedisEngine {
         let sent = sh.ask(eventlog::append_above(
             &mut con, &sh.keys, trim, floor, &entries,
         ));
-        let answer = match sent.await {
+        let answer = sent.await;
+        // Appended and announced, whatever `WAIT` says next: the ids are handed out.
+        if let Some(last) = answer.iter().flatten().map(|a| a.seq).max() {
+            sh.saw(last);
+        }
+        let answer = match answer {
             Ok(a) if sh.settings.min_replicas_acked > 0 => {
-                if let Some(last) = a.iter().map(|a| a.seq).max() {
-                    sh.saw(last);
-                }
                 self.replicas_took(&mut con).await.map(|()| a)
             }
             other => other,
@@ -315,9 +317,6 @@ impl RedisEngine {
                 ));
             }
         };
-        if let Some(last) = appended.iter().map(|a| a.seq).max() {
-            sh.saw(last);
-        }
         let m = &sh.metrics.engine;
         m.appends.fetch_add(1, Ordering::Relaxed);
         m.append_us
@@ -591,7 +590,7 @@ impl Engine for RedisEngine {
         let replicas =
             usize::try_from(self.shared.settings.min_replicas_acked).unwrap_or(usize::MAX);
         lock(&self.shared.feed).up
-            && self.shared.link.master().is_some()
+            && self.shared.link.has_master()
             && self.shared.link.replicas() >= replicas
     }
 
