@@ -119,7 +119,8 @@ impl SharedHub {
 
     /// Locks the core; a poisoned lock is still usable (the core is consistent between
     /// statements, and a fan-out that stopped part-way only left some outboxes short).
-    pub fn lock(&self) -> MutexGuard<'_, HubCore> {
+    /// Only the actor and [`SharedHub::fan_out`] reach the core.
+    fn lock(&self) -> MutexGuard<'_, HubCore> {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 
