@@ -320,3 +320,24 @@ async fn a_sentinel_with_a_password_names_the_master_and_a_wrong_one_stops_the_s
     let _ = sentinel.kill();
     let _ = sentinel.wait();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_url_that_names_a_replica_is_said_plainly() {
+    let (Some(master), Some(replica)) = (redis_server(), redis_server()) else {
+        return;
+    };
+    let mut r = replica.node().await;
+    let _: () = redis::cmd("REPLICAOF")
+        .arg("127.0.0.1")
+        .arg(master.port())
+        .query_async(&mut r)
+        .await
+        .expect("REPLICAOF");
+    let d = dir("replica");
+    let path = d.join("broker.toml");
+    std::fs::write(&path, node_config(&replica.url, &prefix("replica"), "", ""))
+        .expect("write the config");
+    let broker = BrokerProcess::spawn_logging(&["--config", path.to_str().expect("utf-8")], "warn");
+    let line = broker.log_until("is a replica: engine.redis_url must name the master");
+    assert!(line.contains(&replica.port().to_string()), "{line}");
+}

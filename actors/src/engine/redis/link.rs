@@ -349,9 +349,14 @@ impl Link {
         };
         let mut con = connect(Duration::ZERO).await?;
         let Some(replicas) = role(&mut con, limit).await? else {
-            return Err(format!(
-                "{addr} is not a master (yet): a failover is under way"
-            ));
+            return Err(match self.target {
+                Ok(Target::Sentinels(_)) => {
+                    format!("{addr} is not a master (yet): a failover is under way")
+                }
+                _ => format!(
+                    "{addr} is a replica: engine.redis_url must name the master (or use engine.sentinels)"
+                ),
+            });
         };
         self.set_replicas(replicas);
         let acked = if s.min_replicas_acked > 0 {
